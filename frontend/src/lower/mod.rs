@@ -1,0 +1,119 @@
+//! Lowering a [`DeepseekConfig`] to the prefill graph.
+//!
+//! The graph takes `input_ids: i64[S]` and returns `logits: f32[S, vocab]` for every position.
+//! Weights are params keyed by their Hugging Face tensor names; routed experts are stacked
+//! (`model.layers.L.mlp.experts.{e}.gate_proj.weight: [E, I, H]`) and the MoE is written as a
+//! dense, masked computation (every expert on every token, weighted by a routing matrix that is
+//! zero off the top-k), so the graph's size does not grow with the expert count.
+
+mod attention;
+mod ffn;
+
+use saturn_ir::{BinaryOp, DType, Dim, Graph, NodeId, Op, TensorType};
+
+use crate::config::DeepseekConfig;
+use crate::error::Result;
+
+/// The symbol for the number of tokens in the prompt.
+pub const TOKENS: &str = "S";
+
+/// Builds the prefill graph of `config`.
+pub fn prefill_graph(config: &DeepseekConfig) -> Result<Graph> {
+    let mut b = Builder::new(Graph::new(format!("{}.prefill", config.model_type())));
+    let s = Dim::sym(TOKENS);
+    let d = config.hidden_size;
+    let ids = b.input("input_ids", DType::I64, vec![s.clone()])?;
+    let embed = b.param("model.embed_tokens.weight", &[config.vocab_size, d])?;
+    let mut h = b.op("embed", Op::Gather, &[embed, ids])?;
+    let positions = b.op("positions", Op::Arange { start: Dim::constant(0), len: s }, &[])?;
+    for layer in 0..config.num_hidden_layers {
+        b.scope = format!("l{layer}.");
+        let prefix = format!("model.layers.{layer}.");
+        let norm_w = b.param(&format!("{prefix}input_layernorm.weight"), &[d])?;
+        let x = b.op("attn_norm", Op::RmsNorm { eps: config.rms_norm_eps }, &[h, norm_w])?;
+        let attn = attention::mla(&mut b, config, &prefix, x, positions)?;
+        h = b.op("attn_residual", Op::Binary(BinaryOp::Add), &[h, attn])?;
+        let norm_w = b.param(&format!("{prefix}post_attention_layernorm.weight"), &[d])?;
+        let x = b.op("ffn_norm", Op::RmsNorm { eps: config.rms_norm_eps }, &[h, norm_w])?;
+        let ffn = if config.is_moe_layer(layer) {
+            ffn::moe(&mut b, config, &format!("{prefix}mlp."), x)?
+        } else {
+            ffn::gated_mlp(&mut b, &format!("{prefix}mlp."), "mlp", x, config.intermediate_size, d)?
+        };
+        h = b.op("ffn_residual", Op::Binary(BinaryOp::Add), &[h, ffn])?;
+    }
+    b.scope.clear();
+    let norm_w = b.param("model.norm.weight", &[d])?;
+    let h = b.op("final_norm", Op::RmsNorm { eps: config.rms_norm_eps }, &[h, norm_w])?;
+    let head =
+        if config.tie_word_embeddings { embed } else { b.param("lm_head.weight", &[config.vocab_size, d])? };
+    let logits = b.op("logits", Op::Linear, &[h, head])?;
+    b.graph.set_output("logits", logits)?;
+    Ok(b.graph)
+}
+
+/// Adds nodes with names under the current layer's scope (`l3.`), params named by their key.
+pub(crate) struct Builder {
+    pub graph: Graph,
+    pub scope: String,
+}
+
+impl Builder {
+    fn new(graph: Graph) -> Builder {
+        Builder { graph, scope: String::new() }
+    }
+
+    pub fn input(&mut self, name: &str, dtype: DType, shape: Vec<Dim>) -> Result<NodeId> {
+        Ok(self.graph.add(name, Op::Input, &[], Some(TensorType { dtype, shape }))?)
+    }
+
+    /// An f32 param keyed by a checkpoint tensor name; a key with `{e}` is a stack of experts.
+    /// The same key twice gives the same node (tied weights).
+    pub fn param(&mut self, key: &str, shape: &[u64]) -> Result<NodeId> {
+        let name = key.replace(".{e}", "");
+        if let Some(id) = self.graph.find(&name) {
+            return Ok(id);
+        }
+        let ty = TensorType::new(DType::F32, shape.iter().copied());
+        Ok(self.graph.add(name, Op::Param { key: key.into() }, &[], Some(ty))?)
+    }
+
+    /// An f32 scalar constant; asking twice for the same name and value gives one node.
+    pub fn scalar(&mut self, name: &str, value: f64) -> Result<NodeId> {
+        let name = format!("{}{name}", self.scope);
+        if let Some(id) = self.graph.find(&name)
+            && self.graph.node(id).op == (Op::Scalar { value })
+        {
+            return Ok(id);
+        }
+        let name = self.graph.fresh_name(&name);
+        let ty = TensorType { dtype: DType::F32, shape: vec![] };
+        Ok(self.graph.add(name, Op::Scalar { value }, &[], Some(ty))?)
+    }
+
+    /// An op node named `scope + name`.
+    pub fn op(&mut self, name: &str, op: Op, inputs: &[NodeId]) -> Result<NodeId> {
+        let name = self.graph.fresh_name(&format!("{}{name}", self.scope));
+        Ok(self.graph.add(name, op, inputs, None)?)
+    }
+
+    /// `x w^T`, plus a bias param when `bias` is given.
+    pub fn linear(
+        &mut self,
+        name: &str,
+        x: NodeId,
+        weight_key: &str,
+        shape: [u64; 2],
+        bias: Option<&str>,
+    ) -> Result<NodeId> {
+        let w = self.param(weight_key, &shape)?;
+        let y = self.op(name, Op::Linear, &[x, w])?;
+        match bias {
+            None => Ok(y),
+            Some(key) => {
+                let b = self.param(key, &shape[..1])?;
+                self.op(&format!("{name}.bias"), Op::Binary(BinaryOp::Add), &[y, b])
+            }
+        }
+    }
+}
