@@ -53,10 +53,11 @@ impl Dim {
 
     fn add_scaled(&self, other: &Dim, scale: i64) -> Dim {
         let mut out = self.clone();
-        out.constant += scale * other.constant;
+        // Saturating: absurd dims must not panic; they fail later checks instead.
+        out.constant = out.constant.saturating_add(scale.saturating_mul(other.constant));
         for (s, c) in &other.terms {
             let e = out.terms.entry(s.clone()).or_insert(0);
-            *e += scale * c;
+            *e = e.saturating_add(scale.saturating_mul(*c));
             if *e == 0 {
                 out.terms.remove(s);
             }
@@ -86,7 +87,11 @@ impl Dim {
         let mut v = self.constant;
         for (s, c) in &self.terms {
             let x = syms.get(s).ok_or_else(|| format!("symbol `{s}` has no binding"))?;
-            v += c * (*x as i64);
+            v = i64::try_from(*x)
+                .ok()
+                .and_then(|x| c.checked_mul(x))
+                .and_then(|t| v.checked_add(t))
+                .ok_or_else(|| format!("dim `{self}` overflows with {s} = {x}"))?;
         }
         u64::try_from(v).map_err(|_| format!("dim `{self}` evaluates to {v}, which is negative"))
     }
@@ -117,7 +122,7 @@ impl fmt::Display for Dim {
         }
         let mut first = true;
         for (s, &c) in &self.terms {
-            let (sign, mag) = if c < 0 { ("-", -c) } else { ("+", c) };
+            let (sign, mag) = if c < 0 { ("-", c.unsigned_abs()) } else { ("+", c.unsigned_abs()) };
             if first {
                 if c < 0 {
                     f.write_str("-")?;
@@ -152,32 +157,34 @@ pub fn fmt_shape(shape: &[Dim]) -> String {
 pub type Poly = BTreeMap<Vec<String>, i64>;
 
 /// The number of elements of a shape, as a polynomial, so that reshapes of symbolic shapes can
-/// be checked (`[S, 4, 8]` and `[S, 32]` have equal element counts).
-pub fn numel(shape: &[Dim]) -> Poly {
+/// be checked (`[S, 4, 8]` and `[S, 32]` have equal element counts). `None` if a coefficient
+/// overflows i64.
+pub fn numel(shape: &[Dim]) -> Option<Poly> {
     let mut acc: Poly = BTreeMap::from([(Vec::new(), 1)]);
     for d in shape {
         let mut next: Poly = BTreeMap::new();
         for (mono, coeff) in &acc {
-            let mut add = |m: Vec<String>, c: i64| {
+            let mut add = |m: Vec<String>, c: Option<i64>| -> Option<()> {
                 let e = next.entry(m.clone()).or_insert(0);
-                *e += c;
+                *e = e.checked_add(c?)?;
                 if *e == 0 {
                     next.remove(&m);
                 }
+                Some(())
             };
             if d.constant != 0 {
-                add(mono.clone(), coeff * d.constant);
+                add(mono.clone(), coeff.checked_mul(d.constant))?;
             }
             for (s, c) in &d.terms {
                 let mut m = mono.clone();
                 m.push(s.clone());
                 m.sort();
-                add(m, coeff * c);
+                add(m, coeff.checked_mul(*c))?;
             }
         }
         acc = next;
     }
-    acc
+    Some(acc)
 }
 
 /// Evaluates a shape under symbol bindings.
@@ -205,6 +212,7 @@ mod tests {
         let a = vec![Dim::sym("S"), Dim::constant(4), Dim::constant(8)];
         let b = vec![Dim::sym("S"), Dim::constant(32)];
         assert_eq!(numel(&a), numel(&b));
+        assert!(numel(&a).is_some());
         let c = vec![Dim::sym("S"), Dim::constant(31)];
         assert_ne!(numel(&a), numel(&c));
     }

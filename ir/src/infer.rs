@@ -157,7 +157,11 @@ fn infer(op: &Op, x: &[&TensorType], declared: Option<&TensorType>) -> Result<Te
             TensorType { dtype: x[0].dtype, shape }
         }
         Op::Reshape { shape } => {
-            if numel(shape) != numel(&x[0].shape) {
+            let (to, from) = (numel(shape), numel(&x[0].shape));
+            if to.is_none() || from.is_none() {
+                return Err(format!("the element count of {} or {} overflows", x[0], fmt_shape(shape)));
+            }
+            if to != from {
                 return Err(format!(
                     "cannot reshape {} to {}: element counts differ",
                     x[0],

@@ -453,7 +453,7 @@ impl Attrs<'_> {
     fn dim(&mut self, key: &str) -> Result<Dim, String> {
         match self.take(key)? {
             Attr::Dim(d) => Ok(d),
-            Attr::Int(i) if i >= 0 => Ok(Dim::constant(i as u64)),
+            Attr::Int(i) => Ok(Dim::linear(i, [])),
             Attr::Ident(s) => Ok(Dim::sym(&s)),
             other => Err(self.wrong(key, "a dim", &other)),
         }

@@ -68,14 +68,22 @@ impl Builder {
     }
 
     /// An f32 param keyed by a checkpoint tensor name; a key with `{e}` is a stack of experts.
-    /// The same key twice gives the same node (tied weights).
+    /// The node is named after the key, shortened (`model.layers.3.mlp.experts.{e}.up_proj.weight`
+    /// becomes `l3.mlp.experts.up_proj`). The same key twice gives the same node (tied weights).
     pub fn param(&mut self, key: &str, shape: &[u64]) -> Result<NodeId> {
-        let name = key.replace(".{e}", "");
-        if let Some(id) = self.graph.find(&name) {
+        let op = Op::Param { key: key.into() };
+        let short =
+            key.strip_prefix("model.layers.").map_or_else(|| key.to_string(), |rest| format!("l{rest}"));
+        let short = short.replace(".{e}", "");
+        let short = short.strip_suffix(".weight").unwrap_or(&short);
+        if let Some(id) = self.graph.find(short)
+            && self.graph.node(id).op == op
+        {
             return Ok(id);
         }
+        let name = self.graph.fresh_name(short);
         let ty = TensorType::new(DType::F32, shape.iter().copied());
-        Ok(self.graph.add(name, Op::Param { key: key.into() }, &[], Some(ty))?)
+        Ok(self.graph.add(name, op, &[], Some(ty))?)
     }
 
     /// An f32 scalar constant; asking twice for the same name and value gives one node.
