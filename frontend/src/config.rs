@@ -170,13 +170,13 @@ impl DeepseekConfig {
         if self.q_lora_rank == Some(0) {
             return Err(err("q_lora_rank", "must be positive or null".into()));
         }
-        if self.qk_rope_head_dim % 2 != 0 {
+        if !self.qk_rope_head_dim.is_multiple_of(2) {
             return Err(err(
                 "qk_rope_head_dim",
                 format!("must be even for RoPE, got {}", self.qk_rope_head_dim),
             ));
         }
-        if !(self.rms_norm_eps >= 0.0) {
+        if self.rms_norm_eps < 0.0 {
             return Err(err("rms_norm_eps", format!("must be non-negative, got {}", self.rms_norm_eps)));
         }
         if self.first_k_dense_replace > 0 && self.intermediate_size == 0 {
@@ -204,7 +204,7 @@ impl DeepseekConfig {
         if let Routing::GroupLimitedGreedy { n_group, topk_group }
         | Routing::NoauxTc { n_group, topk_group } = m.routing
         {
-            if n_group == 0 || m.n_routed_experts % n_group != 0 {
+            if n_group == 0 || !m.n_routed_experts.is_multiple_of(n_group) {
                 return Err(err(
                     "n_group",
                     format!("must divide n_routed_experts ({}), got {n_group}", m.n_routed_experts),
@@ -465,7 +465,7 @@ fn hf_rope(f: &Fields, layout: RopeLayout, max_pos: u64) -> Result<(RopeConfig, 
         Some(t) => p.float_or("rope_theta", t).map_err(|e| wrap(e, "rope_theta"))?,
         None => p.float_or("rope_theta", 10000.0).map_err(|e| wrap(e, "rope_theta"))?,
     };
-    if !(theta > 1.0) {
+    if theta <= 1.0 {
         return Err(f.err(&field("rope_theta"), format!("must be greater than 1, got {theta}")));
     }
     let rope_type = match p.opt_str("rope_type").map_err(|e| wrap(e, "rope_type"))? {
@@ -483,7 +483,7 @@ fn hf_rope(f: &Fields, layout: RopeLayout, max_pos: u64) -> Result<(RopeConfig, 
             }
             let factor =
                 p.float_or("factor", max_pos as f64 / original as f64).map_err(|e| wrap(e, "factor"))?;
-            if !(factor > 0.0) {
+            if factor <= 0.0 {
                 return Err(f.err(&field("factor"), format!("must be positive, got {factor}")));
             }
             // transformers: `beta_fast = get("beta_fast") or 32`, so 0 also means the default.
