@@ -24,6 +24,9 @@ pub enum UnaryOp {
 }
 
 /// Elementwise functions of two operands of one dtype, with numpy broadcasting.
+///
+/// On i64 operands `add`, `sub` and `mul` wrap on overflow, `div` truncates toward zero and a
+/// division by zero is an error. On floats `max` and `min` propagate NaN, as torch does.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum BinaryOp {
     Add,
