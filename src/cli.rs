@@ -69,7 +69,7 @@ fn eval(model_dir: &Path, ids: &str, out: &Path) -> Result<()> {
     saturn_runtime::check_prompt(&ids, model.config.vocab_size)?;
     let graph = prefill_graph(&model.config)?;
     let weights = model.open_weights(&graph)?;
-    let logits = saturn_runtime::prefill(&graph, &weights, &ids)?;
+    let logits = saturn_runtime::prefill(&graph, weights.as_ref(), &ids)?;
     let TensorData::F32(data) = &logits.data else { bail!("the logits are not f32 (a saturn bug)") };
     write_safetensors(out, &[("logits", &logits.shape, data)])?;
     tracing::info!(tokens = ids.len(), path = %out.display(), "wrote logits");

@@ -123,7 +123,7 @@ proptest! {
         let weights = model.open_weights(&graph).unwrap();
         let s = rng.range(1, 6) as usize;
         let ids: Vec<u64> = (0..s).map(|_| rng.range(0, model.config.vocab_size - 1)).collect();
-        let logits = saturn_runtime::prefill(&graph, &weights, &ids).unwrap();
+        let logits = saturn_runtime::prefill(&graph, weights.as_ref(), &ids).unwrap();
         prop_assert_eq!(&logits.shape, &vec![s, model.config.vocab_size as usize]);
         let data = logits.as_f32().unwrap();
         prop_assert!(data.iter().all(|x| x.is_finite()), "non-finite logits for config {}", config);

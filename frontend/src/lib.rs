@@ -9,7 +9,7 @@
 //! use std::path::Path;
 //! let model = saturn_frontend::load_model(Path::new("models/deepseek-v3-tiny")).unwrap();
 //! let graph = saturn_frontend::prefill_graph(&model.config).unwrap();
-//! let weights = model.open_weights(&graph).unwrap();
+//! let weights = model.open_weights(&graph).unwrap(); // a `ParamSource`
 //! ```
 //!
 //! This crate knows nothing of passes, kernels or the terminal.
@@ -18,53 +18,74 @@ mod checkpoint;
 mod config;
 mod error;
 mod lower;
+mod random_weights;
 mod weights;
 
 use std::path::{Path, PathBuf};
+
+use saturn_ir::ParamSource;
 
 pub use checkpoint::{Checkpoint, TensorEntry};
 pub use config::{ConfigSchema, DeepseekConfig, Family, MoeConfig, RopeConfig, Routing, yarn_get_mscale};
 pub use error::{FrontendError, Result};
 pub use lower::{TOKENS, prefill_graph};
+pub use random_weights::RandomWeights;
 pub use weights::{check_weights, expected_weights};
 
-/// A model definition: its config, and the folder that holds its weights, if any.
+/// Where a model's weights come from.
+#[derive(Clone, Debug, PartialEq)]
+pub enum WeightsSource {
+    /// A bare config: the model can be dumped, not run.
+    None,
+    /// A Hugging Face checkpoint folder.
+    Checkpoint(PathBuf),
+    /// Seeded random weights, normal with standard deviation `std` (norm weights are 1).
+    Random { seed: u64, std: f64 },
+}
+
+/// A model definition: its config and where its weights come from.
 #[derive(Debug)]
 pub struct Model {
     pub config: DeepseekConfig,
+    /// The file the config was read from (`config.json`, or a spec `.toml`).
     pub config_path: PathBuf,
-    /// The checkpoint folder, when `load_model` was given a folder.
-    pub weights_dir: Option<PathBuf>,
+    pub weights: WeightsSource,
 }
 
 /// Reads a model from a checkpoint folder (its `config.json`) or from a bare config file.
 pub fn load_model(path: &Path) -> Result<Model> {
-    let (config_path, weights_dir) = if path.is_dir() {
-        (path.join("config.json"), Some(path.to_path_buf()))
-    } else {
-        (path.to_path_buf(), None)
-    };
-    let config = DeepseekConfig::from_file(&config_path)?;
-    Ok(Model { config, config_path, weights_dir })
+    if path.is_dir() {
+        let config_path = path.join("config.json");
+        let config = DeepseekConfig::from_file(&config_path)?;
+        return Ok(Model { config, config_path, weights: WeightsSource::Checkpoint(path.to_path_buf()) });
+    }
+    let config = DeepseekConfig::from_file(path)?;
+    Ok(Model { config, config_path: path.to_path_buf(), weights: WeightsSource::None })
 }
 
 impl Model {
-    /// Opens the checkpoint and checks it holds exactly the weights `graph` needs, with the
-    /// right shapes and readable dtypes.
-    pub fn open_weights(&self, graph: &saturn_ir::Graph) -> Result<Checkpoint> {
-        let dir = self.weights_dir.as_deref().ok_or_else(|| FrontendError::NotAModel {
-            path: self.config_path.clone(),
-            msg: "this is a bare config; evaluating needs a checkpoint folder with weights".into(),
-        })?;
-        if self.config.schema == ConfigSchema::DeepseekInference {
-            return Err(FrontendError::NotAModel {
+    /// Opens the weights `graph` needs. A checkpoint is checked to hold exactly those weights,
+    /// with the right shapes and readable dtypes.
+    pub fn open_weights(&self, graph: &saturn_ir::Graph) -> Result<Box<dyn ParamSource + Send + Sync>> {
+        match &self.weights {
+            WeightsSource::None => Err(FrontendError::NotAModel {
                 path: self.config_path.clone(),
-                msg: "DeepSeek inference-format checkpoints use other tensor names; convert to Hugging Face layout"
-                    .into(),
-            });
+                msg: "this is a bare config; running it needs a checkpoint folder or a spec with weights".into(),
+            }),
+            WeightsSource::Checkpoint(_) if self.config.schema == ConfigSchema::DeepseekInference => {
+                Err(FrontendError::NotAModel {
+                    path: self.config_path.clone(),
+                    msg: "DeepSeek inference-format checkpoints use other tensor names; convert to Hugging Face \
+                          layout"
+                        .into(),
+                })
+            }
+            WeightsSource::Checkpoint(dir) => {
+                let checkpoint = Checkpoint::open(dir)?;
+                check_weights(graph, &self.config, &checkpoint)?;
+                Ok(Box::new(checkpoint))
+            }
+            WeightsSource::Random { seed, std } => Ok(Box::new(RandomWeights::new(*seed, *std))),
         }
-        let checkpoint = Checkpoint::open(dir)?;
-        check_weights(graph, &self.config, &checkpoint)?;
-        Ok(checkpoint)
     }
 }
