@@ -1,47 +1,121 @@
-//! `saturn eval` against what Hugging Face transformers computed for the tiny fixtures
-//! (`tests/fixtures/*/reference.safetensors`): the logits of every prompt position.
+//! saturn against what Hugging Face transformers computed for the tiny fixtures
+//! (`tests/fixtures/*/reference.safetensors`): prefill logits of every prompt position, logits
+//! of decode steps through the KV cache, and greedy generation.
 
 mod common;
 
-use common::{Values, read_safetensors, saturn, stderr};
+use common::{Values, read_safetensors, saturn, stderr, stdout};
 
 const TOLERANCE: f32 = 1e-4;
 
-fn check_prefill(model: &str) {
-    let reference =
-        read_safetensors(&common::root().join(format!("tests/fixtures/{model}/reference.safetensors")));
-    let (ids_shape, Values::I64(ids)) = &reference["input_ids"] else { panic!("input_ids") };
-    let (logits_shape, Values::F32(logits)) = &reference["logits"] else { panic!("logits") };
-    let (rows, s, vocab) = (ids_shape[0], ids_shape[1], logits_shape[2]);
+struct Reference {
+    rows: usize,
+    prompt_len: usize,
+    decode_len: usize,
+    vocab: usize,
+    input_ids: Vec<i64>,
+    logits: Vec<f32>,
+    decode_ids: Vec<i64>,
+    decode_logits: Vec<f32>,
+    greedy_ids: Vec<i64>,
+}
+
+fn reference(model: &str) -> Reference {
+    let r = read_safetensors(&common::root().join(format!("tests/fixtures/{model}/reference.safetensors")));
+    let ints = |k: &str| match &r[k] {
+        (shape, Values::I64(v)) => (shape.clone(), v.clone()),
+        _ => panic!("{k} is not i64"),
+    };
+    let floats = |k: &str| match &r[k] {
+        (_, Values::F32(v)) => v.clone(),
+        _ => panic!("{k} is not f32"),
+    };
+    let (ids_shape, input_ids) = ints("input_ids");
+    let (decode_shape, decode_ids) = ints("decode_ids");
+    let logits = floats("logits");
+    let vocab = logits.len() / (ids_shape[0] * ids_shape[1]);
+    Reference {
+        rows: ids_shape[0],
+        prompt_len: ids_shape[1],
+        decode_len: decode_shape[1],
+        vocab,
+        input_ids,
+        logits,
+        decode_ids,
+        decode_logits: floats("decode_logits"),
+        greedy_ids: ints("greedy_ids").1,
+    }
+}
+
+fn join(ids: &[i64]) -> String {
+    ids.iter().map(i64::to_string).collect::<Vec<_>>().join(",")
+}
+
+fn max_error(got: &[f32], want: &[f32]) -> f32 {
+    assert_eq!(got.len(), want.len());
+    got.iter().zip(want).map(|(a, b)| (a - b).abs()).fold(0.0f32, f32::max)
+}
+
+/// `saturn eval --ids <prompt> --decode-ids <decode>` for each row: both logits tensors.
+fn check_eval(model: &str) {
+    let r = reference(model);
     let dir = tempfile::tempdir().unwrap();
-    for row in 0..rows {
-        let row_ids: Vec<String> = ids[row * s..(row + 1) * s].iter().map(i64::to_string).collect();
+    let (s, d, v) = (r.prompt_len, r.decode_len, r.vocab);
+    for row in 0..r.rows {
         let out = dir.path().join(format!("row{row}.safetensors"));
         let run = saturn(&[
             "eval",
             &format!("models/{model}"),
             "--ids",
-            &row_ids.join(","),
+            &join(&r.input_ids[row * s..(row + 1) * s]),
+            "--decode-ids",
+            &join(&r.decode_ids[row * d..(row + 1) * d]),
             "--out",
             out.to_str().unwrap(),
         ]);
         assert!(run.status.success(), "{model} row {row}: {}", stderr(&run));
         let got = read_safetensors(&out);
-        let (shape, Values::F32(got)) = &got["logits"] else { panic!("logits missing") };
-        assert_eq!(shape, &vec![s, vocab]);
-        let want = &logits[row * s * vocab..(row + 1) * s * vocab];
-        let max_err = got.iter().zip(want).map(|(a, b)| (a - b).abs()).fold(0.0f32, f32::max);
-        eprintln!("{model} row {row}: max abs error {max_err:e}");
-        assert!(max_err <= TOLERANCE, "{model} row {row}: max abs error {max_err} > {TOLERANCE}");
+        let (shape, Values::F32(logits)) = &got["logits"] else { panic!("logits missing") };
+        assert_eq!(shape, &vec![s, v]);
+        let err = max_error(logits, &r.logits[row * s * v..(row + 1) * s * v]);
+        eprintln!("{model} row {row}: prefill max abs error {err:e}");
+        assert!(err <= TOLERANCE, "{model} row {row}: prefill error {err} > {TOLERANCE}");
+        let (shape, Values::F32(decode)) = &got["decode_logits"] else { panic!("decode_logits missing") };
+        assert_eq!(shape, &vec![d, v]);
+        let err = max_error(decode, &r.decode_logits[row * d * v..(row + 1) * d * v]);
+        eprintln!("{model} row {row}: decode max abs error {err:e}");
+        assert!(err <= TOLERANCE, "{model} row {row}: decode error {err} > {TOLERANCE}");
     }
 }
 
-#[test]
-fn deepseek_v3_tiny_prefill_matches_transformers() {
-    check_prefill("deepseek-v3-tiny");
+/// `saturn generate` after prompt row 0 reproduces the greedy ids exactly.
+fn check_greedy(model: &str) {
+    let r = reference(model);
+    let prompt = &r.input_ids[..r.prompt_len];
+    let expected = &r.greedy_ids[r.prompt_len..];
+    let n = expected.len().to_string();
+    let run =
+        saturn(&["generate", &format!("models/{model}"), "--ids", &join(prompt), "--max-new-tokens", &n]);
+    assert!(run.status.success(), "{}", stderr(&run));
+    assert_eq!(stdout(&run).trim(), join(expected));
 }
 
 #[test]
-fn deepseek_v2_lite_tiny_prefill_matches_transformers() {
-    check_prefill("deepseek-v2-lite-tiny");
+fn deepseek_v3_tiny_prefill_and_decode_match_transformers() {
+    check_eval("deepseek-v3-tiny");
+}
+
+#[test]
+fn deepseek_v2_lite_tiny_prefill_and_decode_match_transformers() {
+    check_eval("deepseek-v2-lite-tiny");
+}
+
+#[test]
+fn deepseek_v3_tiny_greedy_generation_matches_transformers() {
+    check_greedy("deepseek-v3-tiny");
+}
+
+#[test]
+fn deepseek_v2_lite_tiny_greedy_generation_matches_transformers() {
+    check_greedy("deepseek-v2-lite-tiny");
 }

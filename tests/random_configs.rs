@@ -91,7 +91,7 @@ fn random_config(rng: &mut Rng) -> Value {
 fn write_checkpoint(dir: &std::path::Path, config: &Value, rng: &mut Rng) -> usize {
     std::fs::write(dir.join("config.json"), serde_json::to_string_pretty(config).unwrap()).unwrap();
     let model = saturn_frontend::load_model(dir).unwrap();
-    let graph = saturn_frontend::prefill_graph(&model.config).unwrap();
+    let graph = saturn_frontend::forward_graph(&model.config).unwrap();
     let mut tensors = BTreeMap::new();
     for (name, shape) in saturn_frontend::expected_weights(&graph) {
         let n: usize = shape.iter().product();
@@ -115,7 +115,7 @@ proptest! {
         write_checkpoint(dir.path(), &config, &mut rng);
 
         let model = saturn_frontend::load_model(dir.path()).unwrap();
-        let graph = saturn_frontend::prefill_graph(&model.config).unwrap();
+        let graph = saturn_frontend::forward_graph(&model.config).unwrap();
         saturn_ir::verify(&graph).unwrap();
         let text = saturn_ir::text::print(&graph);
         prop_assert_eq!(&saturn_ir::text::parse(&text).unwrap(), &graph);

@@ -8,7 +8,7 @@
 //! ```no_run
 //! use std::path::Path;
 //! let model = saturn_frontend::load_model(Path::new("models/deepseek-v3-tiny")).unwrap();
-//! let graph = saturn_frontend::prefill_graph(&model.config).unwrap();
+//! let graph = saturn_frontend::forward_graph(&model.config).unwrap();
 //! let weights = model.open_weights(&graph).unwrap(); // a `ParamSource`
 //! ```
 //!
@@ -18,6 +18,7 @@ mod checkpoint;
 mod config;
 mod error;
 mod lower;
+mod memory;
 mod random_weights;
 mod weights;
 
@@ -28,7 +29,8 @@ use saturn_ir::ParamSource;
 pub use checkpoint::{Checkpoint, TensorEntry};
 pub use config::{ConfigSchema, DeepseekConfig, Family, MoeConfig, RopeConfig, Routing, yarn_get_mscale};
 pub use error::{FrontendError, Result};
-pub use lower::{TOKENS, prefill_graph};
+pub use lower::{CACHED, Phase, TOKENS, cache_name, forward_graph, phase_graph};
+pub use memory::{BytesByDtype, MemoryReport, PRICED_DTYPES, memory_report};
 pub use random_weights::RandomWeights;
 pub use weights::{check_weights, expected_weights};
 

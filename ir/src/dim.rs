@@ -82,6 +82,20 @@ impl Dim {
         d
     }
 
+    /// Replaces the bound symbols by their values, keeping the others.
+    pub fn substitute(&self, syms: &SymBindings) -> Dim {
+        let mut out = Dim { constant: self.constant, terms: BTreeMap::new() };
+        for (s, &c) in &self.terms {
+            match syms.get(s) {
+                Some(&v) => out.constant = out.constant.saturating_add(c.saturating_mul(v as i64)),
+                None => {
+                    out.terms.insert(s.clone(), c);
+                }
+            }
+        }
+        out
+    }
+
     /// Evaluates the dim under symbol bindings.
     pub fn eval(&self, syms: &SymBindings) -> Result<u64, String> {
         let mut v = self.constant;
@@ -215,6 +229,15 @@ mod tests {
         assert!(numel(&a).is_some());
         let c = vec![Dim::sym("S"), Dim::constant(31)];
         assert_ne!(numel(&a), numel(&c));
+    }
+
+    #[test]
+    fn substitute_binds_some_symbols() {
+        let d = Dim::sym("P").add(&Dim::sym("S"));
+        let syms = SymBindings::from([("S".to_string(), 1)]);
+        assert_eq!(d.substitute(&syms).to_string(), "P+1");
+        let syms = SymBindings::from([("S".to_string(), 1), ("P".to_string(), 4)]);
+        assert_eq!(d.substitute(&syms), Dim::constant(5));
     }
 
     #[test]

@@ -12,7 +12,7 @@ use petgraph::Direction;
 use petgraph::graph::{DiGraph, NodeIndex};
 use petgraph::visit::EdgeRef;
 
-use crate::dim::{Shape, fmt_shape};
+use crate::dim::{Shape, SymBindings, fmt_shape};
 use crate::dtype::DType;
 use crate::error::IrError;
 use crate::infer::infer_type;
@@ -193,6 +193,27 @@ impl Graph {
             Op::Param { key } => Some((id, key.as_str(), &self.g[id].ty)),
             _ => None,
         })
+    }
+
+    /// A copy with the bound symbols replaced by their values everywhere (types and
+    /// attributes), re-typed node by node. This is how a phase is made from the one lowered
+    /// graph: prefill binds `P = 0`, decode `S = 1`.
+    pub fn bind_symbols(&self, syms: &SymBindings, name: impl Into<String>) -> Result<Graph, IrError> {
+        let mut out = Graph::new(name);
+        for id in self.node_ids() {
+            let node = &self.g[id];
+            let op = node.op.map_dims(|d| d.substitute(syms));
+            let declared = node.op.is_leaf().then(|| TensorType {
+                dtype: node.ty.dtype,
+                shape: node.ty.shape.iter().map(|d| d.substitute(syms)).collect(),
+            });
+            // Ids carry over: nodes are re-added in the same order.
+            out.add(node.name.clone(), op, &self.inputs(id), declared)?;
+        }
+        for (name, id) in &self.outputs {
+            out.set_output(name.clone(), *id)?;
+        }
+        Ok(out)
     }
 
     /// `(id, type)` of every input, in node order.

@@ -262,6 +262,18 @@ impl Op {
         })
     }
 
+    /// The op with `f` applied to every dim in its attributes.
+    pub fn map_dims(&self, f: impl Fn(&Dim) -> Dim) -> Op {
+        let all = |ds: &[Dim]| ds.iter().map(&f).collect();
+        match self {
+            Op::Arange { start, len } => Op::Arange { start: f(start), len: f(len) },
+            Op::Reshape { shape } => Op::Reshape { shape: all(shape) },
+            Op::Expand { shape } => Op::Expand { shape: all(shape) },
+            Op::Slice { axis, start, end } => Op::Slice { axis: *axis, start: f(start), end: f(end) },
+            other => other.clone(),
+        }
+    }
+
     /// The attributes in their printed order.
     pub fn attrs(&self) -> Vec<(&'static str, Attr)> {
         match self {

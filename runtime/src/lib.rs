@@ -1,23 +1,40 @@
-//! saturn's runtime: runs a lowered or optimised graph on concrete inputs.
+//! saturn's runtime: runs a lowered or optimised forward graph on concrete inputs.
 //!
-//! Today it has one executor, the reference interpreter of `saturn_ir`, and one entry point,
-//! [`prefill`]: the logits of every position of one prompt. Compiled kernels, the KV cache and
-//! generation loops land here as later stages arrive.
+//! - [`Session`]: one sequence with its KV cache. `prefill` runs a prompt with an empty cache
+//!   (`P = 0`), `extend` runs more tokens after the cache (chunked prefill, or decode with one
+//!   token: `S = 1`); both return the logits of the new positions and keep the appended cache.
+//! - [`generate`]: prefill, then decode token by token, greedy or sampled ([`Sampler`]), until
+//!   the end-of-sequence token or the token limit; several prompts of different lengths each
+//!   get their own session.
 //!
-//! The runtime knows nothing of checkpoints or config files: weights arrive through
-//! [`ParamSource`].
+//! The graph contract (what `saturn_frontend::forward_graph` builds): input `input_ids: i64[S]`,
+//! cache inputs named `cache.*` with `P` rows, output `logits: [S, vocab]`, and one output per
+//! cache input, of the same name, with `P+S` rows.
+//!
+//! Today the executor is the reference interpreter of `saturn_ir`. The runtime knows nothing of
+//! checkpoints or config files: weights arrive through [`ParamSource`].
 
-use std::collections::HashMap;
+mod generate;
+mod sampling;
+mod session;
 
-use saturn_ir::{Bindings, Graph, InterpError, ParamSource, SymBindings, Tensor, evaluate};
+use saturn_ir::InterpError;
 use thiserror::Error;
 
-/// The graph input that holds the prompt's token ids.
+pub use generate::{GenerateOptions, generate};
+pub use sampling::Sampler;
+pub use session::{Limits, Session, check_ids};
+
+/// The graph input that holds the new tokens' ids.
 pub const INPUT_IDS: &str = "input_ids";
 /// The graph output that holds the logits.
 pub const LOGITS: &str = "logits";
-/// The symbol bound to the number of prompt tokens.
+/// The symbol bound to the number of new tokens.
 pub const TOKENS: &str = "S";
+/// The symbol bound to the number of cached positions.
+pub const CACHED: &str = "P";
+/// The prefix of KV-cache inputs and outputs.
+pub const CACHE_PREFIX: &str = "cache.";
 
 #[derive(Debug, Error)]
 pub enum RuntimeError {
@@ -25,35 +42,16 @@ pub enum RuntimeError {
     EmptyPrompt,
     #[error("token id {id} at position {position} is outside the vocabulary (0..{vocab_size})")]
     TokenOutOfRange { id: u64, position: usize, vocab_size: u64 },
-    #[error("graph `{graph}` has no output `{output}`")]
-    MissingOutput { graph: String, output: &'static str },
+    #[error("the context would reach {needed} positions, beyond the model's max_position_embeddings ({max})")]
+    ContextTooLong { needed: u64, max: u64 },
+    #[error("decode needs a cache: run a prefill first")]
+    DecodeWithoutPrefill,
+    #[error("graph `{graph}`: {msg}")]
+    BadGraph { graph: String, msg: String },
+    #[error("sampling: {0}")]
+    Sampling(String),
     #[error(transparent)]
     Interp(#[from] InterpError),
 }
 
-/// Checks a prompt against the vocabulary size before anything runs.
-pub fn check_prompt(ids: &[u64], vocab_size: u64) -> Result<(), RuntimeError> {
-    if ids.is_empty() {
-        return Err(RuntimeError::EmptyPrompt);
-    }
-    match ids.iter().position(|&id| id >= vocab_size) {
-        Some(position) => Err(RuntimeError::TokenOutOfRange { id: ids[position], position, vocab_size }),
-        None => Ok(()),
-    }
-}
-
-/// One prefill over `ids` with the prefill graph `graph` (input `input_ids: i64[S]`, output
-/// `logits: [S, vocab]`): the logits of every position, `[S, vocab]` f32.
-pub fn prefill(graph: &Graph, params: &dyn ParamSource, ids: &[u64]) -> Result<Tensor, RuntimeError> {
-    if ids.is_empty() {
-        return Err(RuntimeError::EmptyPrompt);
-    }
-    let ids_tensor = Tensor::i64(vec![ids.len()], ids.iter().map(|&i| i as i64).collect());
-    let bindings = Bindings {
-        symbols: SymBindings::from([(TOKENS.to_string(), ids.len() as u64)]),
-        inputs: HashMap::from([(INPUT_IDS.to_string(), ids_tensor)]),
-        params,
-    };
-    let mut outputs = evaluate(graph, &bindings)?;
-    outputs.remove(LOGITS).ok_or(RuntimeError::MissingOutput { graph: graph.name.clone(), output: LOGITS })
-}
+pub use saturn_ir::ParamSource;

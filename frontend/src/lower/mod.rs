@@ -1,6 +1,14 @@
-//! Lowering a [`DeepseekConfig`] to the prefill graph.
+//! Lowering a [`DeepseekConfig`] to the forward graph, and the phases made from it.
 //!
-//! The graph takes `input_ids: i64[S]` and returns `logits: f32[S, vocab]` for every position.
+//! One lowering serves every phase: the forward graph takes `S` new tokens after `P` cached
+//! positions. Inputs: `input_ids: i64[S]` and, per layer, the KV cache `cache.lN.latent: [P, d_c]`
+//! (the normalised latent) and `cache.lN.k_pe: [P, d_r]` (the RoPE'd shared key). Outputs:
+//! `logits: f32[S, vocab]` for every new position and the appended caches (same names, `P+S`
+//! rows). A phase binds symbols ([`Phase`]): prefill `P = 0`, decode `S = 1`.
+//!
+//! The cache holds what MLA needs to rebuild keys and values (576 numbers per token per layer
+//! for V3), up-projected by `kv_b_proj` at every step. Interleaved RoPE keeps pairs in place, so
+//! the cached `k_pe` is a permutation of Hugging Face's (which de-interleaves); `q . k` is the same.
 //! Weights are params keyed by their Hugging Face tensor names; routed experts are stacked
 //! (`model.layers.L.mlp.experts.{e}.gate_proj.weight: [E, I, H]`) and the MoE is written as a
 //! dense, masked computation (every expert on every token, weighted by a routing matrix that is
@@ -14,24 +22,75 @@ use saturn_ir::{BinaryOp, DType, Dim, Graph, NodeId, Op, TensorType};
 use crate::config::DeepseekConfig;
 use crate::error::Result;
 
-/// The symbol for the number of tokens in the prompt.
+/// The symbol for the number of new tokens.
 pub const TOKENS: &str = "S";
+/// The symbol for the number of cached positions.
+pub const CACHED: &str = "P";
 
-/// Builds the prefill graph of `config`.
-pub fn prefill_graph(config: &DeepseekConfig) -> Result<Graph> {
-    let mut b = Builder::new(Graph::new(format!("{}.prefill", config.model_type())));
+/// Which bindings of the symbols a graph is specialised to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Phase {
+    /// A whole prompt, nothing cached: `P = 0`.
+    Prefill,
+    /// One token after a cache: `S = 1`.
+    Decode,
+    /// Any `S` after any `P` (chunked prefill): the unspecialised forward graph.
+    Chunked,
+}
+
+impl Phase {
+    pub fn name(self) -> &'static str {
+        match self {
+            Phase::Prefill => "prefill",
+            Phase::Decode => "decode",
+            Phase::Chunked => "forward",
+        }
+    }
+}
+
+/// The name of layer `layer`'s cache of `part` (`latent` or `k_pe`), as input and output.
+pub fn cache_name(layer: u64, part: &str) -> String {
+    format!("cache.l{layer}.{part}")
+}
+
+/// The graph of `config` for `phase`: the forward graph with the phase's symbols bound.
+pub fn phase_graph(config: &DeepseekConfig, phase: Phase) -> Result<Graph> {
+    let forward = forward_graph(config)?;
+    let bind = |sym: &str, v: u64| saturn_ir::SymBindings::from([(sym.to_string(), v)]);
+    let name = format!("{}.{}", config.model_type(), phase.name());
+    Ok(match phase {
+        Phase::Prefill => forward.bind_symbols(&bind(CACHED, 0), name)?,
+        Phase::Decode => forward.bind_symbols(&bind(TOKENS, 1), name)?,
+        Phase::Chunked => forward,
+    })
+}
+
+/// Builds the forward graph of `config`: `S` new tokens after `P` cached positions.
+pub fn forward_graph(config: &DeepseekConfig) -> Result<Graph> {
+    let mut b = Builder::new(Graph::new(format!("{}.forward", config.model_type())));
     let s = Dim::sym(TOKENS);
+    let p = Dim::sym(CACHED);
     let d = config.hidden_size;
     let ids = b.input("input_ids", DType::I64, vec![s.clone()])?;
+    let mut caches = Vec::new();
+    for layer in 0..config.num_hidden_layers {
+        let latent =
+            b.input(&cache_name(layer, "latent"), DType::F32, vec![p.clone(), config.kv_lora_rank.into()])?;
+        let k_pe =
+            b.input(&cache_name(layer, "k_pe"), DType::F32, vec![p.clone(), config.qk_rope_head_dim.into()])?;
+        caches.push(attention::Cache { latent, k_pe });
+    }
     let embed = b.param("model.embed_tokens.weight", &[config.vocab_size, d])?;
     let mut h = b.op("embed", Op::Gather, &[embed, ids])?;
-    let positions = b.op("positions", Op::Arange { start: Dim::constant(0), len: s }, &[])?;
+    let positions = b.op("positions", Op::Arange { start: p, len: s }, &[])?;
     for layer in 0..config.num_hidden_layers {
         b.scope = format!("l{layer}.");
         let prefix = format!("model.layers.{layer}.");
         let norm_w = b.param(&format!("{prefix}input_layernorm.weight"), &[d])?;
         let x = b.op("attn_norm", Op::RmsNorm { eps: config.rms_norm_eps }, &[h, norm_w])?;
-        let attn = attention::mla(&mut b, config, &prefix, x, positions)?;
+        let (attn, cache) = attention::mla(&mut b, config, &prefix, x, positions, caches[layer as usize])?;
+        b.graph.set_output(cache_name(layer, "latent"), cache.latent)?;
+        b.graph.set_output(cache_name(layer, "k_pe"), cache.k_pe)?;
         h = b.op("attn_residual", Op::Binary(BinaryOp::Add), &[h, attn])?;
         let norm_w = b.param(&format!("{prefix}post_attention_layernorm.weight"), &[d])?;
         let x = b.op("ffn_norm", Op::RmsNorm { eps: config.rms_norm_eps }, &[h, norm_w])?;

@@ -1,0 +1,71 @@
+//! The generation loop: prefill, then decode token by token.
+
+use saturn_ir::{Graph, ParamSource};
+
+use crate::sampling::{Rng, pick};
+use crate::{Limits, RuntimeError, Sampler, Session};
+
+/// How [`generate`] runs.
+#[derive(Clone, Debug, PartialEq)]
+pub struct GenerateOptions {
+    /// The most tokens generated per prompt.
+    pub max_new_tokens: usize,
+    /// Generation of a prompt stops after this token (which is kept in the output).
+    pub eos_token_id: Option<u64>,
+    pub sampler: Sampler,
+}
+
+/// Generates up to `max_new_tokens` after each prompt; returns the new ids of each prompt.
+///
+/// Prompts run one after another, each in its own [`Session`]; with a sampler, prompt `i` draws
+/// from the stream seeded with `seed + i`, so results do not depend on the other prompts.
+/// `on_token(prompt, id)` is called for every generated token (for progress reports).
+pub fn generate(
+    graph: &Graph,
+    params: &dyn ParamSource,
+    limits: Limits,
+    prompts: &[Vec<u64>],
+    options: &GenerateOptions,
+    on_token: &mut dyn FnMut(usize, u64),
+) -> Result<Vec<Vec<u64>>, RuntimeError> {
+    options.sampler.validate()?;
+    if prompts.is_empty() {
+        return Err(RuntimeError::EmptyPrompt);
+    }
+    // The last generated token is never fed back, so it needs no position.
+    for prompt in prompts {
+        let needed = (prompt.len() + options.max_new_tokens.saturating_sub(1)) as u64;
+        if needed > limits.max_positions {
+            return Err(RuntimeError::ContextTooLong { needed, max: limits.max_positions });
+        }
+    }
+    let mut results = Vec::with_capacity(prompts.len());
+    for (index, prompt) in prompts.iter().enumerate() {
+        let mut rng = match options.sampler {
+            Sampler::Random { seed, .. } => Rng::new(seed.wrapping_add(index as u64)),
+            Sampler::Greedy => Rng::new(0),
+        };
+        let mut session = Session::new(graph, params, limits)?;
+        let mut generated = Vec::with_capacity(options.max_new_tokens);
+        if options.max_new_tokens > 0 {
+            let mut logits = session.prefill(prompt)?;
+            loop {
+                let vocab = *logits.shape.last().unwrap_or(&0);
+                let data = logits.as_f32().ok_or_else(|| RuntimeError::BadGraph {
+                    graph: graph.name.clone(),
+                    msg: "logits are not f32".into(),
+                })?;
+                let last_row = &data[data.len() - vocab..];
+                let next = pick(&options.sampler, last_row, &mut rng);
+                generated.push(next);
+                on_token(index, next);
+                if generated.len() == options.max_new_tokens || options.eos_token_id == Some(next) {
+                    break;
+                }
+                logits = session.extend(&[next])?;
+            }
+        }
+        results.push(generated);
+    }
+    Ok(results)
+}

@@ -1,0 +1,153 @@
+//! One sequence and its KV cache.
+
+use std::collections::{BTreeMap, HashMap};
+
+use saturn_ir::{Bindings, DType, Graph, ParamSource, SymBindings, Tensor, eval_shape, evaluate};
+
+use crate::{CACHE_PREFIX, CACHED, INPUT_IDS, LOGITS, RuntimeError, TOKENS};
+
+/// What the model accepts: ids below `vocab_size`, at most `max_positions` positions.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Limits {
+    pub vocab_size: u64,
+    pub max_positions: u64,
+}
+
+/// A sequence being run through a forward graph, with its cache.
+pub struct Session<'a> {
+    graph: &'a Graph,
+    params: &'a dyn ParamSource,
+    limits: Limits,
+    /// The cache inputs' names and types, in graph order.
+    cache_inputs: Vec<(String, DType, Vec<saturn_ir::Dim>)>,
+    /// The cache after the last run; `None` before the first prefill.
+    cache: Option<BTreeMap<String, Tensor>>,
+    position: u64,
+}
+
+impl<'a> Session<'a> {
+    /// Checks the graph against the contract in the crate docs.
+    pub fn new(
+        graph: &'a Graph,
+        params: &'a dyn ParamSource,
+        limits: Limits,
+    ) -> Result<Session<'a>, RuntimeError> {
+        let bad = |msg: String| RuntimeError::BadGraph { graph: graph.name.clone(), msg };
+        if graph.find(INPUT_IDS).is_none() {
+            return Err(bad(format!("no input `{INPUT_IDS}`")));
+        }
+        let outputs: Vec<&str> = graph.outputs().iter().map(|(n, _)| n.as_str()).collect();
+        if !outputs.contains(&LOGITS) {
+            return Err(bad(format!("no output `{LOGITS}`")));
+        }
+        let mut cache_inputs = Vec::new();
+        for (_, node) in graph.graph_inputs() {
+            if node.name.starts_with(CACHE_PREFIX) {
+                if !outputs.contains(&node.name.as_str()) {
+                    return Err(bad(format!("cache input `{}` has no matching output", node.name)));
+                }
+                cache_inputs.push((node.name.clone(), node.ty.dtype, node.ty.shape.clone()));
+            }
+        }
+        Ok(Session { graph, params, limits, cache_inputs, cache: None, position: 0 })
+    }
+
+    /// Positions held in the cache.
+    pub fn position(&self) -> u64 {
+        self.position
+    }
+
+    /// Runs a prompt from an empty cache; returns its logits `[S, vocab]`.
+    pub fn prefill(&mut self, ids: &[u64]) -> Result<Tensor, RuntimeError> {
+        self.check(ids, 0)?;
+        let mut cache = BTreeMap::new();
+        for (name, dtype, shape) in &self.cache_inputs {
+            cache.insert(name.clone(), empty(*dtype, shape, ids.len() as u64)?);
+        }
+        self.run(ids, cache, 0)
+    }
+
+    /// Runs more tokens after the cache (one token: a decode step); returns their logits.
+    pub fn extend(&mut self, ids: &[u64]) -> Result<Tensor, RuntimeError> {
+        let cache = self.cache.take().ok_or(RuntimeError::DecodeWithoutPrefill)?;
+        if let Err(e) = self.check(ids, self.position) {
+            self.cache = Some(cache);
+            return Err(e);
+        }
+        self.run(ids, cache, self.position)
+    }
+
+    fn check(&self, ids: &[u64], position: u64) -> Result<(), RuntimeError> {
+        check_ids_at(ids, position, self.limits)
+    }
+
+    fn run(
+        &mut self,
+        ids: &[u64],
+        cache: BTreeMap<String, Tensor>,
+        position: u64,
+    ) -> Result<Tensor, RuntimeError> {
+        let mut inputs: HashMap<String, Tensor> = cache.into_iter().collect();
+        inputs
+            .insert(INPUT_IDS.into(), Tensor::i64(vec![ids.len()], ids.iter().map(|&i| i as i64).collect()));
+        let bindings = Bindings {
+            symbols: SymBindings::from([(TOKENS.into(), ids.len() as u64), (CACHED.into(), position)]),
+            inputs,
+            params: self.params,
+        };
+        let mut outputs = evaluate(self.graph, &bindings)?;
+        let mut take = |name: &str| {
+            outputs.remove(name).ok_or_else(|| RuntimeError::BadGraph {
+                graph: self.graph.name.clone(),
+                msg: format!("evaluation produced no output `{name}`"),
+            })
+        };
+        let logits = take(LOGITS)?;
+        let cache = self
+            .cache_inputs
+            .iter()
+            .map(|(n, ..)| Ok((n.clone(), take(n)?)))
+            .collect::<Result<_, RuntimeError>>()?;
+        self.cache = Some(cache);
+        self.position = position + ids.len() as u64;
+        Ok(logits)
+    }
+}
+
+/// Checks a whole sequence against `limits` before anything runs: not empty, every id in the
+/// vocabulary, no more positions than the model has.
+pub fn check_ids(ids: &[u64], limits: Limits) -> Result<(), RuntimeError> {
+    check_ids_at(ids, 0, limits)
+}
+
+/// [`check_ids`] for ids that start at `position`.
+fn check_ids_at(ids: &[u64], position: u64, limits: Limits) -> Result<(), RuntimeError> {
+    if ids.is_empty() {
+        return Err(RuntimeError::EmptyPrompt);
+    }
+    if let Some(i) = ids.iter().position(|&id| id >= limits.vocab_size) {
+        return Err(RuntimeError::TokenOutOfRange {
+            id: ids[i],
+            position: position as usize + i,
+            vocab_size: limits.vocab_size,
+        });
+    }
+    let needed = position + ids.len() as u64;
+    if needed > limits.max_positions {
+        return Err(RuntimeError::ContextTooLong { needed, max: limits.max_positions });
+    }
+    Ok(())
+}
+
+/// A cache input with no rows (`P = 0`).
+fn empty(dtype: DType, shape: &[saturn_ir::Dim], tokens: u64) -> Result<Tensor, RuntimeError> {
+    let syms = SymBindings::from([(TOKENS.into(), tokens), (CACHED.into(), 0)]);
+    let shape =
+        eval_shape(shape, &syms).map_err(|msg| RuntimeError::BadGraph { graph: "cache".into(), msg })?;
+    let n = shape.iter().product();
+    Ok(match dtype {
+        DType::I64 => Tensor::i64(shape, vec![0; n]),
+        DType::Bool => Tensor::bool(shape, vec![false; n]),
+        _ => Tensor::f32(shape, vec![0.0; n]),
+    })
+}

@@ -1,0 +1,41 @@
+//! `saturn eval`: logits of a prefill and of decode steps through the KV cache.
+
+use std::path::Path;
+
+use anyhow::{Result, bail};
+use saturn_frontend::{Phase, load_model, phase_graph};
+use saturn_runtime::{Limits, Session};
+
+use super::output::write_f32_safetensors;
+
+pub fn run(model: &Path, ids: &[u64], decode_ids: Option<&[u64]>, out: &Path) -> Result<()> {
+    let model = load_model(model)?;
+    let graph = phase_graph(&model.config, Phase::Chunked)?;
+    let weights = model.open_weights(&graph)?;
+    let limits =
+        Limits { vocab_size: model.config.vocab_size, max_positions: model.config.max_position_embeddings };
+    let mut session = Session::new(&graph, weights.as_ref(), limits)?;
+    // Check every id before running anything, so a bad decode id fails fast.
+    let all: Vec<u64> = ids.iter().chain(decode_ids.unwrap_or_default()).copied().collect();
+    saturn_runtime::check_ids(&all, limits)?;
+
+    let logits = session.prefill(ids)?;
+    let mut tensors = vec![("logits", logits.shape.clone(), f32_data(&logits)?)];
+    if let Some(decode_ids) = decode_ids {
+        let mut rows = Vec::with_capacity(decode_ids.len() * model.config.vocab_size as usize);
+        for &id in decode_ids {
+            rows.extend(f32_data(&session.extend(&[id])?)?);
+        }
+        tensors.push(("decode_logits", vec![decode_ids.len(), model.config.vocab_size as usize], rows));
+    }
+    write_f32_safetensors(out, &tensors)?;
+    tracing::info!(tokens = ids.len(), path = %out.display(), "wrote logits");
+    Ok(())
+}
+
+fn f32_data(t: &saturn_ir::Tensor) -> Result<Vec<f32>> {
+    match t.as_f32() {
+        Some(d) => Ok(d.to_vec()),
+        None => bail!("the logits are not f32 (a saturn bug)"),
+    }
+}

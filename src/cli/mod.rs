@@ -1,0 +1,140 @@
+//! Subcommands: argument definitions and dispatch. Each command lives in its own file.
+
+mod dump;
+mod eval;
+mod generate;
+mod memory;
+mod output;
+
+use std::path::PathBuf;
+
+use anyhow::{Context, Result, bail};
+use clap::{Parser, Subcommand, ValueEnum};
+use saturn_frontend::Phase;
+
+/// saturn: a compiler for DeepSeek-style model graphs.
+///
+/// MODEL is a Hugging Face checkpoint folder (config.json + model.safetensors or a sharded
+/// index), a bare config.json (dump and memory only), or a saturn spec (models/*.toml).
+#[derive(Debug, Parser)]
+#[command(name = "saturn", version, about)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Print the lowered IR of a model for one phase.
+    Dump {
+        /// A checkpoint folder, a config.json, or a spec (.toml). No weights needed.
+        model: PathBuf,
+        /// Which graph: prefill (P = 0), decode (S = 1), or chunked (any S after any P).
+        #[arg(long, value_enum, default_value_t = PhaseArg::Prefill)]
+        phase: PhaseArg,
+    },
+    /// Run one prefill over token ids (then optional decode steps) and write the logits.
+    Eval {
+        /// A checkpoint folder or a spec (.toml).
+        model: PathBuf,
+        /// Comma-separated prompt token ids, e.g. 3,17,42.
+        #[arg(long)]
+        ids: String,
+        /// Comma-separated ids fed one at a time after the prefill, through the KV cache.
+        #[arg(long)]
+        decode_ids: Option<String>,
+        /// Where to write `logits` [S, vocab] (and `decode_logits` [D, vocab]) as safetensors.
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Generate token ids after one or more prompts; prints one line of ids per prompt.
+    Generate {
+        /// A checkpoint folder or a spec (.toml).
+        model: PathBuf,
+        /// Comma-separated prompt token ids; repeat the option for a batch of prompts.
+        #[arg(long, required = true)]
+        ids: Vec<String>,
+        /// The most tokens to generate per prompt.
+        #[arg(long, default_value_t = 16)]
+        max_new_tokens: usize,
+        /// Sample with this temperature instead of taking the most likely token.
+        #[arg(long)]
+        temperature: Option<f32>,
+        /// Sample among the k most likely tokens.
+        #[arg(long)]
+        top_k: Option<usize>,
+        /// Sample among the most likely tokens whose probabilities sum to p.
+        #[arg(long)]
+        top_p: Option<f32>,
+        /// Seed of the sampler (prompt i uses seed + i).
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        /// Keep generating after the end-of-sequence token.
+        #[arg(long)]
+        ignore_eos: bool,
+    },
+    /// Report the memory a model needs: weights, and the KV cache per token, per layer and in total.
+    Memory {
+        /// A checkpoint folder, a config.json, or a spec (.toml).
+        model: PathBuf,
+        /// Context length (positions per sequence) for the totals.
+        #[arg(long, default_value_t = 4096)]
+        context: u64,
+        /// Sequences held at once, for the totals.
+        #[arg(long, default_value_t = 1)]
+        batch: u64,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum PhaseArg {
+    /// A whole prompt, nothing cached (P = 0).
+    Prefill,
+    /// One new token after a KV cache (S = 1).
+    Decode,
+    /// Any number of new tokens after a cache.
+    Chunked,
+}
+
+impl From<PhaseArg> for Phase {
+    fn from(p: PhaseArg) -> Phase {
+        match p {
+            PhaseArg::Prefill => Phase::Prefill,
+            PhaseArg::Decode => Phase::Decode,
+            PhaseArg::Chunked => Phase::Chunked,
+        }
+    }
+}
+
+pub fn run(cli: Cli) -> Result<()> {
+    match cli.command {
+        Command::Dump { model, phase } => dump::run(&model, phase.into()),
+        Command::Eval { model, ids, decode_ids, out } => {
+            let decode_ids = decode_ids.map(|d| parse_ids("--decode-ids", &d)).transpose()?;
+            eval::run(&model, &parse_ids("--ids", &ids)?, decode_ids.as_deref(), &out)
+        }
+        Command::Generate { model, ids, max_new_tokens, temperature, top_k, top_p, seed, ignore_eos } => {
+            let prompts = ids.iter().map(|i| parse_ids("--ids", i)).collect::<Result<Vec<_>>>()?;
+            let sampling = generate::SamplingArgs { temperature, top_k, top_p, seed };
+            generate::run(&model, &prompts, max_new_tokens, sampling, ignore_eos)
+        }
+        Command::Memory { model, context, batch, json } => memory::run(&model, context, batch, json),
+    }
+}
+
+/// Parses `3,17,42` (spaces allowed) into token ids.
+fn parse_ids(option: &str, s: &str) -> Result<Vec<u64>> {
+    let ids: Vec<u64> = s
+        .split(',')
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+        .map(|t| t.parse::<u64>().with_context(|| format!("{option}: `{t}` is not a token id")))
+        .collect::<Result<_>>()?;
+    if ids.is_empty() {
+        bail!("{option}: the id list is empty; give at least one token id, e.g. {option} 3,17,42");
+    }
+    Ok(ids)
+}
