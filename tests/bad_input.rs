@@ -237,7 +237,89 @@ fn malformed_id() {
 
 #[test]
 fn eval_of_a_bare_config() {
-    eval_fails(&common::root().join(MODEL).join("config.json"), "1,2", "not a checkpoint folder");
+    eval_fails(&common::root().join(MODEL).join("config.json"), "1,2", "this is a bare config");
+}
+
+#[test]
+fn context_beyond_max_position_embeddings() {
+    // The tiny V3 model has max_position_embeddings 256.
+    let ids: Vec<String> = (0..257).map(|i| (i % 100).to_string()).collect();
+    eval_fails(
+        &common::root().join(MODEL),
+        &ids.join(","),
+        "257 positions, beyond the model's max_position_embeddings (256)",
+    );
+    let run = saturn(&["generate", MODEL, "--ids", "1,2,3", "--max-new-tokens", "300", "--ignore-eos"]);
+    assert_eq!(run.status.code(), Some(2));
+    assert!(
+        stderr(&run).contains("302 positions, beyond the model's max_position_embeddings (256)"),
+        "{}",
+        stderr(&run)
+    );
+}
+
+#[test]
+fn decode_id_outside_vocabulary_fails_before_running() {
+    let out_dir = tempfile::tempdir().unwrap();
+    let out = out_dir.path().join("l.safetensors");
+    let run =
+        saturn(&["eval", MODEL, "--ids", "1,2", "--decode-ids", "3,999", "--out", out.to_str().unwrap()]);
+    assert_eq!(run.status.code(), Some(2));
+    assert!(
+        stderr(&run).contains("token id 999 at position 3 is outside the vocabulary"),
+        "{}",
+        stderr(&run)
+    );
+    assert!(!out.exists());
+}
+
+#[test]
+fn generate_bad_options() {
+    for (args, expect) in [
+        (vec!["--ids", ""], "the id list is empty"),
+        (vec!["--ids", "1", "--temperature", "0"], "temperature must be positive"),
+        (vec!["--ids", "1", "--top-p", "1.5"], "top-p must be in (0, 1]"),
+        (vec!["--ids", "1", "--top-k", "0"], "top-k must be at least 1"),
+        (vec!["--ids", "1", "--ids", "1,500"], "token id 500 at position 1"),
+    ] {
+        let mut all = vec!["generate", MODEL];
+        all.extend(args);
+        let run = saturn(&all);
+        assert_eq!(run.status.code(), Some(2), "{all:?}");
+        assert!(stderr(&run).contains(expect), "{all:?}: {}", stderr(&run));
+        assert!(!stderr(&run).contains("panicked"));
+    }
+}
+
+#[test]
+fn memory_bad_options() {
+    for (args, expect) in [
+        (vec!["--context", "0"], "--context and --batch must be at least 1"),
+        (vec!["--context", "1000"], "--context 1000 is beyond the model's max_position_embeddings (256)"),
+    ] {
+        let mut all = vec!["memory", MODEL];
+        all.extend(args);
+        let run = saturn(&all);
+        assert_eq!(run.status.code(), Some(2), "{all:?}");
+        assert!(stderr(&run).contains(expect), "{all:?}: {}", stderr(&run));
+    }
+}
+
+#[test]
+fn decode_without_a_prefill() {
+    let model = saturn_frontend::load_model(&common::root().join(MODEL)).unwrap();
+    let graph = saturn_frontend::phase_graph(&model.config, saturn_frontend::Phase::Chunked).unwrap();
+    let weights = model.open_weights(&graph).unwrap();
+    let limits = saturn_runtime::Limits { vocab_size: 128, max_positions: 256 };
+    let mut session = saturn_runtime::Session::new(&graph, weights.as_ref(), limits).unwrap();
+    let err = session.extend(&[5]).unwrap_err();
+    assert_eq!(err.to_string(), "decode needs a cache: run a prefill first");
+    // A failed step leaves the session usable.
+    session.prefill(&[1, 2]).unwrap();
+    assert!(session.extend(&[500]).is_err());
+    assert_eq!(session.position(), 2);
+    session.extend(&[3]).unwrap();
+    assert_eq!(session.position(), 3);
 }
 
 #[test]

@@ -1,6 +1,7 @@
 //! The frontend must not assume the fixtures' dims: random small DeepSeek V2/V3 configs (every
-//! variant the configs allow), each written as a checkpoint with random weights, must lower to a
-//! graph that verifies, round-trips through the text form, and runs to finite logits.
+//! variant the configs allow), each written as a checkpoint with random weights, must lower to
+//! graphs that verify, round-trip through the text form, and run to finite logits; and running
+//! with the KV cache (chunked prefill, then decode steps) must equal recomputing everything.
 
 mod common;
 
@@ -9,6 +10,8 @@ use std::collections::BTreeMap;
 use common::{Rng, write_safetensors};
 use proptest::prelude::*;
 use safetensors::Dtype;
+use saturn_frontend::{Phase, phase_graph};
+use saturn_runtime::{Limits, Session};
 use serde_json::{Value, json};
 
 /// A random config in either the transformers 5.x or the 4.x (hub) schema.
@@ -115,17 +118,63 @@ proptest! {
         write_checkpoint(dir.path(), &config, &mut rng);
 
         let model = saturn_frontend::load_model(dir.path()).unwrap();
-        let graph = saturn_frontend::forward_graph(&model.config).unwrap();
-        saturn_ir::verify(&graph).unwrap();
-        let text = saturn_ir::text::print(&graph);
-        prop_assert_eq!(&saturn_ir::text::parse(&text).unwrap(), &graph);
+        for phase in [Phase::Prefill, Phase::Decode, Phase::Chunked] {
+            let graph = phase_graph(&model.config, phase).unwrap();
+            saturn_ir::verify(&graph).unwrap();
+            let text = saturn_ir::text::print(&graph);
+            prop_assert_eq!(&saturn_ir::text::parse(&text).unwrap(), &graph);
+        }
 
+        let graph = phase_graph(&model.config, Phase::Chunked).unwrap();
         let weights = model.open_weights(&graph).unwrap();
         let s = rng.range(1, 6) as usize;
         let ids: Vec<u64> = (0..s).map(|_| rng.range(0, model.config.vocab_size - 1)).collect();
-        let logits = saturn_runtime::prefill(&graph, weights.as_ref(), &ids).unwrap();
+        let mut session = Session::new(&graph, weights.as_ref(), limits(&model)).unwrap();
+        let logits = session.prefill(&ids).unwrap();
         prop_assert_eq!(&logits.shape, &vec![s, model.config.vocab_size as usize]);
         let data = logits.as_f32().unwrap();
         prop_assert!(data.iter().all(|x| x.is_finite()), "non-finite logits for config {}", config);
     }
+
+    #[test]
+    fn cached_decode_equals_full_recomputation(seed in any::<u64>()) {
+        let mut rng = Rng::new(seed);
+        let config = random_config(&mut rng);
+        let dir = tempfile::tempdir().unwrap();
+        write_checkpoint(dir.path(), &config, &mut rng);
+        let model = saturn_frontend::load_model(dir.path()).unwrap();
+        let graph = phase_graph(&model.config, Phase::Chunked).unwrap();
+        let weights = model.open_weights(&graph).unwrap();
+        let vocab = model.config.vocab_size as usize;
+
+        let n = rng.range(2, 9) as usize;
+        let ids: Vec<u64> = (0..n).map(|_| rng.range(0, model.config.vocab_size - 1)).collect();
+        let mut full = Session::new(&graph, weights.as_ref(), limits(&model)).unwrap();
+        let want = full.prefill(&ids).unwrap();
+        let want = want.as_f32().unwrap();
+
+        // A prefill, a chunk of several tokens after the cache, then single-token decode steps.
+        let first = rng.range(1, n as u64 - 1) as usize;
+        let chunk_end = rng.range(first as u64, n as u64 - 1) as usize;
+        let mut cached = Session::new(&graph, weights.as_ref(), limits(&model)).unwrap();
+        let mut got = cached.prefill(&ids[..first]).unwrap().as_f32().unwrap().to_vec();
+        if chunk_end > first {
+            got.extend(cached.extend(&ids[first..chunk_end]).unwrap().as_f32().unwrap());
+        }
+        for &id in &ids[chunk_end..] {
+            got.extend(cached.extend(&[id]).unwrap().as_f32().unwrap());
+        }
+        prop_assert_eq!(cached.position(), n as u64);
+        prop_assert_eq!(got.len(), n * vocab);
+        for (i, (a, b)) in got.iter().zip(want).enumerate() {
+            let tolerance = 1e-4 * b.abs().max(1.0);
+            prop_assert!((a - b).abs() <= tolerance,
+                "position {} id {}: cached {} vs full {} (prefill {}, chunk to {}) for {}",
+                i / vocab, i % vocab, a, b, first, chunk_end, config);
+        }
+    }
+}
+
+fn limits(model: &saturn_frontend::Model) -> Limits {
+    Limits { vocab_size: model.config.vocab_size, max_positions: model.config.max_position_embeddings }
 }
