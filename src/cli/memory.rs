@@ -7,11 +7,12 @@ use std::path::Path;
 use anyhow::{Context, Result, bail};
 use saturn_frontend::{BytesByDtype, MemoryReport, Phase, load_model, memory_report, phase_graph};
 
-pub fn run(model: &Path, context: u64, batch: u64, json: bool) -> Result<()> {
+pub fn run(model: &Path, context: Option<u64>, batch: u64, json: bool) -> Result<()> {
+    let model = load_model(model)?;
+    let context = context.unwrap_or(model.config.max_position_embeddings.min(4096));
     if context == 0 || batch == 0 {
         bail!("--context and --batch must be at least 1");
     }
-    let model = load_model(model)?;
     if context > model.config.max_position_embeddings {
         bail!(
             "--context {context} is beyond the model's max_position_embeddings ({})",

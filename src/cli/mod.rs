@@ -77,9 +77,10 @@ enum Command {
     Memory {
         /// A checkpoint folder, a config.json, or a spec (.toml).
         model: PathBuf,
-        /// Context length (positions per sequence) for the totals.
-        #[arg(long, default_value_t = 4096)]
-        context: u64,
+        /// Context length (positions per sequence) for the totals [default: 4096, or the model's
+        /// max_position_embeddings if smaller].
+        #[arg(long)]
+        context: Option<u64>,
         /// Sequences held at once, for the totals.
         #[arg(long, default_value_t = 1)]
         batch: u64,
