@@ -142,15 +142,16 @@ impl DeepseekConfig {
                 f.err("model_type", "missing (not a Hugging Face config, nor a DeepSeek inference config)")
             );
         };
-        config.validate(path)?;
+        config.validate(path, |hf_name| hf_name)?;
         Ok(config)
     }
 
-    /// Checks the relations between fields that the lowering relies on.
-    fn validate(&self, path: &Path) -> Result<()> {
-        let err = |field: &str, msg: String| FrontendError::ConfigField {
+    /// Checks the relations between fields that the lowering relies on. Errors spell each field
+    /// as `names` maps its Hugging Face name.
+    pub(crate) fn validate(&self, path: &Path, names: FieldNames) -> Result<()> {
+        let err = |field: &'static str, msg: String| FrontendError::ConfigField {
             path: path.into(),
-            field: field.into(),
+            field: names(field).into(),
             msg,
         };
         for (field, v) in [
@@ -186,6 +187,7 @@ impl DeepseekConfig {
             return Ok(());
         }
         let m = &self.moe;
+        let n_routed_experts = names("n_routed_experts");
         if m.n_routed_experts == 0 {
             return Err(err("n_routed_experts", "must be positive (the model has MoE layers)".into()));
         }
@@ -196,7 +198,7 @@ impl DeepseekConfig {
             return Err(err(
                 "num_experts_per_tok",
                 format!(
-                    "must be between 1 and n_routed_experts ({}), got {}",
+                    "must be between 1 and {n_routed_experts} ({}), got {}",
                     m.n_routed_experts, m.num_experts_per_tok
                 ),
             ));
@@ -207,7 +209,7 @@ impl DeepseekConfig {
             if n_group == 0 || !m.n_routed_experts.is_multiple_of(n_group) {
                 return Err(err(
                     "n_group",
-                    format!("must divide n_routed_experts ({}), got {n_group}", m.n_routed_experts),
+                    format!("must divide {n_routed_experts} ({}), got {n_group}", m.n_routed_experts),
                 ));
             }
             let per_group = m.n_routed_experts / n_group;
@@ -222,7 +224,7 @@ impl DeepseekConfig {
             if topk_group == 0 || topk_group > n_group {
                 return Err(err(
                     "topk_group",
-                    format!("must be between 1 and n_group ({n_group}), got {topk_group}"),
+                    format!("must be between 1 and {} ({n_group}), got {topk_group}", names("n_group")),
                 ));
             }
             if m.num_experts_per_tok > topk_group * per_group {
@@ -323,9 +325,38 @@ impl Fields<'_> {
     }
 }
 
+/// Maps a Hugging Face field name to the name an error should show (see
+/// [`DeepseekConfig::validate`]).
+pub(crate) type FieldNames = fn(&'static str) -> &'static str;
+
 /// `0.1 * m * ln(scale) + 1` for `scale > 1`, else 1 (transformers' `yarn_get_mscale`).
 pub fn yarn_get_mscale(scale: f64, mscale: f64) -> f64 {
     if scale <= 1.0 { 1.0 } else { 0.1 * mscale * scale.ln() + 1.0 }
+}
+
+/// YaRN's factor on cos and sin when no `attention_factor` is given (transformers'
+/// `_compute_yarn_parameters`): `get_mscale(factor, mscale) / get_mscale(factor, mscale_all_dim)`
+/// when both are nonzero, else `get_mscale(factor, 1)`.
+pub(crate) fn yarn_attention_factor(factor: f64, mscale: f64, mscale_all_dim: f64) -> f64 {
+    if mscale != 0.0 && mscale_all_dim != 0.0 {
+        yarn_get_mscale(factor, mscale) / yarn_get_mscale(factor, mscale_all_dim)
+    } else {
+        yarn_get_mscale(factor, 1.0)
+    }
+}
+
+/// The attention scale: `qk_head_dim^-0.5`, times `get_mscale(factor, mscale)^2` when `yarn`
+/// holds YaRN's `(factor, mscale)` with a nonzero `mscale` (for Hugging Face configs that is
+/// `mscale_all_dim`).
+pub(crate) fn softmax_scale(qk_head_dim: u64, yarn: Option<(f64, f64)>) -> f64 {
+    let mut scale = (qk_head_dim as f64).powf(-0.5);
+    if let Some((factor, mscale)) = yarn
+        && mscale != 0.0
+    {
+        let m = yarn_get_mscale(factor, mscale);
+        scale *= m * m;
+    }
+    scale
 }
 
 fn from_hf(f: &Fields) -> Result<DeepseekConfig> {
@@ -407,13 +438,8 @@ fn from_hf(f: &Fields) -> Result<DeepseekConfig> {
         RopeLayout::Interleaved
     };
     let (rope, mscale_all_dim) = hf_rope(f, layout, max_position_embeddings)?;
-    let mut softmax_scale = ((qk_nope_head_dim + qk_rope_head_dim) as f64).powf(-0.5);
-    if let (Some(y), Some(m)) = (rope.yarn, mscale_all_dim)
-        && m != 0.0
-    {
-        let mscale = yarn_get_mscale(y.factor, m);
-        softmax_scale *= mscale * mscale;
-    }
+    let yarn_mscale_all_dim = rope.yarn.zip(mscale_all_dim).map(|(y, m)| (y.factor, m));
+    let softmax_scale = softmax_scale(qk_nope_head_dim + qk_rope_head_dim, yarn_mscale_all_dim);
 
     Ok(DeepseekConfig {
         family,
@@ -497,10 +523,7 @@ fn hf_rope(f: &Fields, layout: RopeLayout, max_pos: u64) -> Result<(RopeConfig, 
             let mscale_all_dim = p.float_or("mscale_all_dim", 0.0).map_err(|e| wrap(e, "mscale_all_dim"))?;
             let attention_factor = match p.get("attention_factor") {
                 Some(_) => p.float_or("attention_factor", 1.0).map_err(|e| wrap(e, "attention_factor"))?,
-                None if mscale != 0.0 && mscale_all_dim != 0.0 => {
-                    yarn_get_mscale(factor, mscale) / yarn_get_mscale(factor, mscale_all_dim)
-                }
-                None => yarn_get_mscale(factor, 1.0),
+                None => yarn_attention_factor(factor, mscale, mscale_all_dim),
             };
             let yarn = Yarn { factor, original_max_position: original, beta_fast, beta_slow };
             Ok((RopeConfig { theta, layout, yarn: Some(yarn), attention_factor }, Some(mscale_all_dim)))
@@ -537,11 +560,7 @@ fn from_inference(f: &Fields) -> Result<DeepseekConfig> {
         beta_fast: f.float_or("beta_fast", 32.0)?,
         beta_slow: f.float_or("beta_slow", 1.0)?,
     });
-    let mut softmax_scale = ((qk_nope_head_dim + qk_rope_head_dim) as f64).powf(-0.5);
-    if yarn.is_some() {
-        let m = yarn_get_mscale(factor, mscale);
-        softmax_scale *= m * m;
-    }
+    let softmax_scale = softmax_scale(qk_nope_head_dim + qk_rope_head_dim, yarn.map(|_| (factor, mscale)));
     let q_lora_rank = f.uint_or("q_lora_rank", 0)?;
     Ok(DeepseekConfig {
         family,

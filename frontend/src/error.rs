@@ -14,6 +14,8 @@ pub enum FrontendError {
     },
     #[error("{path}: not valid JSON: {msg}")]
     Json { path: PathBuf, msg: String },
+    #[error("{path}:{line}:{column}: {msg}")]
+    Toml { path: PathBuf, line: usize, column: usize, msg: String },
     #[error("{path}: field `{field}`: {msg}")]
     ConfigField { path: PathBuf, field: String, msg: String },
     #[error("{path}: unknown model_type `{found}` (saturn reads deepseek_v2 and deepseek_v3)")]

@@ -1,8 +1,9 @@
 //! saturn's frontend: model definitions to IR.
 //!
 //! Reads a Hugging Face DeepSeek V2/V3 checkpoint folder (`config.json` plus `model.safetensors`
-//! or shards listed in `model.safetensors.index.json`), or a bare config, and lowers it to the
-//! prefill [`Graph`](saturn_ir::Graph). Weights stay in the memory-mapped files: the graph names
+//! or shards listed in `model.safetensors.index.json`), a bare config, or a saturn model spec
+//! (`models/*.toml`, see the `spec` module), and lowers it to the prefill
+//! [`Graph`](saturn_ir::Graph). Weights stay in the memory-mapped files: the graph names
 //! them by key, and [`Checkpoint`] implements [`saturn_ir::ParamSource`] to bind them.
 //!
 //! ```no_run
@@ -20,6 +21,7 @@ mod error;
 mod lower;
 mod memory;
 mod random_weights;
+mod spec;
 mod weights;
 
 use std::path::{Path, PathBuf};
@@ -32,6 +34,7 @@ pub use error::{FrontendError, Result};
 pub use lower::{CACHED, Phase, TOKENS, cache_name, forward_graph, phase_graph};
 pub use memory::{BytesByDtype, MemoryReport, PRICED_DTYPES, memory_report};
 pub use random_weights::RandomWeights;
+pub use spec::StorageDtype;
 pub use weights::{check_weights, expected_weights};
 
 /// Where a model's weights come from.
@@ -52,17 +55,31 @@ pub struct Model {
     /// The file the config was read from (`config.json`, or a spec `.toml`).
     pub config_path: PathBuf,
     pub weights: WeightsSource,
+    /// The dtype memory reports should assume for the weights: a spec's `weights.dtype`; `None`
+    /// for a Hugging Face config (the checkpoint's own dtypes).
+    pub storage_dtype: Option<StorageDtype>,
 }
 
-/// Reads a model from a checkpoint folder (its `config.json`) or from a bare config file.
+/// Reads a model from a spec (a `.toml` file), a checkpoint folder (its `config.json`) or a
+/// bare config file.
 pub fn load_model(path: &Path) -> Result<Model> {
+    if path.extension().is_some_and(|ext| ext == "toml") {
+        let (config, weights, storage_dtype) = spec::read_spec(path)?;
+        return Ok(Model {
+            config,
+            config_path: path.to_path_buf(),
+            weights,
+            storage_dtype: Some(storage_dtype),
+        });
+    }
     if path.is_dir() {
         let config_path = path.join("config.json");
         let config = DeepseekConfig::from_file(&config_path)?;
-        return Ok(Model { config, config_path, weights: WeightsSource::Checkpoint(path.to_path_buf()) });
+        let weights = WeightsSource::Checkpoint(path.to_path_buf());
+        return Ok(Model { config, config_path, weights, storage_dtype: None });
     }
     let config = DeepseekConfig::from_file(path)?;
-    Ok(Model { config, config_path: path.to_path_buf(), weights: WeightsSource::None })
+    Ok(Model { config, config_path: path.to_path_buf(), weights: WeightsSource::None, storage_dtype: None })
 }
 
 impl Model {

@@ -29,7 +29,7 @@ pub struct MemoryReport {
     /// Parameters the graph reads (multi-token-prediction layers excluded).
     pub parameters: u64,
     pub weight_bytes: BytesByDtype,
-    /// Bytes of those parameters as stored in the checkpoint, when there is one.
+    /// Bytes of those parameters as stored: in the checkpoint, or in the spec's `weights.dtype`.
     pub stored_weight_bytes: Option<u64>,
     /// What one token's cache holds in one layer, e.g. `latent 512 + k_pe 64`.
     pub cache_layout: String,
@@ -59,7 +59,9 @@ pub fn memory_report(model: &Model, graph: &Graph, context: u64, batch: u64) -> 
                     .sum(),
             )
         }
-        WeightsSource::None | WeightsSource::Random { .. } => None,
+        WeightsSource::None | WeightsSource::Random { .. } => {
+            model.storage_dtype.map(|d| parameters * d.size_bytes())
+        }
     };
     let per_layer = c.kv_lora_rank + c.qk_rope_head_dim;
     let per_token = per_layer * c.num_hidden_layers;

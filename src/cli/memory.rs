@@ -39,7 +39,7 @@ fn table(r: &MemoryReport) -> String {
     writeln!(s, "\nweights{:<23}{header}", "").unwrap();
     row(&mut s, "all parameters", &r.weight_bytes);
     if let Some(stored) = r.stored_weight_bytes {
-        writeln!(s, "  as stored in the checkpoint: {}", human(stored)).unwrap();
+        writeln!(s, "  as stored: {}", human(stored)).unwrap();
     }
     writeln!(
         s,
