@@ -113,17 +113,7 @@ fn infer(op: &Op, x: &[&TensorType], declared: Option<&TensorType>) -> Result<Te
             shape.extend([m.clone(), n.clone()]);
             TensorType { dtype: x[0].dtype, shape }
         }
-        Op::Linear => {
-            float("input", x[0])?;
-            same_dtype(x[0], x[1])?;
-            let k = x[0].shape.last().ok_or("input must have rank >= 1")?;
-            if x[1].rank() != 2 || &x[1].shape[1] != k {
-                return Err(format!("weight {} must be [N, {k}] for input {}", x[1], x[0]));
-            }
-            let mut shape = x[0].shape.clone();
-            *shape.last_mut().unwrap() = x[1].shape[0].clone();
-            TensorType { dtype: x[0].dtype, shape }
-        }
+        Op::Linear => linear_type(x[0], x[1])?,
         Op::Rope(_) => {
             float("input", x[0])?;
             if x[1].dtype != DType::I64 || x[1].rank() != 1 {
@@ -204,6 +194,34 @@ fn infer(op: &Op, x: &[&TensorType], declared: Option<&TensorType>) -> Result<Te
             shape[*axis] = len;
             TensorType { dtype: x[0].dtype, shape }
         }
+        Op::FusedElementwise { expr } => {
+            if let Some(i) = expr.max_input()
+                && i >= x.len()
+            {
+                return Err(format!("the expression uses ${i} but there are {} operands", x.len()));
+            }
+            for t in x {
+                float("operand", t)?;
+                same_dtype(x[0], t)?;
+            }
+            let shapes: Vec<&[Dim]> = x.iter().map(|t| t.shape.as_slice()).collect();
+            TensorType { dtype: x[0].dtype, shape: broadcast(&shapes)? }
+        }
+        Op::RmsNormLinear { .. } => {
+            float("input", x[0])?;
+            let k = x[0].shape.last().ok_or("input must have rank >= 1")?;
+            if x[1].shape.as_slice() != std::slice::from_ref(k) {
+                return Err(format!("norm weight {} does not match the input's last axis `{k}`", x[1]));
+            }
+            linear_type(x[0], x[2])?
+        }
+        Op::GatedLinear => {
+            let gate = linear_type(x[0], x[1])?;
+            if x[2] != x[1] {
+                return Err(format!("up weight {} differs from gate weight {}", x[2], x[1]));
+            }
+            gate
+        }
         Op::Concat { axis } => {
             let first = x[0];
             check_axis(*axis, first)?;
@@ -224,6 +242,19 @@ fn infer(op: &Op, x: &[&TensorType], declared: Option<&TensorType>) -> Result<Te
             TensorType { dtype: first.dtype, shape }
         }
     })
+}
+
+/// The type of `x w^T` for `x [..., K]`, `w [N, K]`.
+fn linear_type(x: &TensorType, w: &TensorType) -> Result<TensorType, String> {
+    float("input", x)?;
+    same_dtype(x, w)?;
+    let k = x.shape.last().ok_or("input must have rank >= 1")?;
+    if w.rank() != 2 || &w.shape[1] != k {
+        return Err(format!("weight {w} must be [N, {k}] for input {x}"));
+    }
+    let mut shape = x.shape.clone();
+    *shape.last_mut().expect("rank >= 1") = w.shape[0].clone();
+    Ok(TensorType { dtype: x.dtype, shape })
 }
 
 fn float(what: &str, t: &TensorType) -> Result<(), String> {

@@ -23,6 +23,7 @@
 
 mod dim;
 mod dtype;
+mod elementwise_expr;
 mod error;
 mod graph;
 mod infer;
@@ -33,6 +34,7 @@ mod verify;
 
 pub use dim::{Dim, Poly, Shape, SymBindings, eval_shape, fmt_shape, numel};
 pub use dtype::DType;
+pub use elementwise_expr::ElementwiseExpr;
 pub use error::IrError;
 pub use graph::{Graph, Node, NodeId, TensorType, is_valid_name};
 pub use infer::broadcast;

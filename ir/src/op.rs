@@ -7,6 +7,7 @@
 
 use crate::dim::{Dim, Shape};
 use crate::dtype::DType;
+use crate::elementwise_expr::ElementwiseExpr;
 
 /// Elementwise functions of one float operand.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -128,6 +129,16 @@ pub enum Op {
     Slice { axis: usize, start: Dim, end: Dim },
     /// `(x_0, x_1, ...)`: joined along `axis`.
     Concat { axis: usize },
+
+    // Fused ops: produced only by optimisation passes. Each has its own reference semantics,
+    // stated without reference to the ops it replaces, so every rewrite can be checked.
+    /// `(x_0, x_1, ...)`: `expr` evaluated elementwise, `$i` standing for `x_i`; all operands
+    /// are floats of one dtype and broadcast together (numpy rules); constants are f32.
+    FusedElementwise { expr: ElementwiseExpr },
+    /// `(x [..., K], g [K], w [N, K])`: `y = x / sqrt(mean(x^2) + eps) * g`, then `y w^T`.
+    RmsNormLinear { eps: f64 },
+    /// `(x [..., K], w_gate [N, K], w_up [N, K])`: `silu(x w_gate^T) * (x w_up^T)`.
+    GatedLinear,
 }
 
 impl UnaryOp {
@@ -142,6 +153,22 @@ impl UnaryOp {
         UnaryOp::Silu,
         UnaryOp::Tanh,
     ];
+
+    /// The function on one f32, with torch's f32 CPU formulas (`sigmoid(x) = 1 / (1 + exp(-x))`,
+    /// `silu(x) = x / (1 + exp(-x))`, `rsqrt(x) = 1 / sqrt(x)`).
+    pub fn apply(self, x: f32) -> f32 {
+        match self {
+            UnaryOp::Neg => -x,
+            UnaryOp::Exp => x.exp(),
+            UnaryOp::Log => x.ln(),
+            UnaryOp::Sqrt => x.sqrt(),
+            UnaryOp::Rsqrt => 1.0 / x.sqrt(),
+            UnaryOp::Recip => 1.0 / x,
+            UnaryOp::Sigmoid => 1.0 / (1.0 + (-x).exp()),
+            UnaryOp::Silu => x / (1.0 + (-x).exp()),
+            UnaryOp::Tanh => x.tanh(),
+        }
+    }
 
     pub fn name(self) -> &'static str {
         match self {
@@ -161,6 +188,30 @@ impl UnaryOp {
 impl BinaryOp {
     pub const ALL: [BinaryOp; 6] =
         [BinaryOp::Add, BinaryOp::Sub, BinaryOp::Mul, BinaryOp::Div, BinaryOp::Max, BinaryOp::Min];
+
+    /// The function on two f32; `max` and `min` propagate NaN (as `torch.maximum`).
+    pub fn apply(self, a: f32, b: f32) -> f32 {
+        match self {
+            BinaryOp::Add => a + b,
+            BinaryOp::Sub => a - b,
+            BinaryOp::Mul => a * b,
+            BinaryOp::Div => a / b,
+            BinaryOp::Max => {
+                if a.is_nan() || a > b {
+                    a
+                } else {
+                    b
+                }
+            }
+            BinaryOp::Min => {
+                if a.is_nan() || a < b {
+                    a
+                } else {
+                    b
+                }
+            }
+        }
+    }
 
     pub fn name(self) -> &'static str {
         match self {
@@ -234,6 +285,9 @@ impl Op {
             Op::Expand { .. } => "expand",
             Op::Slice { .. } => "slice",
             Op::Concat { .. } => "concat",
+            Op::FusedElementwise { .. } => "fused_elementwise",
+            Op::RmsNormLinear { .. } => "rms_norm_linear",
+            Op::GatedLinear => "gated_linear",
         }
     }
 
@@ -257,8 +311,8 @@ impl Op {
             | Op::Expand { .. }
             | Op::Slice { .. } => 1,
             Op::Binary(_) | Op::RmsNorm { .. } | Op::MatMul | Op::Linear | Op::Rope(_) | Op::Gather => 2,
-            Op::Where => 3,
-            Op::Concat { .. } => return None,
+            Op::Where | Op::RmsNormLinear { .. } | Op::GatedLinear => 3,
+            Op::Concat { .. } | Op::FusedElementwise { .. } => return None,
         })
     }
 
@@ -324,6 +378,9 @@ impl Op {
                 ("end", Attr::Dim(end.clone())),
             ],
             Op::Concat { axis } => vec![("axis", Attr::Int(*axis as i64))],
+            Op::FusedElementwise { expr } => vec![("expr", Attr::Str(expr.to_string()))],
+            Op::RmsNormLinear { eps } => vec![("eps", Attr::Float(*eps))],
+            Op::GatedLinear => vec![],
         }
     }
 
@@ -383,6 +440,12 @@ impl Op {
             "expand" => Op::Expand { shape: a.dims("shape")? },
             "slice" => Op::Slice { axis: a.usize("axis")?, start: a.dim("start")?, end: a.dim("end")? },
             "concat" => Op::Concat { axis: a.usize("axis")? },
+            "fused_elementwise" => {
+                let text = a.string("expr")?;
+                Op::FusedElementwise { expr: text.parse().map_err(|e| format!("`fused_elementwise`: {e}"))? }
+            }
+            "rms_norm_linear" => Op::RmsNormLinear { eps: a.float("eps")? },
+            "gated_linear" => Op::GatedLinear,
             other => {
                 if let Some(u) = UnaryOp::ALL.into_iter().find(|u| u.name() == other) {
                     Op::Unary(u)

@@ -1,46 +1,25 @@
 //! Elementwise ops: unary float functions, binary arithmetic with numpy broadcasting, `where`,
 //! and casts.
 //!
-//! Float functions follow torch's f32 CPU formulas (`sigmoid(x) = 1 / (1 + exp(-x))`,
-//! `silu(x) = x / (1 + exp(-x))`, `rsqrt(x) = 1 / sqrt(x)`). Float `max`/`min` propagate NaN
-//! (as `torch.maximum`). Integer `add`/`sub`/`mul` wrap on overflow; integer `div` truncates
+//! Float functions are `UnaryOp::apply` / `BinaryOp::apply` (torch's f32 CPU formulas; `max`
+//! and `min` propagate NaN), shared with fused elementwise expressions. Integer `add`/`sub`/`mul` wrap on overflow; integer `div` truncates
 //! toward zero and a zero divisor is an error.
 
 use super::tensor::{Elem, Tensor, TensorData, broadcast_strides, by_kind, offsets};
 use super::{OpError, OpResult, elems};
-use crate::{BinaryOp, DType, UnaryOp};
+use crate::{BinaryOp, DType, ElementwiseExpr, UnaryOp};
 
 /// `f(x)` elementwise on a float tensor.
 pub(super) fn unary(op: UnaryOp, x: &Tensor) -> OpResult {
     let v = elems::<f32>(x, "operand")?;
-    let f: fn(f32) -> f32 = match op {
-        UnaryOp::Neg => |x| -x,
-        UnaryOp::Exp => f32::exp,
-        UnaryOp::Log => f32::ln,
-        UnaryOp::Sqrt => f32::sqrt,
-        UnaryOp::Rsqrt => |x| 1.0 / x.sqrt(),
-        UnaryOp::Recip => |x| 1.0 / x,
-        UnaryOp::Sigmoid => |x| 1.0 / (1.0 + (-x).exp()),
-        UnaryOp::Silu => |x| x / (1.0 + (-x).exp()),
-        UnaryOp::Tanh => f32::tanh,
-    };
-    Ok(Tensor { shape: x.shape.clone(), data: TensorData::F32(v.iter().map(|&x| f(x)).collect()) })
+    Ok(Tensor { shape: x.shape.clone(), data: TensorData::F32(v.iter().map(|&x| op.apply(x)).collect()) })
 }
 
 /// `f(a, b)` elementwise with broadcasting to `shape`.
 pub(super) fn binary(op: BinaryOp, a: &Tensor, b: &Tensor, shape: &[usize]) -> OpResult {
     let data = match (&a.data, &b.data) {
         (TensorData::F32(x), TensorData::F32(y)) => {
-            let f: fn(f32, f32) -> f32 = match op {
-                BinaryOp::Add => |a, b| a + b,
-                BinaryOp::Sub => |a, b| a - b,
-                BinaryOp::Mul => |a, b| a * b,
-                BinaryOp::Div => |a, b| a / b,
-                // NaN-propagating, like torch.maximum / torch.minimum.
-                BinaryOp::Max => |a, b| if a.is_nan() || a > b { a } else { b },
-                BinaryOp::Min => |a, b| if a.is_nan() || a < b { a } else { b },
-            };
-            TensorData::F32(broadcast_map(x, &a.shape, y, &b.shape, shape, f)?)
+            TensorData::F32(broadcast_map(x, &a.shape, y, &b.shape, shape, |a, b| op.apply(a, b))?)
         }
         (TensorData::I64(x), TensorData::I64(y)) => {
             if op == BinaryOp::Div && y.contains(&0) && shape.iter().all(|&d| d > 0) {
@@ -85,6 +64,24 @@ pub(super) fn broadcast_map<A: Copy, B: Copy, O>(
         return Ok(b.iter().map(|&y| f(a[0], y)).collect());
     }
     Ok(offsets(shape, &sa, 0).zip(offsets(shape, &sb, 0)).map(|(i, j)| f(a[i], b[j])).collect())
+}
+
+/// A fused elementwise expression over operands broadcast to `shape`.
+pub(super) fn fused(expr: &ElementwiseExpr, args: &[&Tensor], shape: &[usize]) -> OpResult {
+    let values = args.iter().map(|t| elems::<f32>(t, "operand")).collect::<Result<Vec<_>, _>>()?;
+    let strides =
+        args.iter().map(|t| broadcast_strides(&t.shape, shape, 1)).collect::<Result<Vec<_>, _>>()?;
+    let mut iters: Vec<_> = strides.iter().map(|s| offsets(shape, s, 0)).collect();
+    let n: usize = shape.iter().product();
+    let mut point = vec![0f32; args.len()];
+    let mut out = Vec::with_capacity(n);
+    for _ in 0..n {
+        for ((p, it), v) in point.iter_mut().zip(&mut iters).zip(&values) {
+            *p = v[it.next().ok_or_else(|| OpError::Internal("broadcast offsets ran out".into()))?];
+        }
+        out.push(expr.eval(&point));
+    }
+    Ok(Tensor { shape: shape.to_vec(), data: TensorData::F32(out) })
 }
 
 /// `cond ? a : b` elementwise, all three broadcast to `shape`.

@@ -106,3 +106,12 @@ pub(super) fn linear(x: &Tensor, w: &Tensor, shape: &[usize]) -> OpResult {
     gemm(m, k, n, am, bm, &mut out)?;
     Ok(Tensor { shape: shape.to_vec(), data: TensorData::F32(out) })
 }
+
+/// `silu(x w_gate^T) * (x w_up^T)`.
+pub(super) fn gated_linear(x: &Tensor, w_gate: &Tensor, w_up: &Tensor, shape: &[usize]) -> OpResult {
+    let gate = linear(x, w_gate, shape)?;
+    let up = linear(x, w_up, shape)?;
+    let (g, u) = (elems::<f32>(&gate, "gate")?, elems::<f32>(&up, "up")?);
+    let data = g.iter().zip(u).map(|(&g, &u)| crate::UnaryOp::Silu.apply(g) * u).collect();
+    Ok(Tensor { shape: shape.to_vec(), data: TensorData::F32(data) })
+}

@@ -267,6 +267,10 @@ fn compute(node: &Node, shape: &[usize], args: &[&Tensor], b: &Bindings) -> Resu
         Op::Expand { .. } => shape_ops::expand(args[0], shape),
         Op::Slice { axis, start, end } => shape_ops::slice(args[0], *axis, sym(start)?, sym(end)?, shape),
         Op::Concat { axis } => shape_ops::concat(args, *axis, shape),
+        Op::FusedElementwise { expr } => elementwise::fused(expr, args, shape),
+        Op::RmsNormLinear { eps } => reduce::rms_norm(args[0], args[1], *eps)
+            .and_then(|normed| linalg::linear(&normed, args[2], shape)),
+        Op::GatedLinear => linalg::gated_linear(args[0], args[1], args[2], shape),
     };
     r.map_err(|e| e.at(name))
 }
