@@ -209,6 +209,7 @@ fn infer(op: &Op, x: &[&TensorType], declared: Option<&TensorType>) -> Result<Te
         }
         Op::RmsNormLinear { .. } => {
             float("input", x[0])?;
+            float("norm weight", x[1])?;
             let k = x[0].shape.last().ok_or("input must have rank >= 1")?;
             if x[1].shape.as_slice() != std::slice::from_ref(k) {
                 return Err(format!("norm weight {} does not match the input's last axis `{k}`", x[1]));

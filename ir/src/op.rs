@@ -442,7 +442,9 @@ impl Op {
             "concat" => Op::Concat { axis: a.usize("axis")? },
             "fused_elementwise" => {
                 let text = a.string("expr")?;
-                Op::FusedElementwise { expr: text.parse().map_err(|e| format!("`fused_elementwise`: {e}"))? }
+                Op::FusedElementwise {
+                    expr: text.parse().map_err(|e| format!("`fused_elementwise`: attribute `expr`: {e}"))?,
+                }
             }
             "rms_norm_linear" => Op::RmsNormLinear { eps: a.float("eps")? },
             "gated_linear" => Op::GatedLinear,

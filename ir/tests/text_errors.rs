@@ -129,6 +129,45 @@ fn string_errors() {
 }
 
 #[test]
+fn bad_fused_expressions_are_parse_errors() {
+    let line = |expr: &str| {
+        graph(&format!(
+            "  %a = input() : f32[4]\n  %y = fused_elementwise(%a, %a) {{expr=\"{expr}\"}} : f32[4]\n  \
+             output o = %y"
+        ))
+    };
+    // Malformed expressions are blamed on the `expr` attribute.
+    for (expr, msg) in [
+        ("", "expected an operand, a number or an op"),
+        ("mul($0", "expected `,`"),
+        ("mul($0)", "expected `,`"),
+        ("add($0, $1) x", "unexpected `x`"),
+        ("frob($0)", "unknown op or number `frob`"),
+        ("$", "bad operand `$`"),
+        ("$-1", "bad operand `$-1`"),
+        ("1.5.2", "unknown op or number `1.5.2`"),
+        ("add($0,, $1)", "expected an operand"),
+        ("neg($0))", "unexpected `)`"),
+    ] {
+        assert_error_at(&line(expr), 3, "expr=", msg);
+        assert!(parse(&line(expr)).unwrap_err().msg.contains("attribute `expr`"), "{expr}");
+    }
+    let deep = format!("{}$0{}", "neg(".repeat(300), ")".repeat(300));
+    assert_error_at(&line(&deep), 3, "expr=", "nested too deeply");
+    // An operand the node does not have is a type error of the op.
+    assert_error_at(&line("add($0, $2)"), 3, "fused_elementwise", "uses $2 but there are 2 operands");
+    // `expr` must be a string.
+    let text =
+        graph("  %a = input() : f32[4]\n  %y = fused_elementwise(%a) {expr=3} : f32[4]\n  output o = %y");
+    assert_error_at(&text, 3, "expr", "attribute `expr` must be a string");
+    let text = graph("  %a = input() : f32[4]\n  %y = fused_elementwise(%a) : f32[4]\n  output o = %y");
+    assert_error_at(&text, 3, "fused_elementwise", "missing attribute `expr`");
+    // The good form parses and round-trips, constants included.
+    let g = parse(&line("max(mul(silu($0), $1), -inf)")).unwrap();
+    assert_eq!(parse(&print(&g)).unwrap(), g);
+}
+
+#[test]
 fn name_errors() {
     let text = graph("  %x = input() : f32[4]\n  %x = input() : f32[4]\n  output o = %x");
     assert_error_at(&text, 3, "%x", "used twice");

@@ -10,7 +10,8 @@ use std::collections::BTreeSet;
 use proptest::prelude::*;
 use saturn_ir::text::{parse, print};
 use saturn_ir::{
-    BinaryOp, DType, Dim, Graph, NodeId, Op, ReduceOp, Rope, RopeLayout, TensorType, UnaryOp, Yarn,
+    BinaryOp, DType, Dim, ElementwiseExpr, Graph, NodeId, Op, ReduceOp, Rope, RopeLayout, TensorType,
+    UnaryOp, Yarn,
 };
 
 /// xorshift64*: tiny, deterministic, good enough to pick cases.
@@ -60,7 +61,7 @@ const PARAM_KEYS: [&str; 6] = [
 ];
 
 /// The kinds of op the generator appends; `Gen::step` builds one fitting operands it has.
-const OP_KINDS: usize = 22;
+const OP_KINDS: usize = 25;
 
 /// Builds a random valid graph: a pool of typed nodes grown by ops whose operands fit, adding
 /// leaves of the needed types where the pool has none.
@@ -358,9 +359,61 @@ impl Gen {
                 let dtype = self.rng.pick(&DType::ALL);
                 self.add("c", Op::Scalar { value }, &[], Some(TensorType { dtype, shape: vec![] }));
             }
+            20 => self.fused_elementwise(),
+            21 => {
+                let x = self.float_operand(1);
+                let ty = self.graph.ty(x).clone();
+                let k = ty.shape[ty.rank() - 1].clone();
+                // The norm weight may be of another float dtype, as for `rms_norm`.
+                let g_dtype = if self.rng.coin() { ty.dtype } else { self.rng.pick(&FLOAT_DTYPES) };
+                let g = self.leaf(TensorType::new(g_dtype, [k.clone()]));
+                let n = self.dim();
+                let w = self.leaf(TensorType::new(ty.dtype, [n, k]));
+                let eps = self.float_value();
+                self.add("norm_proj", Op::RmsNormLinear { eps }, &[x, g, w], None);
+            }
+            22 => {
+                let x = self.float_operand(1);
+                let ty = self.graph.ty(x).clone();
+                let w_ty = TensorType::new(ty.dtype, [self.dim(), ty.shape[ty.rank() - 1].clone()]);
+                let gate = self.leaf(w_ty.clone());
+                let up = if self.rng.below(4) == 0 { gate } else { self.leaf(w_ty) };
+                self.add("mlp", Op::GatedLinear, &[x, gate, up], None);
+            }
             _ => {
                 let ty = self.tensor_type();
                 self.leaf(ty);
+            }
+        }
+    }
+
+    /// A fused elementwise op over 1 to 4 float operands of one dtype that broadcast together.
+    fn fused_elementwise(&mut self) {
+        let a = self.float_operand(0);
+        let mut operands = vec![a];
+        for _ in 0..self.rng.below(4) {
+            let b = self.partner(a);
+            operands.push(b);
+        }
+        let expr = self.expr(operands.len(), 0);
+        self.add("fused", Op::FusedElementwise { expr }, &operands, None);
+    }
+
+    /// A random expression over `$0 .. $(n-1)`, `depth` levels below the root.
+    fn expr(&mut self, n: usize, depth: usize) -> ElementwiseExpr {
+        let leaf = depth >= 4 || self.rng.below(3) == 0;
+        match self.rng.below(if leaf { 2 } else { 4 }) {
+            0 => ElementwiseExpr::Input(self.rng.below(n)),
+            1 => ElementwiseExpr::Const(if self.rng.coin() {
+                self.rng.pick(&[f64::NEG_INFINITY, 1e-6, 0.1 + 0.2, -0.0, 0.5, 1e20])
+            } else {
+                self.float_value()
+            }),
+            2 => ElementwiseExpr::Unary(self.rng.pick(&UnaryOp::ALL), Box::new(self.expr(n, depth + 1))),
+            _ => {
+                let op = self.rng.pick(&BinaryOp::ALL);
+                let (x, y) = (self.expr(n, depth + 1), self.expr(n, depth + 1));
+                ElementwiseExpr::Binary(op, Box::new(x), Box::new(y))
             }
         }
     }
@@ -511,38 +564,23 @@ fn every_op_appears() {
                     seen.insert("input P+S".into())
                 }
                 Op::Input if symbolic => seen.insert("input symbolic".into()),
+                Op::FusedElementwise { expr } => {
+                    let operands = g.inputs(id).len();
+                    seen.insert(format!("fused_elementwise with {operands} operand(s)"));
+                    expr_features(expr, &mut seen);
+                    false
+                }
+                Op::RmsNormLinear { .. } if g.ty(g.inputs(id)[1]).dtype != node.ty.dtype => {
+                    seen.insert("rms_norm_linear with a norm weight of another dtype".into())
+                }
+                Op::GatedLinear if g.inputs(id)[1] == g.inputs(id)[2] => {
+                    seen.insert("gated_linear with one shared weight".into())
+                }
                 _ => false,
             };
         }
     }
-    let mut want: BTreeSet<String> = UnaryOp::ALL
-        .iter()
-        .map(|u| u.name())
-        .chain(BinaryOp::ALL.iter().map(|b| b.name()))
-        .chain(ReduceOp::ALL.iter().map(|r| r.name()))
-        .chain([
-            "input",
-            "param",
-            "scalar",
-            "arange",
-            "where",
-            "cast",
-            "softmax",
-            "topk_mask",
-            "rms_norm",
-            "matmul",
-            "linear",
-            "rope",
-            "causal_mask",
-            "gather",
-            "reshape",
-            "permute",
-            "expand",
-            "slice",
-            "concat",
-        ])
-        .map(String::from)
-        .collect();
+    let mut want = every_op_name();
     for layout in ["interleaved", "half_split"] {
         for yarn in [false, true] {
             want.insert(format!("rope/{layout}/yarn={yarn}"));
@@ -552,8 +590,145 @@ fn every_op_appears() {
         ["scalar -inf", "scalar 0.1+0.2", "param with an escaped stack key", "input P+S", "input symbolic"]
             .map(String::from),
     );
+    want.extend((1..=4).map(|n| format!("fused_elementwise with {n} operand(s)")));
+    want.extend(
+        [
+            "expr const -inf",
+            "expr const 1e-6",
+            "expr const 0.1+0.2",
+            "expr unary in binary in unary",
+            "expr binary in binary",
+            "rms_norm_linear with a norm weight of another dtype",
+            "gated_linear with one shared weight",
+        ]
+        .map(String::from),
+    );
     let missing: Vec<&String> = want.difference(&seen).collect();
     assert!(missing.is_empty(), "never generated: {missing:?}");
+}
+
+/// Records the awkward parts of a fused expression that `every_op_appears` wants to see.
+fn expr_features(e: &ElementwiseExpr, seen: &mut BTreeSet<String>) {
+    use ElementwiseExpr as E;
+    match e {
+        E::Input(_) => {}
+        E::Const(c) => {
+            for (value, name) in [(f64::NEG_INFINITY, "-inf"), (1e-6, "1e-6"), (0.1 + 0.2, "0.1+0.2")] {
+                if *c == value {
+                    seen.insert(format!("expr const {name}"));
+                }
+            }
+        }
+        E::Unary(_, a) => {
+            if let E::Binary(_, x, y) = &**a
+                && [x, y].iter().any(|b| matches!(&***b, E::Unary(..)))
+            {
+                seen.insert("expr unary in binary in unary".into());
+            }
+            expr_features(a, seen);
+        }
+        E::Binary(_, x, y) => {
+            if [x, y].iter().any(|b| matches!(&***b, E::Binary(..))) {
+                seen.insert("expr binary in binary".into());
+            }
+            expr_features(x, seen);
+            expr_features(y, seen);
+        }
+    }
+}
+
+/// One op of each `Op` variant, in declaration order (`samples_cover_every_variant_of_op` checks
+/// this against `op.rs`).
+fn op_samples() -> Vec<Op> {
+    let rope = Rope { layout: RopeLayout::Interleaved, theta: 1e4, yarn: None, attention_factor: 1.0 };
+    vec![
+        Op::Input,
+        Op::Param { key: "k".into() },
+        Op::Scalar { value: 0.0 },
+        Op::Arange { start: Dim::constant(0), len: Dim::constant(1) },
+        Op::Unary(UnaryOp::Neg),
+        Op::Binary(BinaryOp::Add),
+        Op::Where,
+        Op::Cast { dtype: DType::F32 },
+        Op::Reduce { op: ReduceOp::Sum, axis: 0, keepdim: false },
+        Op::Softmax { axis: 0 },
+        Op::TopKMask { k: 1 },
+        Op::RmsNorm { eps: 1e-6 },
+        Op::MatMul,
+        Op::Linear,
+        Op::Rope(rope),
+        Op::CausalMask,
+        Op::Gather,
+        Op::Reshape { shape: vec![] },
+        Op::Permute { perm: vec![] },
+        Op::Expand { shape: vec![] },
+        Op::Slice { axis: 0, start: Dim::constant(0), end: Dim::constant(0) },
+        Op::Concat { axis: 0 },
+        Op::FusedElementwise { expr: ElementwiseExpr::Input(0) },
+        Op::RmsNormLinear { eps: 1e-6 },
+        Op::GatedLinear,
+    ]
+}
+
+/// The text name of every op: the samples' names, with the sub-kinds of `Unary`, `Binary` and
+/// `Reduce` expanded; `every_op_appears` requires the generator to produce each. The `match` has
+/// no wildcard arm, so a new variant of `Op` stops this file compiling until it is handled here
+/// (and given a sample and a generator case).
+fn every_op_name() -> BTreeSet<String> {
+    let mut names = BTreeSet::new();
+    for op in op_samples() {
+        match op {
+            Op::Unary(_) => names.extend(UnaryOp::ALL.map(|u| u.name().to_string())),
+            Op::Binary(_) => names.extend(BinaryOp::ALL.map(|b| b.name().to_string())),
+            Op::Reduce { .. } => names.extend(ReduceOp::ALL.map(|r| r.name().to_string())),
+            Op::Input
+            | Op::Param { .. }
+            | Op::Scalar { .. }
+            | Op::Arange { .. }
+            | Op::Where
+            | Op::Cast { .. }
+            | Op::Softmax { .. }
+            | Op::TopKMask { .. }
+            | Op::RmsNorm { .. }
+            | Op::MatMul
+            | Op::Linear
+            | Op::Rope(_)
+            | Op::CausalMask
+            | Op::Gather
+            | Op::Reshape { .. }
+            | Op::Permute { .. }
+            | Op::Expand { .. }
+            | Op::Slice { .. }
+            | Op::Concat { .. }
+            | Op::FusedElementwise { .. }
+            | Op::RmsNormLinear { .. }
+            | Op::GatedLinear => {
+                names.insert(op.name().to_string());
+            }
+        }
+    }
+    names
+}
+
+/// The samples hold exactly one op of each variant declared in `pub enum Op` (read from the
+/// source, so a variant added there without a sample fails here).
+#[test]
+fn samples_cover_every_variant_of_op() {
+    let src = include_str!("../src/op.rs");
+    let body = src.split_once("pub enum Op {").expect("`pub enum Op` in op.rs").1;
+    let body = body.split_once("\n}").expect("the end of `pub enum Op`").0;
+    let declared: Vec<String> = body
+        .lines()
+        .map(str::trim)
+        .filter(|l| l.starts_with(|c: char| c.is_ascii_uppercase()))
+        .map(|l| l.chars().take_while(char::is_ascii_alphanumeric).collect())
+        .collect();
+    assert!(declared.len() >= 25, "read too few variants from op.rs: {declared:?}");
+    let sampled: Vec<String> = op_samples()
+        .iter()
+        .map(|op| format!("{op:?}").chars().take_while(char::is_ascii_alphanumeric).collect())
+        .collect();
+    assert_eq!(sampled, declared, "one sample per variant of `Op`, in declaration order");
 }
 
 /// NaN is not equal to itself, so graphs holding it compare by their text instead.
