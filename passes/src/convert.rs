@@ -41,7 +41,8 @@ pub fn load(graph: &Graph) -> Loaded {
         class_of.push(class);
     }
     egraph.rebuild();
-    let outputs = graph.outputs().iter().map(|(n, id)| (n.clone(), egraph.find(class_of[id.index()]))).collect();
+    let outputs =
+        graph.outputs().iter().map(|(n, id)| (n.clone(), egraph.find(class_of[id.index()]))).collect();
     let names = canonical_names(&egraph, names);
     Loaded { egraph, outputs, names, graph_name: graph.name.clone() }
 }

@@ -44,7 +44,8 @@ pub fn greedy_dag(egraph: &TensorGraph, roots: &[Id], cost: &NodeCostFn) -> Extr
         for &class in &classes {
             for node in &egraph[class].nodes {
                 let Some(candidate) = candidate(egraph, class, node, &best, cost) else { continue };
-                let better = best.get(&class).is_none_or(|b| candidate.total < b.total * (1.0 - 1e-12) - 1e-15);
+                let better =
+                    best.get(&class).is_none_or(|b| candidate.total < b.total * (1.0 - 1e-12) - 1e-15);
                 if better {
                     best.insert(class, candidate);
                     changed = true;
@@ -96,7 +97,12 @@ fn candidate(
 
 /// The DAG cost of `choice` below `roots`: each reachable class once. `None` on a cycle or a
 /// class without a choice.
-pub fn dag_cost(egraph: &TensorGraph, choice: &BTreeMap<Id, TensorNode>, roots: &[Id], cost: &NodeCostFn) -> Option<f64> {
+pub fn dag_cost(
+    egraph: &TensorGraph,
+    choice: &BTreeMap<Id, TensorNode>,
+    roots: &[Id],
+    cost: &NodeCostFn,
+) -> Option<f64> {
     let mut done: BTreeSet<Id> = BTreeSet::new();
     let mut on_path: BTreeSet<Id> = BTreeSet::new();
     let mut total = 0.0;
@@ -133,11 +139,17 @@ pub fn dag_cost(egraph: &TensorGraph, choice: &BTreeMap<Id, TensorNode>, roots: 
 
 /// Exact extraction by exhaustive search over the alternatives of the classes below `roots`,
 /// starting from the greedy choice; `None` if there are more than `max_combinations`.
-pub fn exact(egraph: &TensorGraph, roots: &[Id], cost: &NodeCostFn, max_combinations: u64) -> Option<Extraction> {
+pub fn exact(
+    egraph: &TensorGraph,
+    roots: &[Id],
+    cost: &NodeCostFn,
+    max_combinations: u64,
+) -> Option<Extraction> {
     let greedy = greedy_dag(egraph, roots, cost);
     let mut classes: Vec<Id> = egraph.classes().map(|c| c.id).collect();
     classes.sort();
-    let combinations = classes.iter().try_fold(1u64, |acc, &c| acc.checked_mul(egraph[c].nodes.len() as u64))?;
+    let combinations =
+        classes.iter().try_fold(1u64, |acc, &c| acc.checked_mul(egraph[c].nodes.len() as u64))?;
     if combinations > max_combinations {
         return None;
     }

@@ -38,7 +38,9 @@ mod saturate;
 mod templates;
 
 pub use cost::{CostError, NodeCost, Target, Targets, node_cost};
-pub use pipeline::{Extraction, OptimizeOptions, OptimizeReport, Optimized, PassError, TemplateReport, graph_cost, optimize};
+pub use pipeline::{
+    Extraction, OptimizeOptions, OptimizeReport, Optimized, PassError, TemplateReport, graph_cost, optimize,
+};
 pub use rules::{Family, all_rule_names};
 pub use saturate::{Limits, RuleStats, SaturationReport, StopReason};
 

@@ -13,7 +13,7 @@ use crate::cost::{CostError, NodeCost, Target, Targets, node_cost};
 use crate::extract::{self, NodeCostFn};
 use crate::lang::TensorNode;
 use crate::rules::{Rule, all_rules};
-use crate::saturate::{Limits, SaturationReport, StopReason, saturate};
+use crate::saturate::{Limits, SaturationReport, saturate};
 use crate::templates::{instantiate, segments, signature, standalone};
 
 #[derive(Debug, Error)]
@@ -91,7 +91,9 @@ impl OptimizeReport {
         let mut out: BTreeMap<String, crate::RuleStats> = BTreeMap::new();
         for t in &self.templates {
             for (name, s) in &t.saturation.rules {
-                let e = out.entry(name.clone()).or_insert_with(|| crate::RuleStats { family: s.family.clone(), ..Default::default() });
+                let e = out
+                    .entry(name.clone())
+                    .or_insert_with(|| crate::RuleStats { family: s.family.clone(), ..Default::default() });
                 e.matches += s.matches;
                 e.applied += s.applied;
                 e.rejected += s.rejected;
@@ -184,7 +186,8 @@ pub fn graph_cost(graph: &Graph, symbols: &SymBindings, target: &Target) -> Node
 fn seconds_fn<'a>(options: &'a OptimizeOptions) -> impl Fn(&TensorGraph, &TensorNode) -> f64 + 'a {
     move |eg: &TensorGraph, node: &TensorNode| {
         let inputs: Vec<&saturn_ir::TensorType> = node.children.iter().map(|&c| &eg[c].data.ty).collect();
-        let output = crate::analysis::node_type(eg, node).unwrap_or_else(|_| eg[node.children[0]].data.ty.clone());
+        let output =
+            crate::analysis::node_type(eg, node).unwrap_or_else(|_| eg[node.children[0]].data.ty.clone());
         node_cost(&node.op.op, &inputs, &output, &options.symbols, &options.target).seconds
     }
 }
@@ -211,7 +214,7 @@ fn optimize_segment(
     verify(&built)?;
     let before = graph_cost(original, &options.symbols, &options.target).seconds;
     let after = graph_cost(&built, &options.symbols, &options.target).seconds;
-    if after > before || saturation.stop_reason != StopReason::Saturated && after > before {
+    if after > before {
         return Ok((original.clone(), saturation, true));
     }
     Ok((built, saturation, false))

@@ -29,7 +29,13 @@ pub struct Limits {
 
 impl Default for Limits {
     fn default() -> Limits {
-        Limits { iterations: 12, nodes: 100_000, time: Duration::from_millis(1500), match_limit: 2_000, ban_length: 2 }
+        Limits {
+            iterations: 12,
+            nodes: 100_000,
+            time: Duration::from_millis(1500),
+            match_limit: 2_000,
+            ban_length: 2,
+        }
     }
 }
 
@@ -96,7 +102,9 @@ pub fn saturate(egraph: &mut TensorGraph, rules: &[Rule], limits: &Limits) -> Sa
     let start = Instant::now();
     let mut stats: BTreeMap<String, RuleStats> = BTreeMap::new();
     for r in rules {
-        stats.entry(r.name.into()).or_insert_with(|| RuleStats { family: family_name(r.family), ..Default::default() });
+        stats
+            .entry(r.name.into())
+            .or_insert_with(|| RuleStats { family: family_name(r.family), ..Default::default() });
     }
     let mut banned_until: BTreeMap<&str, usize> = BTreeMap::new();
     let mut iterations = 0;
@@ -123,7 +131,9 @@ pub fn saturate(egraph: &mut TensorGraph, rules: &[Rule], limits: &Limits) -> Sa
             let mut found: Vec<(&str, Id, Term)> = Vec::new();
             for root in rule.roots {
                 for (class, node) in index.get(root).map(Vec::as_slice).unwrap_or_default() {
-                    found.extend((rule.find)(egraph, *class, node).into_iter().map(|term| (rule.name, *class, term)));
+                    found.extend(
+                        (rule.find)(egraph, *class, node).into_iter().map(|term| (rule.name, *class, term)),
+                    );
                 }
             }
             let s = stats.get_mut(rule.name).expect("registered above");

@@ -80,7 +80,9 @@ pub fn signature(graph: &Graph, seg: &Segment) -> String {
     for &id in &seg.nodes {
         let node = graph.node(id);
         let op = match (&node.op, seg.layer) {
-            (Op::Param { key }, Some(l)) => Op::Param { key: key.replace(&format!("layers.{l}."), "layers.#.") },
+            (Op::Param { key }, Some(l)) => {
+                Op::Param { key: key.replace(&format!("layers.{l}."), "layers.#.") }
+            }
             (op, _) => op.clone(),
         };
         let operands: Vec<String> = graph
@@ -128,7 +130,9 @@ pub fn instantiate(
 ) -> Result<Vec<NodeId>, IrError> {
     let rename = |s: &str, prefix: &str, replacement: &str| -> String {
         match (from.layer, to.layer) {
-            (Some(a), Some(b)) if a != b => s.replacen(&format!("{prefix}{a}."), &format!("{replacement}{b}."), 1),
+            (Some(a), Some(b)) if a != b => {
+                s.replacen(&format!("{prefix}{a}."), &format!("{replacement}{b}."), 1)
+            }
             _ => s.to_string(),
         }
     };

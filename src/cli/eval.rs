@@ -3,14 +3,17 @@
 use std::path::Path;
 
 use anyhow::{Result, bail};
-use saturn_frontend::{Phase, load_model, phase_graph};
+use saturn_frontend::load_model;
+
+use super::RunArgs;
+use super::optimize::graph_to_run;
 use saturn_runtime::{Limits, Session};
 
 use super::output::write_f32_safetensors;
 
-pub fn run(model: &Path, ids: &[u64], decode_ids: Option<&[u64]>, out: &Path) -> Result<()> {
+pub fn run(model: &Path, ids: &[u64], decode_ids: Option<&[u64]>, out: &Path, run: &RunArgs) -> Result<()> {
     let model = load_model(model)?;
-    let graph = phase_graph(&model.config, Phase::Chunked)?;
+    let graph = graph_to_run(&model.config, run.opt_level, &run.opt_target)?;
     let weights = model.open_weights(&graph)?;
     let limits =
         Limits { vocab_size: model.config.vocab_size, max_positions: model.config.max_position_embeddings };

@@ -5,7 +5,10 @@ use std::path::Path;
 
 use anyhow::{Context, Result};
 use indicatif::{ProgressBar, ProgressStyle};
-use saturn_frontend::{Phase, load_model, phase_graph};
+use saturn_frontend::load_model;
+
+use super::RunArgs;
+use super::optimize::graph_to_run;
 use saturn_runtime::{GenerateOptions, Limits, Sampler, generate};
 
 /// The sampling options as given on the command line.
@@ -37,9 +40,10 @@ pub fn run(
     max_new_tokens: usize,
     sampling: SamplingArgs,
     ignore_eos: bool,
+    run: &RunArgs,
 ) -> Result<()> {
     let model = load_model(model)?;
-    let graph = phase_graph(&model.config, Phase::Chunked)?;
+    let graph = graph_to_run(&model.config, run.opt_level, &run.opt_target)?;
     let limits =
         Limits { vocab_size: model.config.vocab_size, max_positions: model.config.max_position_embeddings };
     for prompt in prompts {

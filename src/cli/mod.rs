@@ -4,6 +4,7 @@ mod dump;
 mod eval;
 mod generate;
 mod memory;
+mod optimize;
 mod output;
 
 use std::path::PathBuf;
@@ -46,6 +47,8 @@ enum Command {
         /// Where to write `logits` [S, vocab] (and `decode_logits` [D, vocab]) as safetensors.
         #[arg(long)]
         out: PathBuf,
+        #[command(flatten)]
+        run: RunArgs,
     },
     /// Generate token ids after one or more prompts; prints one line of ids per prompt.
     Generate {
@@ -72,6 +75,37 @@ enum Command {
         /// Keep generating after the end-of-sequence token.
         #[arg(long)]
         ignore_eos: bool,
+        #[command(flatten)]
+        run: RunArgs,
+    },
+    /// Optimise a model for a target and phase; write the lowered and optimised IR and a report.
+    Compile {
+        /// A checkpoint folder, a config.json, or a spec (.toml). No weights needed.
+        model: PathBuf,
+        /// Which graph to optimise.
+        #[arg(long, value_enum, default_value_t = PhaseArg::Decode)]
+        phase: PhaseArg,
+        /// What to write: `ir` (lowered.ir, optimized.ir, report.json).
+        #[arg(long, value_delimiter = ',', default_value = "ir")]
+        emit: Vec<String>,
+        /// The output folder.
+        #[arg(short = 'o', long = "out-dir")]
+        out_dir: PathBuf,
+        #[command(flatten)]
+        opt: optimize::OptArgs,
+    },
+    /// Explain what the optimiser does for a target and phase: rules fired, cost before and
+    /// after, time per family, e-graph size, why saturation stopped.
+    Explain {
+        /// A checkpoint folder, a config.json, or a spec (.toml). No weights needed.
+        model: PathBuf,
+        #[arg(long, value_enum, default_value_t = PhaseArg::Decode)]
+        phase: PhaseArg,
+        /// Print the full report as JSON.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        opt: optimize::OptArgs,
     },
     /// Report the memory a model needs: weights, and the KV cache per token, per layer and in total.
     Memory {
@@ -88,6 +122,17 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+}
+
+/// Which graph `eval` and `generate` run.
+#[derive(Debug, clap::Args)]
+struct RunArgs {
+    /// 1: run the optimised graph; 0: run the graph as lowered.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u8).range(0..=1))]
+    opt_level: u8,
+    /// The cost-model target the graph is optimised for.
+    #[arg(long = "opt-target", default_value = "cpu")]
+    opt_target: String,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -113,16 +158,30 @@ impl From<PhaseArg> for Phase {
 pub fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Dump { model, phase } => dump::run(&model, phase.into()),
-        Command::Eval { model, ids, decode_ids, out } => {
+        Command::Eval { model, ids, decode_ids, out, run } => {
             let decode_ids = decode_ids.map(|d| parse_ids("--decode-ids", &d)).transpose()?;
-            eval::run(&model, &parse_ids("--ids", &ids)?, decode_ids.as_deref(), &out)
+            eval::run(&model, &parse_ids("--ids", &ids)?, decode_ids.as_deref(), &out, &run)
         }
-        Command::Generate { model, ids, max_new_tokens, temperature, top_k, top_p, seed, ignore_eos } => {
+        Command::Generate {
+            model,
+            ids,
+            max_new_tokens,
+            temperature,
+            top_k,
+            top_p,
+            seed,
+            ignore_eos,
+            run,
+        } => {
             let prompts = ids.iter().map(|i| parse_ids("--ids", i)).collect::<Result<Vec<_>>>()?;
             let sampling = generate::SamplingArgs { temperature, top_k, top_p, seed };
-            generate::run(&model, &prompts, max_new_tokens, sampling, ignore_eos)
+            generate::run(&model, &prompts, max_new_tokens, sampling, ignore_eos, &run)
         }
         Command::Memory { model, context, batch, json } => memory::run(&model, context, batch, json),
+        Command::Compile { model, phase, emit, out_dir, opt } => {
+            optimize::compile(&model, phase.into(), &opt, &emit, &out_dir)
+        }
+        Command::Explain { model, phase, json, opt } => optimize::explain(&model, phase.into(), &opt, json),
     }
 }
 

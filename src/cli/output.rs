@@ -18,14 +18,18 @@ pub fn write_f32_safetensors(path: &Path, tensors: &[(&str, Vec<usize>, Vec<f32>
                 .map(|v| (*name, v))
         })
         .collect::<Result<Vec<_>, _>>()?;
-    let serialized = safetensors::serialize(views, None)?;
+    write_atomically(path, &safetensors::serialize(views, None)?)
+}
+
+/// Writes `bytes` to `path` through a temporary file in the same folder, renamed into place.
+pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
     let dir = match path.parent() {
         Some(p) if !p.as_os_str().is_empty() => p,
         _ => Path::new("."),
     };
     let mut tmp = tempfile::NamedTempFile::new_in(dir)
         .with_context(|| format!("{}: cannot create a file in this folder", dir.display()))?;
-    tmp.write_all(&serialized).with_context(|| format!("writing {}", path.display()))?;
+    tmp.write_all(bytes).with_context(|| format!("writing {}", path.display()))?;
     tmp.persist(path).with_context(|| format!("{}: cannot write", path.display()))?;
     Ok(())
 }

@@ -15,8 +15,22 @@ const MAX_FUSED_OPS: usize = 16;
 
 pub(super) fn rules() -> Vec<Rule> {
     const ELEMENTWISE: &[&str] = &[
-        "add", "sub", "mul", "div", "max", "min", "neg", "exp", "log", "sqrt", "rsqrt", "recip", "sigmoid", "silu",
-        "tanh", "fused_elementwise",
+        "add",
+        "sub",
+        "mul",
+        "div",
+        "max",
+        "min",
+        "neg",
+        "exp",
+        "log",
+        "sqrt",
+        "rsqrt",
+        "recip",
+        "sigmoid",
+        "silu",
+        "tanh",
+        "fused_elementwise",
     ];
     vec![Rule { name: "fuse-elementwise", family: Family::Elementwise, roots: ELEMENTWISE, find: fuse }]
 }

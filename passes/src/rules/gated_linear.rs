@@ -40,7 +40,9 @@ fn from_fused(eg: &TensorGraph, _: Id, node: &TensorNode) -> Vec<Term> {
         _ => return vec![],
     };
     match (gate, up) {
-        (Input(g), Input(u)) if node.children.len() == 2 && g != u => gated(eg, node.children[g], node.children[u]),
+        (Input(g), Input(u)) if node.children.len() == 2 && g != u => {
+            gated(eg, node.children[g], node.children[u])
+        }
         _ => vec![],
     }
 }

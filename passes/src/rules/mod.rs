@@ -104,7 +104,11 @@ pub fn all_rule_names() -> Vec<&'static str> {
 }
 
 /// The nodes of `class` whose op is named `name`, in e-graph order.
-pub(crate) fn nodes_named<'a>(eg: &'a TensorGraph, class: Id, name: &'a str) -> impl Iterator<Item = &'a TensorNode> {
+pub(crate) fn nodes_named<'a>(
+    eg: &'a TensorGraph,
+    class: Id,
+    name: &'a str,
+) -> impl Iterator<Item = &'a TensorNode> {
     eg[class].nodes.iter().filter(move |n| n.name() == name)
 }
 

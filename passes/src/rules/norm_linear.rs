@@ -17,7 +17,11 @@ fn find(eg: &TensorGraph, _: Id, node: &TensorNode) -> Vec<Term> {
         .filter_map(|norm| {
             let Op::RmsNorm { eps } = norm.op.op else { return None };
             let mut t = TermBuilder::default();
-            let args = vec![Arg::Class(norm.children[0]), Arg::Class(norm.children[1]), Arg::Class(node.children[1])];
+            let args = vec![
+                Arg::Class(norm.children[0]),
+                Arg::Class(norm.children[1]),
+                Arg::Class(node.children[1]),
+            ];
             t.add(Op::RmsNormLinear { eps }, args);
             Some(t.finish())
         })

@@ -1,0 +1,203 @@
+//! `saturn compile` and `saturn explain`, and the optimisation options shared with `eval` and
+//! `generate`.
+
+use std::fmt::Write as _;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use clap::{Args, ValueEnum};
+use saturn_frontend::{CACHED, Phase, TOKENS, load_model, phase_graph};
+use saturn_ir::{Graph, SymBindings, text};
+use saturn_passes::{Extraction, Limits, OptimizeOptions, OptimizeReport, Targets, optimize};
+
+use super::output::write_atomically;
+
+/// How to optimise: the target, the phase's symbol values, and the bounds.
+#[derive(Debug, Args)]
+pub struct OptArgs {
+    /// The cost-model target: h100, h200 or cpu (or one from --targets).
+    #[arg(long, default_value = "h100")]
+    pub target: String,
+    /// A TOML file of extra or replacement targets (same schema as passes/targets.toml).
+    #[arg(long)]
+    pub targets: Option<PathBuf>,
+    /// Cached positions P to cost decode for.
+    #[arg(long, default_value_t = 4096)]
+    pub context: u64,
+    /// New tokens S to cost prefill for.
+    #[arg(long, default_value_t = 2048)]
+    pub tokens: u64,
+    /// Extraction: greedy (any size) or exact (small segments; greedy beyond).
+    #[arg(long, value_enum, default_value_t = ExtractArg::Greedy)]
+    pub extract: ExtractArg,
+    /// Saturation time limit per template, in milliseconds.
+    #[arg(long, default_value_t = 1500)]
+    pub time_limit_ms: u64,
+    /// Saturation iteration limit.
+    #[arg(long, default_value_t = 12)]
+    pub iteration_limit: usize,
+    /// E-graph node limit.
+    #[arg(long, default_value_t = 100_000)]
+    pub node_limit: usize,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum ExtractArg {
+    Greedy,
+    Exact,
+}
+
+impl OptArgs {
+    /// The options for optimising `phase`: symbol values for the symbols the phase leaves free.
+    pub fn options(&self, phase: Phase) -> Result<OptimizeOptions> {
+        let targets = match &self.targets {
+            Some(path) => Targets::from_file(path)?,
+            None => Targets::builtin(),
+        };
+        let target = targets.get(&self.target)?.clone();
+        let mut symbols = SymBindings::new();
+        match phase {
+            Phase::Prefill => {
+                symbols.insert(TOKENS.into(), self.tokens);
+            }
+            Phase::Decode => {
+                symbols.insert(CACHED.into(), self.context);
+            }
+            Phase::Chunked => {
+                symbols.insert(TOKENS.into(), 1);
+                symbols.insert(CACHED.into(), self.context);
+            }
+        }
+        if self.iteration_limit == 0 || self.node_limit == 0 {
+            bail!("--iteration-limit and --node-limit must be at least 1");
+        }
+        let limits = Limits {
+            iterations: self.iteration_limit,
+            nodes: self.node_limit,
+            time: Duration::from_millis(self.time_limit_ms),
+            ..Limits::default()
+        };
+        let extraction = match self.extract {
+            ExtractArg::Greedy => Extraction::Greedy,
+            ExtractArg::Exact => Extraction::Exact,
+        };
+        Ok(OptimizeOptions { target, symbols, limits, extraction })
+    }
+}
+
+/// The graph `eval` and `generate` run: the chunked forward graph, optimised for `target`
+/// unless `opt_level` is 0.
+pub fn graph_to_run(config: &saturn_frontend::DeepseekConfig, opt_level: u8, target: &str) -> Result<Graph> {
+    let lowered = phase_graph(config, Phase::Chunked)?;
+    if opt_level == 0 {
+        return Ok(lowered);
+    }
+    let mut options = OptimizeOptions::for_target(target)?;
+    options.symbols = SymBindings::from([(TOKENS.to_string(), 1), (CACHED.to_string(), 4096)]);
+    let optimized = optimize(&lowered, &options)?;
+    tracing::info!(
+        before = optimized.report.cost_before.seconds,
+        after = optimized.report.cost_after.seconds,
+        "optimised for {target}"
+    );
+    Ok(optimized.graph)
+}
+
+/// `saturn compile`: the lowered and optimised IR and the report, written to `dir`.
+pub fn compile(model: &Path, phase: Phase, opt: &OptArgs, emit: &[String], dir: &Path) -> Result<()> {
+    for e in emit {
+        if e != "ir" {
+            bail!("--emit {e}: not available yet (supported: ir)");
+        }
+    }
+    let (lowered, report, optimized) = run(model, phase, opt)?;
+    std::fs::create_dir_all(dir).with_context(|| format!("{}: cannot create the folder", dir.display()))?;
+    write_atomically(&dir.join("lowered.ir"), text::print(&lowered).as_bytes())?;
+    write_atomically(&dir.join("optimized.ir"), text::print(&optimized).as_bytes())?;
+    write_atomically(&dir.join("report.json"), (serde_json::to_string_pretty(&report)? + "\n").as_bytes())?;
+    eprintln!(
+        "{}: cost {:.3e} s -> {:.3e} s on {} ({} -> {} nodes) in {:.2} s",
+        dir.display(),
+        report.cost_before.seconds,
+        report.cost_after.seconds,
+        report.target,
+        report.nodes_before,
+        report.nodes_after,
+        report.seconds
+    );
+    Ok(())
+}
+
+/// `saturn explain`: what the optimiser did, as a table (or the report as JSON).
+pub fn explain(model: &Path, phase: Phase, opt: &OptArgs, json: bool) -> Result<()> {
+    let (_, report, _) = run(model, phase, opt)?;
+    let text = if json { serde_json::to_string_pretty(&report)? + "\n" } else { explain_text(&report) };
+    std::io::stdout().lock().write_all(text.as_bytes()).context("writing to stdout")?;
+    Ok(())
+}
+
+/// Lowers and optimises; the optimised graph runs in `eval` and `generate` too.
+pub fn run(model: &Path, phase: Phase, opt: &OptArgs) -> Result<(Graph, OptimizeReport, Graph)> {
+    let model = load_model(model)?;
+    let lowered = phase_graph(&model.config, phase)?;
+    let optimized = optimize(&lowered, &opt.options(phase)?)?;
+    Ok((lowered, optimized.report, optimized.graph))
+}
+
+fn explain_text(r: &OptimizeReport) -> String {
+    let mut s = String::new();
+    let syms: Vec<String> = r.symbols.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    writeln!(s, "{} on {} ({}), {:?} extraction", r.graph, r.target, syms.join(", "), r.extraction).unwrap();
+    let (b, a) = (&r.cost_before, &r.cost_after);
+    writeln!(s, "\ncost            before          after      ratio").unwrap();
+    let row = |s: &mut String, label: &str, x: f64, y: f64| {
+        let ratio = if y > 0.0 { x / y } else { f64::INFINITY };
+        writeln!(s, "  {label:<10}{x:>12.4e}{y:>15.4e}{ratio:>10.2}x").unwrap();
+    };
+    row(&mut s, "seconds", b.seconds, a.seconds);
+    row(&mut s, "bytes", b.bytes, a.bytes);
+    row(&mut s, "flops", b.flops, a.flops);
+    row(&mut s, "launches", b.launches as f64, a.launches as f64);
+    writeln!(s, "  nodes     {:>12}{:>15}", r.nodes_before, r.nodes_after).unwrap();
+    writeln!(
+        s,
+        "\n{} segments, {} templates optimised, in {:.3} s",
+        r.segments,
+        r.templates.len(),
+        r.seconds
+    )
+    .unwrap();
+    for t in &r.templates {
+        let layer = t.layer.map_or_else(|| "outside layers".to_string(), |l| format!("layer {l}"));
+        writeln!(
+            s,
+            "  {layer:<16} x{:<3} {:>3} iterations, {:>6} e-nodes, {:>6} classes, stopped: {}{}",
+            t.instances,
+            t.saturation.iterations,
+            t.saturation.egraph_nodes,
+            t.saturation.egraph_classes,
+            t.saturation.stop_reason.name(),
+            if t.kept_original { " (kept as lowered)" } else { "" }
+        )
+        .unwrap();
+    }
+    writeln!(s, "\nrule                            family        matches  applied rejected   search s")
+        .unwrap();
+    for (name, st) in r.rule_totals() {
+        writeln!(
+            s,
+            "  {name:<30}{:<13}{:>8}{:>9}{:>9}{:>11.4}",
+            st.family, st.matches, st.applied, st.rejected, st.search_seconds
+        )
+        .unwrap();
+    }
+    let mut families: std::collections::BTreeMap<String, f64> = std::collections::BTreeMap::new();
+    for st in r.rule_totals().values() {
+        *families.entry(st.family.clone()).or_insert(0.0) += st.search_seconds;
+    }
+    let parts: Vec<String> = families.iter().map(|(f, t)| format!("{f} {t:.4} s")).collect();
+    writeln!(s, "\nsearch time per family: {}", parts.join(", ")).unwrap();
+    s
+}

@@ -1,0 +1,183 @@
+//! `saturn compile` and `saturn explain`: the optimised IR and the report, snapshot-tested; the
+//! optimised graphs still compute what Hugging Face computes.
+
+mod common;
+
+use common::{saturn, stderr, stdout};
+use serde_json::Value;
+
+fn compile(model: &str, phase: &str) -> (String, Value) {
+    let dir = tempfile::tempdir().unwrap();
+    let run = saturn(&[
+        "compile",
+        model,
+        "--target",
+        "h100",
+        "--phase",
+        phase,
+        "--emit",
+        "ir",
+        "-o",
+        dir.path().to_str().unwrap(),
+    ]);
+    assert!(run.status.success(), "{}", stderr(&run));
+    let ir = std::fs::read_to_string(dir.path().join("optimized.ir")).unwrap();
+    let lowered = std::fs::read_to_string(dir.path().join("lowered.ir")).unwrap();
+    let report: Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.path().join("report.json")).unwrap()).unwrap();
+    // The optimised IR parses back, and the lowered one is what `dump` prints.
+    saturn_ir::text::parse(&ir).unwrap();
+    assert_eq!(lowered, stdout(&saturn(&["dump", model, "--phase", phase])));
+    (ir, report)
+}
+
+macro_rules! optimized_snapshot {
+    ($test:ident, $model:expr, $phase:expr) => {
+        #[test]
+        fn $test() {
+            let (ir, report) = compile($model, $phase);
+            insta::assert_snapshot!(concat!(stringify!($test), "_ir"), ir);
+            insta::assert_json_snapshot!(concat!(stringify!($test), "_report"), report, {
+                ".seconds" => "[seconds]",
+                ".templates[].saturation.seconds" => "[seconds]",
+                ".templates[].saturation.rules.*.search_seconds" => "[seconds]",
+            });
+        }
+    };
+}
+
+optimized_snapshot!(deepseek_v3_tiny_decode_h100, "models/deepseek-v3-tiny", "decode");
+optimized_snapshot!(deepseek_v2_lite_tiny_decode_h100, "models/deepseek-v2-lite-tiny", "decode");
+optimized_snapshot!(deepseek_v3_tiny_prefill_h100, "models/deepseek-v3-tiny", "prefill");
+
+#[test]
+fn the_optimised_graph_is_cheaper_and_fused() {
+    let (ir, report) = compile("models/deepseek-v3-tiny", "decode");
+    let before = report["cost_before"]["seconds"].as_f64().unwrap();
+    let after = report["cost_after"]["seconds"].as_f64().unwrap();
+    assert!(after < before, "{after} >= {before}");
+    for op in ["rms_norm_linear(", "gated_linear(", "fused_elementwise("] {
+        assert!(ir.contains(op), "no {op} in the optimised graph");
+    }
+}
+
+#[test]
+fn compilation_is_deterministic() {
+    assert_eq!(
+        compile("models/deepseek-v3-tiny", "decode").0,
+        compile("models/deepseek-v3-tiny", "decode").0
+    );
+}
+
+/// 61 layers of two shapes are optimised as two templates, not 61 times.
+#[test]
+fn repeated_layers_are_optimised_once() {
+    let run = saturn(&[
+        "explain",
+        "tests/fixtures/configs/hf-deepseek-v3-671b.config.json",
+        "--phase",
+        "decode",
+        "--json",
+    ]);
+    assert!(run.status.success(), "{}", stderr(&run));
+    let report: Value = serde_json::from_str(&stdout(&run)).unwrap();
+    let layers: Vec<&Value> =
+        report["templates"].as_array().unwrap().iter().filter(|t| !t["layer"].is_null()).collect();
+    assert_eq!(layers.len(), 2, "one template for the 3 dense layers, one for the 58 MoE layers");
+    let instances: u64 = layers.iter().map(|t| t["instances"].as_u64().unwrap()).sum();
+    assert_eq!(instances, 61);
+}
+
+#[test]
+fn explain_names_rules_costs_and_stop_reasons() {
+    let run = saturn(&["explain", "models/deepseek-v3-tiny", "--target", "h100", "--phase", "decode"]);
+    assert!(run.status.success(), "{}", stderr(&run));
+    let text = stdout(&run);
+    for needle in [
+        "rms-norm-into-linear",
+        "silu-mul-into-linears",
+        "fuse-elementwise",
+        "seconds",
+        "launches",
+        "stopped: saturated",
+        "search time per family",
+    ] {
+        assert!(text.contains(needle), "`{needle}` missing from:\n{text}");
+    }
+}
+
+#[test]
+fn a_hit_limit_still_gives_a_valid_graph() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = saturn(&[
+        "compile",
+        "models/deepseek-v3-tiny",
+        "--iteration-limit",
+        "1",
+        "-o",
+        dir.path().to_str().unwrap(),
+    ]);
+    assert!(run.status.success(), "{}", stderr(&run));
+    let report: Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.path().join("report.json")).unwrap()).unwrap();
+    let reasons: Vec<&str> = report["templates"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["saturation"]["stop_reason"].as_str().unwrap())
+        .collect();
+    assert!(reasons.contains(&"iteration_limit"), "{reasons:?}");
+    assert!(report["cost_after"]["seconds"].as_f64() <= report["cost_before"]["seconds"].as_f64());
+    saturn_ir::text::parse(&std::fs::read_to_string(dir.path().join("optimized.ir")).unwrap()).unwrap();
+}
+
+#[test]
+fn opt_level_zero_and_one_agree_with_transformers() {
+    // The fixture tests run the optimised graph (the default); the lowered one gives the same ids.
+    let args = [
+        "generate",
+        "models/deepseek-v3-tiny",
+        "--ids",
+        "8,24,67,103,87,79,48,10,94,52,98,53",
+        "--max-new-tokens",
+        "8",
+    ];
+    let optimized = saturn(&args);
+    let lowered = saturn(&[&args[..], &["--opt-level", "0"]].concat());
+    assert!(
+        optimized.status.success() && lowered.status.success(),
+        "{}{}",
+        stderr(&optimized),
+        stderr(&lowered)
+    );
+    assert_eq!(stdout(&optimized).trim(), "90,29,12,33,8,22,91,15");
+    assert_eq!(stdout(&lowered), stdout(&optimized));
+}
+
+#[test]
+fn bad_optimiser_input() {
+    for (args, expect) in [
+        (vec!["explain", "models/deepseek-v3-tiny", "--target", "tpu"], "unknown target `tpu`"),
+        (
+            vec!["compile", "models/deepseek-v3-tiny", "--emit", "ptx", "-o", "target/x"],
+            "--emit ptx: not available yet",
+        ),
+        (
+            vec![
+                "eval",
+                "models/deepseek-v3-tiny",
+                "--ids",
+                "1",
+                "--out",
+                "target/x.safetensors",
+                "--opt-level",
+                "3",
+            ],
+            "opt-level",
+        ),
+    ] {
+        let run = saturn(&args);
+        assert_eq!(run.status.code(), Some(2), "{args:?}");
+        assert!(stderr(&run).contains(expect), "{args:?}: {}", stderr(&run));
+    }
+}
