@@ -181,3 +181,39 @@ fn bad_optimiser_input() {
         assert!(stderr(&run).contains(expect), "{args:?}: {}", stderr(&run));
     }
 }
+
+#[test]
+fn exact_extraction_is_never_worse_than_greedy() {
+    let cost = |extract: &str| {
+        let run = saturn(&[
+            "explain",
+            "models/deepseek-v3-tiny",
+            "--phase",
+            "decode",
+            "--extract",
+            extract,
+            "--json",
+        ]);
+        assert!(run.status.success(), "{}", stderr(&run));
+        let r: Value = serde_json::from_str(&stdout(&run)).unwrap();
+        let exact_templates =
+            r["templates"].as_array().unwrap().iter().filter(|t| t["exact"] == true).count();
+        (r["cost_after"]["seconds"].as_f64().unwrap(), exact_templates)
+    };
+    let (greedy, none) = cost("greedy");
+    let (exact, some) = cost("exact");
+    assert_eq!(none, 0);
+    assert!(some > 0, "no segment was small enough for exact extraction");
+    assert!(exact <= greedy * (1.0 + 1e-12), "exact {exact} > greedy {greedy}");
+}
+
+#[test]
+fn a_malformed_targets_file_is_an_error_with_its_position() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("targets.toml");
+    std::fs::write(&path, "[h100]\nmemory_bandwidth = \"fast\"\n").unwrap();
+    let run = saturn(&["explain", "models/deepseek-v3-tiny", "--targets", path.to_str().unwrap()]);
+    assert_eq!(run.status.code(), Some(2));
+    let err = stderr(&run);
+    assert!(err.contains("targets.toml:2:"), "{err}");
+}

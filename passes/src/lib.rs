@@ -4,12 +4,13 @@
 //! [`optimize`] takes a verified graph and returns an equivalent graph that the cost model
 //! rates no worse, with a [`OptimizeReport`] of what happened:
 //!
-//! 1. repeated structure: layers whose node text is the same up to their index are optimised
+//! 1. constant folding of scalar-only elementwise subexpressions (`fold`);
+//! 2. repeated structure: layers whose node text is the same up to their index are optimised
 //!    once, as one template, and the result is instantiated for each (`templates`);
-//! 2. each template (and the rest of the graph) goes into an e-graph (`convert`), hash-consing
+//! 3. each template (and the rest of the graph) goes into an e-graph (`convert`), hash-consing
 //!    shares equal subgraphs;
-//! 3. rule families (`rules`) run to saturation or a limit (`saturate`);
-//! 4. extraction picks the cheapest DAG under the target's cost for the phase's symbol
+//! 4. rule families (`rules`) run to saturation or a limit (`saturate`);
+//! 5. extraction picks the cheapest DAG under the target's cost for the phase's symbol
 //!    bindings (`extract`, `cost`), and the result is verified.
 //!
 //! ```
@@ -31,6 +32,7 @@ pub mod cost;
 mod analysis;
 mod convert;
 mod extract;
+mod fold;
 mod lang;
 mod pipeline;
 mod rules;

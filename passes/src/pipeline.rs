@@ -67,6 +67,8 @@ pub struct TemplateReport {
     pub saturation: SaturationReport,
     /// True if extraction found nothing cheaper and the segment was kept as it was.
     pub kept_original: bool,
+    /// True if extraction was exhaustive (asked for, and the segment was small enough).
+    pub exact: bool,
 }
 
 /// What [`optimize`] did.
@@ -118,6 +120,9 @@ impl OptimizeReport {
 pub fn optimize(graph: &Graph, options: &OptimizeOptions) -> Result<Optimized, PassError> {
     let start = Instant::now();
     verify(graph)?;
+    let input = graph;
+    let folded = crate::fold::fold_constants(graph)?;
+    let graph = &folded;
     let rules = all_rules();
     let segs = segments(graph);
     let mut out = Graph::new(graph.name.clone());
@@ -129,8 +134,15 @@ pub fn optimize(graph: &Graph, options: &OptimizeOptions) -> Result<Optimized, P
         let sig = signature(graph, seg);
         if !done.contains_key(&sig) {
             let original = standalone(graph, seg)?;
-            let (optimized, saturation, kept_original) = optimize_segment(&original, &rules, options)?;
-            templates.push(TemplateReport { layer: seg.layer, instances: 0, saturation, kept_original });
+            let seg_result = optimize_segment(&original, &rules, options)?;
+            templates.push(TemplateReport {
+                layer: seg.layer,
+                instances: 0,
+                saturation: seg_result.saturation,
+                kept_original: seg_result.kept_original,
+                exact: seg_result.exact,
+            });
+            let optimized = seg_result.graph;
             done.insert(sig.clone(), (k, optimized, templates.len() - 1));
         }
         let (from, template, report) = &done[&sig];
@@ -145,18 +157,18 @@ pub fn optimize(graph: &Graph, options: &OptimizeOptions) -> Result<Optimized, P
         out.set_output(name.clone(), new_id[id])?;
     }
     verify(&out)?;
-    let cost_before = graph_cost(graph, &options.symbols, &options.target);
+    let cost_before = graph_cost(input, &options.symbols, &options.target);
     let mut cost_after = graph_cost(&out, &options.symbols, &options.target);
     if cost_after.seconds > cost_before.seconds {
-        out = graph.clone();
+        out = input.clone();
         cost_after = cost_before;
     }
     let report = OptimizeReport {
-        graph: graph.name.clone(),
+        graph: input.name.clone(),
         target: options.target.name.clone(),
         symbols: options.symbols.clone(),
         extraction: options.extraction,
-        nodes_before: graph.len(),
+        nodes_before: input.len(),
         nodes_after: out.len(),
         cost_before,
         cost_after,
@@ -192,12 +204,23 @@ fn seconds_fn<'a>(options: &'a OptimizeOptions) -> impl Fn(&TensorGraph, &Tensor
     }
 }
 
+/// A segment after saturation and extraction.
+struct SegmentResult {
+    graph: Graph,
+    saturation: SaturationReport,
+    kept_original: bool,
+    exact: bool,
+}
+
+/// The most combinations of alternatives exact extraction tries.
+const EXACT_COMBINATIONS: u64 = 1 << 16;
+
 /// Saturates and extracts one standalone segment; keeps it if nothing cheaper is found.
 fn optimize_segment(
     original: &Graph,
     rules: &[Rule],
     options: &OptimizeOptions,
-) -> Result<(Graph, SaturationReport, bool), PassError> {
+) -> Result<SegmentResult, PassError> {
     let mut loaded = load(original);
     let saturation = saturate(&mut loaded.egraph, rules, &options.limits);
     loaded.names = crate::convert::canonical_names(&loaded.egraph, std::mem::take(&mut loaded.names));
@@ -205,19 +228,19 @@ fn optimize_segment(
     let roots: Vec<egg::Id> = loaded.outputs.iter().map(|(_, c)| *c).collect();
     let cost = seconds_fn(options);
     let cost: &NodeCostFn = &cost;
-    let extraction = match options.extraction {
-        Extraction::Exact => extract::exact(&loaded.egraph, &roots, cost, 1 << 16)
-            .unwrap_or_else(|| extract::greedy_dag(&loaded.egraph, &roots, cost)),
-        Extraction::Greedy => extract::greedy_dag(&loaded.egraph, &roots, cost),
+    let exact = match options.extraction {
+        Extraction::Exact => extract::exact(&loaded.egraph, &roots, cost, EXACT_COMBINATIONS),
+        Extraction::Greedy => None,
     };
+    let is_exact = exact.is_some();
+    let extraction = exact.unwrap_or_else(|| extract::greedy_dag(&loaded.egraph, &roots, cost));
     let built = build(&loaded, &extraction.choice)?;
     verify(&built)?;
     let before = graph_cost(original, &options.symbols, &options.target).seconds;
     let after = graph_cost(&built, &options.symbols, &options.target).seconds;
-    if after > before {
-        return Ok((original.clone(), saturation, true));
-    }
-    Ok((built, saturation, false))
+    let kept_original = after > before;
+    let graph = if kept_original { original.clone() } else { built };
+    Ok(SegmentResult { graph, saturation, kept_original, exact: is_exact })
 }
 
 /// Runs one rule for one iteration on `graph` and extracts, in every class, what the rule added
