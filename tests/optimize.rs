@@ -217,3 +217,15 @@ fn a_malformed_targets_file_is_an_error_with_its_position() {
     let err = stderr(&run);
     assert!(err.contains("targets.toml:2:"), "{err}");
 }
+
+#[test]
+fn bind_sets_symbol_values_for_costing() {
+    let run =
+        saturn(&["explain", "models/deepseek-v3-tiny", "--phase", "decode", "--bind", "P=100", "--json"]);
+    assert!(run.status.success(), "{}", stderr(&run));
+    let r: Value = serde_json::from_str(&stdout(&run)).unwrap();
+    assert_eq!(r["symbols"]["P"], 100);
+    let run = saturn(&["explain", "models/deepseek-v3-tiny", "--bind", "P"]);
+    assert_eq!(run.status.code(), Some(2));
+    assert!(stderr(&run).contains("--bind P: expected SYMBOL=VALUE"), "{}", stderr(&run));
+}

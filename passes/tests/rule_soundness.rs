@@ -295,3 +295,17 @@ proptest! {
         c.check(y, "fused-silu-mul-into-linears")?;
     }
 }
+
+/// A rule whose condition does not hold leaves the graph as it was: elementwise fusion skips
+/// bf16 chains (fusing would skip the rounding between ops).
+#[test]
+fn a_rule_whose_condition_fails_changes_nothing() {
+    let mut g = Graph::new("bf16");
+    let x = g.add("x", Op::Input, &[], Some(TensorType::new(DType::BF16, [4u64]))).unwrap();
+    let a = g.add("a", Op::Unary(UnaryOp::Silu), &[x], None).unwrap();
+    let b = g.add("b", Op::Binary(BinaryOp::Mul), &[a, x], None).unwrap();
+    g.set_output("y", b).unwrap();
+    let (rewritten, applied) = saturn_passes::testing::apply_rule_for_test(&g, "fuse-elementwise").unwrap();
+    assert_eq!(applied, 0);
+    assert_eq!(saturn_ir::text::print(&rewritten), saturn_ir::text::print(&g));
+}

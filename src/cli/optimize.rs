@@ -29,6 +29,9 @@ pub struct OptArgs {
     /// New tokens S to cost prefill for.
     #[arg(long, default_value_t = 2048)]
     pub tokens: u64,
+    /// Extra symbol values for costing, e.g. `--bind P=32768` (overrides --context/--tokens).
+    #[arg(long, value_name = "SYM=VALUE")]
+    pub bind: Vec<String>,
     /// Extraction: greedy (any size) or exact (small segments; greedy beyond).
     #[arg(long, value_enum, default_value_t = ExtractArg::Greedy)]
     pub extract: ExtractArg,
@@ -68,6 +71,17 @@ impl OptArgs {
             Phase::Chunked => {
                 symbols.insert(TOKENS.into(), 1);
                 symbols.insert(CACHED.into(), self.context);
+            }
+        }
+        for b in &self.bind {
+            let parsed = b.split_once('=').and_then(|(k, v)| Some((k.trim(), v.trim().parse::<u64>().ok()?)));
+            match parsed {
+                Some((k, v)) if saturn_ir::is_valid_name(k) => {
+                    symbols.insert(k.to_string(), v);
+                }
+                _ => {
+                    bail!("--bind {b}: expected SYMBOL=VALUE with a non-negative integer value, e.g. P=4096")
+                }
             }
         }
         if self.iteration_limit == 0 || self.node_limit == 0 {
