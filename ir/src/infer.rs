@@ -223,6 +223,78 @@ fn infer(op: &Op, x: &[&TensorType], declared: Option<&TensorType>) -> Result<Te
             }
             gate
         }
+        Op::RouterTopK(r) => {
+            float("logits", x[0])?;
+            let [t, e] = x[0].shape.as_slice() else {
+                return Err(format!("logits must be [T, E], got {}", x[0]));
+            };
+            let experts =
+                e.as_const().ok_or_else(|| format!("the expert count must be a constant, got `{e}`"))?;
+            if x.len() > 2 || x.len() == 2 && x[1].shape.as_slice() != std::slice::from_ref(e) {
+                return Err(format!(
+                    "operands must be logits [T, E] and an optional bias [E], got {} operands",
+                    x.len()
+                ));
+            }
+            if r.n_group == 0
+                || !experts.is_multiple_of(r.n_group)
+                || r.topk_group == 0
+                || r.topk_group > r.n_group
+            {
+                return Err(format!(
+                    "{} groups (keeping {}) do not fit {experts} experts",
+                    r.n_group, r.topk_group
+                ));
+            }
+            if r.group_score == crate::op::GroupScore::SumTop2 && r.n_group > 1 && experts / r.n_group < 2 {
+                return Err("groups scored by their top 2 need at least 2 experts each".into());
+            }
+            if r.k == 0 || r.k > r.topk_group * (experts / r.n_group) {
+                return Err(format!("k = {} experts cannot be chosen from the kept groups", r.k));
+            }
+            TensorType { dtype: x[0].dtype, shape: vec![t.clone(), e.clone()] }
+        }
+        Op::GroupedExperts { k } => {
+            if x.len() != 5 && x.len() != 8 {
+                return Err(format!("expects 5 operands (8 with a shared expert), got {}", x.len()));
+            }
+            for (i, t) in x.iter().enumerate() {
+                float(&format!("operand #{i}"), t)?;
+                same_dtype(x[0], t)?;
+            }
+            let [tokens, h] = x[0].shape.as_slice() else {
+                return Err(format!("x must be [T, H], got {}", x[0]));
+            };
+            let [t2, e] = x[1].shape.as_slice() else {
+                return Err(format!("routing must be [T, E], got {}", x[1]));
+            };
+            if t2 != tokens {
+                return Err(format!("routing {} does not match x {}", x[1], x[0]));
+            }
+            let i = match x[2].shape.as_slice() {
+                [e2, i, h2] if e2 == e && h2 == h => i.clone(),
+                _ => return Err(format!("w_gate must be [E, I, H] = [{e}, I, {h}], got {}", x[2])),
+            };
+            if x[3] != x[2] {
+                return Err(format!("w_up {} differs from w_gate {}", x[3], x[2]));
+            }
+            if x[4].shape != [e.clone(), h.clone(), i.clone()] {
+                return Err(format!("w_down must be [{e}, {h}, {i}], got {}", x[4]));
+            }
+            if x.len() == 8 {
+                let j = match x[5].shape.as_slice() {
+                    [j, h2] if h2 == h => j.clone(),
+                    _ => return Err(format!("shared w_gate must be [J, {h}], got {}", x[5])),
+                };
+                if x[6] != x[5] || x[7].shape != [h.clone(), j.clone()] {
+                    return Err(format!("shared weights {}, {}, {} do not fit", x[5], x[6], x[7]));
+                }
+            }
+            if *k == 0 || e.as_const().is_some_and(|e| *k > e) {
+                return Err(format!("k = {k} does not fit {e} experts"));
+            }
+            x[0].clone()
+        }
         Op::Concat { axis } => {
             let first = x[0];
             check_axis(*axis, first)?;

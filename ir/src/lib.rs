@@ -39,5 +39,7 @@ pub use error::IrError;
 pub use graph::{Graph, Node, NodeId, TensorType, is_valid_name};
 pub use infer::{broadcast, infer_type};
 pub use interp::{Bindings, InterpError, ParamSource, Tensor, TensorData, evaluate};
-pub use op::{Attr, BinaryOp, Op, ReduceOp, Rope, RopeLayout, UnaryOp, Yarn};
+pub use op::{
+    Attr, BinaryOp, GroupScore, Op, ReduceOp, Rope, RopeLayout, Router, RouterScoring, UnaryOp, Yarn,
+};
 pub use verify::verify;

@@ -139,6 +139,50 @@ pub enum Op {
     RmsNormLinear { eps: f64 },
     /// `(x [..., K], w_gate [N, K], w_up [N, K])`: `silu(x w_gate^T) * (x w_up^T)`.
     GatedLinear,
+    /// `(logits [T, E])` or `(logits [T, E], bias [E])`: the routing matrix `[T, E]` of a
+    /// mixture of experts, each token's expert weights, zero off its top `k`:
+    /// 1. `s = scoring(logits)` along E; `b = s + bias` (or `s`);
+    /// 2. with `n_group > 1`: view `b` as `[T, n_group, E / n_group]`, score each group (its max,
+    ///    or the sum of its top 2), keep the `topk_group` best groups, and set the experts of the
+    ///    others to `masked_fill` to get the candidates `c` (else `c = b`);
+    /// 3. the `k` largest candidates are chosen (ties to the lower index); a chosen expert weighs
+    ///    `s` (or `c` with `weights_from_candidates`), the others 0;
+    /// 4. with `normalize`, weights are divided by their sum plus 1e-20; then times `scale`.
+    RouterTopK(Router),
+    /// `(x [T, H], routing [T, E], w_gate [E, I, H], w_up [E, I, H], w_down [E, H, I])`, then
+    /// optionally a shared expert `(w_gate_s [J, H], w_up_s [J, H], w_down_s [H, J])`:
+    /// `y[t] = sum_e routing[t, e] * down_e(silu(gate_e x[t]) * up_e x[t])` over the experts with
+    /// a non-zero weight (at most `k` per token), plus the shared expert's output. Grouped-GEMM
+    /// semantics: each expert runs once on the tokens routed to it.
+    GroupedExperts { k: u64 },
+}
+
+/// How a router turns logits into scores.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum RouterScoring {
+    Softmax,
+    Sigmoid,
+}
+
+/// How a router scores a group of experts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum GroupScore {
+    Max,
+    SumTop2,
+}
+
+/// The parameters of [`Op::RouterTopK`].
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Router {
+    pub scoring: RouterScoring,
+    pub k: u64,
+    pub n_group: u64,
+    pub topk_group: u64,
+    pub group_score: GroupScore,
+    pub masked_fill: f64,
+    pub weights_from_candidates: bool,
+    pub normalize: bool,
+    pub scale: f64,
 }
 
 impl UnaryOp {
@@ -288,6 +332,8 @@ impl Op {
             Op::FusedElementwise { .. } => "fused_elementwise",
             Op::RmsNormLinear { .. } => "rms_norm_linear",
             Op::GatedLinear => "gated_linear",
+            Op::RouterTopK(_) => "router_topk",
+            Op::GroupedExperts { .. } => "grouped_experts",
         }
     }
 
@@ -312,7 +358,12 @@ impl Op {
             | Op::Slice { .. } => 1,
             Op::Binary(_) | Op::RmsNorm { .. } | Op::MatMul | Op::Linear | Op::Rope(_) | Op::Gather => 2,
             Op::Where | Op::RmsNormLinear { .. } | Op::GatedLinear => 3,
-            Op::Concat { .. } | Op::FusedElementwise { .. } => return None,
+            Op::Concat { .. }
+            | Op::FusedElementwise { .. }
+            | Op::RouterTopK(_)
+            | Op::GroupedExperts { .. } => {
+                return None;
+            }
         })
     }
 
@@ -381,6 +432,36 @@ impl Op {
             Op::FusedElementwise { expr } => vec![("expr", Attr::Str(expr.to_string()))],
             Op::RmsNormLinear { eps } => vec![("eps", Attr::Float(*eps))],
             Op::GatedLinear => vec![],
+            Op::RouterTopK(r) => vec![
+                (
+                    "scoring",
+                    Attr::Ident(
+                        match r.scoring {
+                            RouterScoring::Softmax => "softmax",
+                            RouterScoring::Sigmoid => "sigmoid",
+                        }
+                        .into(),
+                    ),
+                ),
+                ("k", Attr::Int(r.k as i64)),
+                ("n_group", Attr::Int(r.n_group as i64)),
+                ("topk_group", Attr::Int(r.topk_group as i64)),
+                (
+                    "group_score",
+                    Attr::Ident(
+                        match r.group_score {
+                            GroupScore::Max => "max",
+                            GroupScore::SumTop2 => "sum_top2",
+                        }
+                        .into(),
+                    ),
+                ),
+                ("masked_fill", Attr::Float(r.masked_fill)),
+                ("weights_from_candidates", Attr::Bool(r.weights_from_candidates)),
+                ("normalize", Attr::Bool(r.normalize)),
+                ("scale", Attr::Float(r.scale)),
+            ],
+            Op::GroupedExperts { k } => vec![("k", Attr::Int(*k as i64))],
         }
     }
 
@@ -448,6 +529,39 @@ impl Op {
             }
             "rms_norm_linear" => Op::RmsNormLinear { eps: a.float("eps")? },
             "gated_linear" => Op::GatedLinear,
+            "router_topk" => {
+                let scoring = match a.ident("scoring")?.as_str() {
+                    "softmax" => RouterScoring::Softmax,
+                    "sigmoid" => RouterScoring::Sigmoid,
+                    other => {
+                        return Err(format!("`router_topk`: unknown scoring `{other}` (softmax or sigmoid)"));
+                    }
+                };
+                let k = a.usize("k")? as u64;
+                let n_group = a.usize("n_group")? as u64;
+                let topk_group = a.usize("topk_group")? as u64;
+                let group_score = match a.ident("group_score")?.as_str() {
+                    "max" => GroupScore::Max,
+                    "sum_top2" => GroupScore::SumTop2,
+                    other => {
+                        return Err(format!(
+                            "`router_topk`: unknown group_score `{other}` (max or sum_top2)"
+                        ));
+                    }
+                };
+                Op::RouterTopK(Router {
+                    scoring,
+                    k,
+                    n_group,
+                    topk_group,
+                    group_score,
+                    masked_fill: a.float("masked_fill")?,
+                    weights_from_candidates: a.bool("weights_from_candidates")?,
+                    normalize: a.bool("normalize")?,
+                    scale: a.float("scale")?,
+                })
+            }
+            "grouped_experts" => Op::GroupedExperts { k: a.usize("k")? as u64 },
             other => {
                 if let Some(u) = UnaryOp::ALL.into_iter().find(|u| u.name() == other) {
                     Op::Unary(u)

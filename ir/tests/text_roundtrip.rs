@@ -10,8 +10,8 @@ use std::collections::BTreeSet;
 use proptest::prelude::*;
 use saturn_ir::text::{parse, print};
 use saturn_ir::{
-    BinaryOp, DType, Dim, ElementwiseExpr, Graph, NodeId, Op, ReduceOp, Rope, RopeLayout, TensorType,
-    UnaryOp, Yarn,
+    BinaryOp, DType, Dim, ElementwiseExpr, Graph, GroupScore, NodeId, Op, ReduceOp, Rope, RopeLayout, Router,
+    RouterScoring, TensorType, UnaryOp, Yarn,
 };
 
 /// xorshift64*: tiny, deterministic, good enough to pick cases.
@@ -61,7 +61,7 @@ const PARAM_KEYS: [&str; 6] = [
 ];
 
 /// The kinds of op the generator appends; `Gen::step` builds one fitting operands it has.
-const OP_KINDS: usize = 25;
+const OP_KINDS: usize = 27;
 
 /// Builds a random valid graph: a pool of typed nodes grown by ops whose operands fit, adding
 /// leaves of the needed types where the pool has none.
@@ -380,6 +380,49 @@ impl Gen {
                 let up = if self.rng.below(4) == 0 { gate } else { self.leaf(w_ty) };
                 self.add("mlp", Op::GatedLinear, &[x, gate, up], None);
             }
+            23 => {
+                let dtype = self.rng.pick(&FLOAT_DTYPES);
+                let n_group = 1 + self.rng.below(3) as u64;
+                let per_group = 2 + self.rng.below(3) as u64;
+                let e = n_group * per_group;
+                let topk_group = 1 + self.rng.below(n_group as usize) as u64;
+                let t = self.dim();
+                let logits = self.leaf(TensorType::new(dtype, [t, Dim::constant(e)]));
+                let mut args = vec![logits];
+                if self.rng.coin() {
+                    args.push(self.leaf(TensorType::new(dtype, [e])));
+                }
+                let router = Router {
+                    scoring: if self.rng.coin() { RouterScoring::Softmax } else { RouterScoring::Sigmoid },
+                    k: 1 + self.rng.below((topk_group * per_group) as usize) as u64,
+                    n_group,
+                    topk_group,
+                    group_score: if self.rng.coin() { GroupScore::Max } else { GroupScore::SumTop2 },
+                    masked_fill: if self.rng.coin() { f64::NEG_INFINITY } else { 0.0 },
+                    weights_from_candidates: self.rng.coin(),
+                    normalize: self.rng.coin(),
+                    scale: self.float_value(),
+                };
+                self.add("router", Op::RouterTopK(router), &args, None);
+            }
+            24 => {
+                let dtype = self.rng.pick(&FLOAT_DTYPES);
+                let (t, h, i, e) = (self.dim(), self.dim(), self.dim(), 1 + self.rng.below(4) as u64);
+                let x = self.leaf(TensorType::new(dtype, [t.clone(), h.clone()]));
+                let routing = self.leaf(TensorType::new(dtype, [t, Dim::constant(e)]));
+                let stack = TensorType::new(dtype, [Dim::constant(e), i.clone(), h.clone()]);
+                let (gate, up) = (self.leaf(stack.clone()), self.leaf(stack));
+                let down = self.leaf(TensorType::new(dtype, [Dim::constant(e), h.clone(), i]));
+                let mut args = vec![x, routing, gate, up, down];
+                if self.rng.coin() {
+                    let j = self.dim();
+                    let shared = TensorType::new(dtype, [j.clone(), h.clone()]);
+                    args.extend([self.leaf(shared.clone()), self.leaf(shared)]);
+                    args.push(self.leaf(TensorType::new(dtype, [h, j])));
+                }
+                let k = 1 + self.rng.below(e as usize) as u64;
+                self.add("experts", Op::GroupedExperts { k }, &args, None);
+            }
             _ => {
                 let ty = self.tensor_type();
                 self.leaf(ty);
@@ -667,6 +710,18 @@ fn op_samples() -> Vec<Op> {
         Op::FusedElementwise { expr: ElementwiseExpr::Input(0) },
         Op::RmsNormLinear { eps: 1e-6 },
         Op::GatedLinear,
+        Op::RouterTopK(Router {
+            scoring: RouterScoring::Softmax,
+            k: 1,
+            n_group: 1,
+            topk_group: 1,
+            group_score: GroupScore::Max,
+            masked_fill: 0.0,
+            weights_from_candidates: false,
+            normalize: false,
+            scale: 1.0,
+        }),
+        Op::GroupedExperts { k: 1 },
     ]
 }
 
@@ -702,7 +757,9 @@ fn every_op_name() -> BTreeSet<String> {
             | Op::Concat { .. }
             | Op::FusedElementwise { .. }
             | Op::RmsNormLinear { .. }
-            | Op::GatedLinear => {
+            | Op::GatedLinear
+            | Op::RouterTopK(_)
+            | Op::GroupedExperts { .. } => {
                 names.insert(op.name().to_string());
             }
         }

@@ -9,6 +9,7 @@ use saturn_ir::{
     BinaryOp, Bindings, DType, ElementwiseExpr, Graph, NodeId, Op, SymBindings, Tensor, TensorType, UnaryOp,
     evaluate,
 };
+use saturn_ir::{Dim, ReduceOp};
 
 /// A small deterministic generator.
 struct Rng(u64);
@@ -107,6 +108,11 @@ const TESTED: &[&str] = &[
     "rms-norm-into-linear",
     "silu-mul-into-linears",
     "fused-silu-mul-into-linears",
+    "router-topk",
+    "router-normalize",
+    "router-scale",
+    "grouped-experts",
+    "shared-expert-into-grouped",
 ];
 
 #[test]
@@ -308,4 +314,179 @@ fn a_rule_whose_condition_fails_changes_nothing() {
     let (rewritten, applied) = saturn_passes::testing::apply_rule_for_test(&g, "fuse-elementwise").unwrap();
     assert_eq!(applied, 0);
     assert_eq!(saturn_ir::text::print(&rewritten), saturn_ir::text::print(&g));
+}
+
+/// A router written out as the frontend lowers it, for random expert and group counts, top-k,
+/// scoring, bias, group score and fill.
+struct RouterCase {
+    t: u64,
+    e: u64,
+    weights: NodeId,
+    normalize: bool,
+}
+
+fn written_out_router(c: &mut Case) -> RouterCase {
+    let t = c.rng.dim();
+    let n_group = 1 + c.rng.next() % 3;
+    let sum_top2 = c.rng.next().is_multiple_of(2);
+    let per_group = if sum_top2 { 2 + c.rng.next() % 3 } else { 1 + c.rng.next() % 3 };
+    let e = n_group * per_group;
+    let topk_group = 1 + c.rng.next() % n_group;
+    let k = 1 + c.rng.next() % (topk_group * per_group);
+    let logits = c.input(&[t, e]);
+    let sigmoid = c.rng.next().is_multiple_of(2);
+    let scores = if sigmoid {
+        c.op(Op::Unary(UnaryOp::Sigmoid), &[logits])
+    } else {
+        c.op(Op::Softmax { axis: 1 }, &[logits])
+    };
+    let biased = if c.rng.next().is_multiple_of(2) {
+        let bias = c.input(&[e]);
+        c.op(Op::Binary(BinaryOp::Add), &[scores, bias])
+    } else {
+        scores
+    };
+    let candidates = if n_group > 1 {
+        let grouped =
+            c.op(Op::Reshape { shape: vec![Dim::constant(t), n_group.into(), per_group.into()] }, &[biased]);
+        let group_scores = if sum_top2 {
+            let top2 = c.op(Op::TopKMask { k: 2 }, &[grouped]);
+            let zero = c.scalar(0.0);
+            let kept = c.op(Op::Where, &[top2, grouped, zero]);
+            c.op(Op::Reduce { op: ReduceOp::Sum, axis: 2, keepdim: false }, &[kept])
+        } else {
+            c.op(Op::Reduce { op: ReduceOp::Max, axis: 2, keepdim: false }, &[grouped])
+        };
+        let kept = c.op(Op::TopKMask { k: topk_group }, &[group_scores]);
+        let kept = c.op(Op::Reshape { shape: vec![Dim::constant(t), n_group.into(), 1u64.into()] }, &[kept]);
+        let kept =
+            c.op(Op::Expand { shape: vec![Dim::constant(t), n_group.into(), per_group.into()] }, &[kept]);
+        let kept = c.op(Op::Reshape { shape: vec![Dim::constant(t), e.into()] }, &[kept]);
+        let fill = if c.rng.next().is_multiple_of(2) { f64::NEG_INFINITY } else { 0.0 };
+        let fill = c.scalar(fill);
+        c.op(Op::Where, &[kept, biased, fill])
+    } else {
+        biased
+    };
+    let chosen = c.op(Op::TopKMask { k }, &[candidates]);
+    let zero = c.scalar(0.0);
+    let source = if c.rng.next().is_multiple_of(2) { scores } else { candidates };
+    let mut weights = c.op(Op::Where, &[chosen, source, zero]);
+    let normalize = c.rng.next().is_multiple_of(2);
+    if normalize {
+        let sum = c.op(Op::Reduce { op: ReduceOp::Sum, axis: 1, keepdim: true }, &[weights]);
+        let eps = c.scalar(1e-20);
+        let denominator = c.op(Op::Binary(BinaryOp::Add), &[sum, eps]);
+        weights = c.op(Op::Binary(BinaryOp::Div), &[weights, denominator]);
+    }
+    RouterCase { t, e, weights, normalize }
+}
+
+/// Fuses a written-out router with the three router rules, in order, on the graph `c` holds.
+fn fused_router(c: &Case) -> Graph {
+    let mut g = c.g.clone();
+    for rule in ["router-topk", "router-normalize", "router-scale"] {
+        g = saturn_passes::testing::apply_rule_for_test(&g, rule).unwrap().0;
+    }
+    g
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
+
+    #[test]
+    fn router_topk(seed in any::<u64>()) {
+        let mut c = Case::new(seed);
+        let r = written_out_router(&mut c);
+        // The first step fuses `where(topk_mask(..), .., 0)`; a normalisation stays above it.
+        let y = c.op(Op::Unary(UnaryOp::Neg), &[r.weights]);
+        c.check(y, "router-topk")?;
+    }
+
+    #[test]
+    fn router_normalize(seed in any::<u64>()) {
+        let mut c = Case::new(seed);
+        let r = written_out_router(&mut c);
+        prop_assume!(r.normalize);
+        c.g.set_output("y", r.weights).unwrap();
+        let step1 = saturn_passes::testing::apply_rule_for_test(&c.g, "router-topk").unwrap().0;
+        let mut c2 = Case { g: step1, inputs: c.inputs.clone(), rng: Rng(seed | 1) };
+        let y = c2.g.outputs()[0].1;
+        c2.g = strip_outputs(&c2.g);
+        c2.check(y, "router-normalize")?;
+    }
+
+    #[test]
+    fn router_scale(seed in any::<u64>()) {
+        let mut c = Case::new(seed);
+        let r = written_out_router(&mut c);
+        let scale = c.scalar(2.5);
+        let scaled = c.op(Op::Binary(BinaryOp::Mul), &[r.weights, scale]);
+        c.g.set_output("y", scaled).unwrap();
+        let mut g = c.g.clone();
+        for rule in ["router-topk", "router-normalize"] {
+            g = saturn_passes::testing::apply_rule_for_test(&g, rule).unwrap().0;
+        }
+        let c2 = Case { g: strip_outputs(&g), inputs: c.inputs.clone(), rng: Rng(seed | 1) };
+        let y = g.outputs()[0].1;
+        c2.check(y, "router-scale")?;
+    }
+
+    #[test]
+    fn grouped_experts(seed in any::<u64>()) {
+        let mut c = Case::new(seed);
+        let r = written_out_router(&mut c);
+        let (h, i) = (c.rng.dim(), c.rng.dim());
+        let x = c.input(&[r.t, h]);
+        let (wg, wu, wd) = (c.input(&[r.e, i, h]), c.input(&[r.e, i, h]), c.input(&[r.e, h, i]));
+        let y = dense_experts(&mut c, x, r.weights, [wg, wu, wd], r.e, r.t);
+        c.g.set_output("y", y).unwrap();
+        let fused = fused_router(&c);
+        let c2 = Case { g: strip_outputs(&fused), inputs: c.inputs.clone(), rng: Rng(seed | 1) };
+        c2.check(fused.outputs()[0].1, "grouped-experts")?;
+    }
+
+    #[test]
+    fn shared_expert_into_grouped(seed in any::<u64>()) {
+        let mut c = Case::new(seed);
+        let r = written_out_router(&mut c);
+        let (h, i, j) = (c.rng.dim(), c.rng.dim(), c.rng.dim());
+        let x = c.input(&[r.t, h]);
+        let (wg, wu, wd) = (c.input(&[r.e, i, h]), c.input(&[r.e, i, h]), c.input(&[r.e, h, i]));
+        let routed = dense_experts(&mut c, x, r.weights, [wg, wu, wd], r.e, r.t);
+        let (sg, su, sd) = (c.input(&[j, h]), c.input(&[j, h]), c.input(&[h, j]));
+        let gated = c.op(Op::GatedLinear, &[x, sg, su]);
+        let shared = c.op(Op::Linear, &[gated, sd]);
+        let y = c.op(Op::Binary(BinaryOp::Add), &[routed, shared]);
+        c.g.set_output("y", y).unwrap();
+        let mut g = fused_router(&c);
+        g = saturn_passes::testing::apply_rule_for_test(&g, "grouped-experts").unwrap().0;
+        let c2 = Case { g: strip_outputs(&g), inputs: c.inputs.clone(), rng: Rng(seed | 1) };
+        c2.check(g.outputs()[0].1, "shared-expert-into-grouped")?;
+    }
+}
+
+/// Every expert on every token, weighted by the routing matrix, as the frontend lowers it.
+fn dense_experts(c: &mut Case, x: NodeId, routing: NodeId, w: [NodeId; 3], e: u64, t: u64) -> NodeId {
+    let [gate_t, up_t, down_t] = w.map(|w| c.op(Op::Permute { perm: vec![0, 2, 1] }, &[w]));
+    let gate = c.op(Op::MatMul, &[x, gate_t]);
+    let up = c.op(Op::MatMul, &[x, up_t]);
+    let act = c.op(Op::Unary(UnaryOp::Silu), &[gate]);
+    let act = c.op(Op::Binary(BinaryOp::Mul), &[act, up]);
+    let out = c.op(Op::MatMul, &[act, down_t]);
+    let column = c.op(Op::Permute { perm: vec![1, 0] }, &[routing]);
+    let column = c.op(Op::Reshape { shape: vec![e.into(), Dim::constant(t), 1u64.into()] }, &[column]);
+    let weighted = c.op(Op::Binary(BinaryOp::Mul), &[out, column]);
+    c.op(Op::Reduce { op: ReduceOp::Sum, axis: 0, keepdim: false }, &[weighted])
+}
+
+/// A copy of `g` without outputs, so a test can set its own.
+fn strip_outputs(g: &Graph) -> Graph {
+    let mut out = Graph::new(g.name.clone());
+    for id in g.node_ids() {
+        let n = g.node(id);
+        let declared = n.op.is_leaf().then(|| n.ty.clone());
+        out.add(n.name.clone(), n.op.clone(), &g.inputs(id), declared).unwrap();
+    }
+    out
 }

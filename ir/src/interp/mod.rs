@@ -18,6 +18,7 @@ mod elementwise;
 mod leaves;
 mod linalg;
 mod mask;
+mod moe;
 mod reduce;
 mod rope;
 mod shape_ops;
@@ -271,6 +272,8 @@ fn compute(node: &Node, shape: &[usize], args: &[&Tensor], b: &Bindings) -> Resu
         Op::RmsNormLinear { eps } => reduce::rms_norm(args[0], args[1], *eps)
             .and_then(|normed| linalg::linear(&normed, args[2], shape)),
         Op::GatedLinear => linalg::gated_linear(args[0], args[1], args[2], shape),
+        Op::RouterTopK(r) => moe::router_topk(r, args[0], args.get(1).copied()),
+        Op::GroupedExperts { .. } => moe::grouped_experts(args, shape),
     };
     r.map_err(|e| e.at(name))
 }

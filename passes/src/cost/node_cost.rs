@@ -110,9 +110,42 @@ fn kernel_work(
         Op::RmsNormLinear { .. } => 4.0 * first_input_elements + matmul_flops,
         // Two products, then silu and mul on each output element.
         Op::GatedLinear => 2.0 * matmul_flops + 2.0 * out_elements,
+        // Scoring, group scores and two top-k passes over the logits.
+        Op::RouterTopK(r) => (8.0 + (r.k as f64).log2().max(1.0)) * out_elements,
+        Op::GroupedExperts { k } => return Some(grouped_experts_work(*k, inputs, output, syms)),
     };
     let bytes = inputs.iter().map(|t| tensor_bytes(t, syms)).sum::<f64>() + tensor_bytes(output, syms);
     Some(KernelWork { flops, bytes })
+}
+
+/// Grouped experts read only the experts some token is routed to: with `T` tokens and `k`
+/// experts each, `min(E, T*k)` experts' weights (the worst case, every routed expert distinct),
+/// and compute `T*k` expert MLPs (3 products of `H x I` each) plus the shared expert.
+fn grouped_experts_work(
+    k: u64,
+    inputs: &[&TensorType],
+    output: &TensorType,
+    syms: &SymBindings,
+) -> KernelWork {
+    let dims =
+        |t: Option<&&TensorType>| t.map(|t| t.shape.iter().map(|d| dim_value(d, syms)).collect::<Vec<f64>>());
+    let (Some(x), Some(w_gate)) = (dims(inputs.first()), dims(inputs.get(2))) else {
+        return KernelWork { flops: 0.0, bytes: 0.0 };
+    };
+    let (tokens, h) = (x.first().copied().unwrap_or(0.0), x.get(1).copied().unwrap_or(0.0));
+    let (experts, i) = (w_gate.first().copied().unwrap_or(0.0), w_gate.get(1).copied().unwrap_or(0.0));
+    let element_bytes = output.dtype.size_bytes() as f64;
+    let routed = (tokens * k as f64).min(experts);
+    let mut flops = tokens * k as f64 * 3.0 * 2.0 * h * i;
+    let mut bytes = routed * 3.0 * h * i * element_bytes;
+    // The shared expert: dense over every token.
+    if let Some(shared) = dims(inputs.get(5)) {
+        let j = shared.first().copied().unwrap_or(0.0);
+        flops += tokens * 3.0 * 2.0 * h * j;
+        bytes += 3.0 * h * j * element_bytes;
+    }
+    bytes += inputs.iter().take(2).map(|t| tensor_bytes(t, syms)).sum::<f64>() + tensor_bytes(output, syms);
+    KernelWork { flops, bytes }
 }
 
 /// A dim's value under `syms`, an unbound symbol counting as 1; the same value as

@@ -9,6 +9,7 @@ mod algebra;
 mod distributive;
 mod elementwise;
 mod gated_linear;
+mod moe;
 mod norm_linear;
 
 use egg::Id;
@@ -32,6 +33,8 @@ pub enum Family {
     NormLinear,
     /// SiLU-times-mul folded into the gate/up linears' epilogue.
     GatedLinear,
+    /// The router fused into `router_topk`, experts into `grouped_experts`.
+    Moe,
 }
 
 impl Family {
@@ -42,6 +45,7 @@ impl Family {
             Family::Elementwise => "elementwise",
             Family::NormLinear => "norm_linear",
             Family::GatedLinear => "gated_linear",
+            Family::Moe => "moe",
         }
     }
 }
@@ -92,6 +96,7 @@ pub fn all_rules() -> Vec<Rule> {
     rules.extend(elementwise::rules());
     rules.extend(norm_linear::rules());
     rules.extend(gated_linear::rules());
+    rules.extend(moe::rules());
     rules
 }
 
