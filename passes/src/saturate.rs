@@ -152,7 +152,7 @@ pub fn saturate(egraph: &mut TensorGraph, rules: &[Rule], limits: &Limits) -> Sa
         for (name, class, term) in proposals {
             let s = stats.get_mut(name).expect("registered above");
             let before = egraph.total_number_of_nodes();
-            match add_term(egraph, &term) {
+            match add_term(egraph, &term).filter(|&id| egraph[id].data.ty == egraph[class].data.ty) {
                 Some(id) => {
                     let merged = egraph.union(class, id);
                     if merged || egraph.total_number_of_nodes() != before {
@@ -160,6 +160,7 @@ pub fn saturate(egraph: &mut TensorGraph, rules: &[Rule], limits: &Limits) -> Sa
                         changed = true;
                     }
                 }
+                // A term that does not type, or types differently from the class, is dropped.
                 None => s.rejected += 1,
             }
         }
