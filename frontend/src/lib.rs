@@ -31,7 +31,9 @@ use saturn_ir::ParamSource;
 pub use checkpoint::{Checkpoint, TensorEntry};
 pub use config::{ConfigSchema, DeepseekConfig, Family, MoeConfig, RopeConfig, Routing, yarn_get_mscale};
 pub use error::{FrontendError, Result};
-pub use lower::{CACHED, Phase, TOKENS, cache_name, forward_graph, phase_graph};
+pub use lower::{
+    AttentionForm, CACHED, Phase, TOKENS, attention_form, cache_name, forward_graph, phase_graph,
+};
 pub use memory::{BytesByDtype, MemoryReport, PRICED_DTYPES, memory_report};
 pub use random_weights::RandomWeights;
 pub use spec::StorageDtype;

@@ -113,6 +113,13 @@ const TESTED: &[&str] = &[
     "router-scale",
     "grouped-experts",
     "shared-expert-into-grouped",
+    "permute-concat",
+    "slice-of-permute",
+    "permute-expand",
+    "linear-head-split",
+    "slice-of-matmul",
+    "matmul-split-contraction",
+    "matmul-unexpand",
 ];
 
 #[test]
@@ -489,4 +496,107 @@ fn strip_outputs(g: &Graph) -> Graph {
         out.add(n.name.clone(), n.op.clone(), &g.inputs(id), declared).unwrap();
     }
     out
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 32, ..ProptestConfig::default() })]
+
+    #[test]
+    fn transpose_of_matmul_with_broadcast(seed in any::<u64>()) {
+        let mut c = Case::new(seed);
+        let (bt, m, k, n) = (c.rng.dim(), c.rng.dim(), c.rng.dim(), c.rng.dim());
+        let (a, b) = (c.input(&[m, k]), c.input(&[bt, k, n]));
+        let ab = c.op(Op::MatMul, &[a, b]);
+        let y = c.op(Op::Permute { perm: vec![0, 2, 1] }, &[ab]);
+        c.check(y, "transpose-of-matmul")?;
+    }
+
+    #[test]
+    fn permute_concat(seed in any::<u64>()) {
+        let mut c = Case::new(seed);
+        let (a, b, d1, d2) = (c.rng.dim(), c.rng.dim(), c.rng.dim(), c.rng.dim());
+        let axis = (c.rng.next() % 3) as usize;
+        let mut s1 = [a, b, d1];
+        let mut s2 = [a, b, d1];
+        s1[axis] = d1;
+        s2[axis] = d2;
+        let (x, z) = (c.input(&s1), c.input(&s2));
+        let cat = c.op(Op::Concat { axis }, &[x, z]);
+        let p = c.rng.perm(3);
+        let y = c.op(Op::Permute { perm: p }, &[cat]);
+        c.check(y, "permute-concat")?;
+    }
+
+    #[test]
+    fn slice_of_permute(seed in any::<u64>()) {
+        let mut c = Case::new(seed);
+        let shape = [c.rng.dim() + 1, c.rng.dim() + 1, c.rng.dim() + 1];
+        let x = c.input(&shape);
+        let p = c.rng.perm(3);
+        let permuted = c.op(Op::Permute { perm: p.clone() }, &[x]);
+        let axis = (c.rng.next() % 3) as usize;
+        let len = shape[p[axis]];
+        let start = c.rng.next() % len;
+        let end = start + 1 + c.rng.next() % (len - start);
+        let y = c.op(Op::Slice { axis, start: start.into(), end: end.into() }, &[permuted]);
+        c.check(y, "slice-of-permute")?;
+    }
+
+    #[test]
+    fn permute_expand(seed in any::<u64>()) {
+        let mut c = Case::new(seed);
+        let (t, h, d) = (c.rng.dim(), c.rng.dim() + 1, c.rng.dim());
+        let x = c.input(&[t, 1, d]);
+        let e = c.op(Op::Expand { shape: vec![t.into(), h.into(), d.into()] }, &[x]);
+        let p = c.rng.perm(3);
+        let y = c.op(Op::Permute { perm: p }, &[e]);
+        c.check(y, "permute-expand")?;
+    }
+
+    #[test]
+    fn linear_head_split(seed in any::<u64>()) {
+        let mut c = Case::new(seed);
+        let (t, k, h, n) = (c.rng.dim(), c.rng.dim(), c.rng.dim(), c.rng.dim());
+        let (x, w) = (c.input(&[t, k]), c.input(&[h * n, k]));
+        let lin = c.op(Op::Linear, &[x, w]);
+        let y = c.op(Op::Reshape { shape: vec![t.into(), h.into(), n.into()] }, &[lin]);
+        c.check(y, "linear-head-split")?;
+    }
+
+    #[test]
+    fn slice_of_matmul(seed in any::<u64>()) {
+        let mut c = Case::new(seed);
+        let (bt, m, k, n) = (c.rng.dim(), c.rng.dim() + 1, c.rng.dim(), c.rng.dim() + 1);
+        let (a, b) = (c.input(&[m, k]), c.input(&[bt, k, n]));
+        let ab = c.op(Op::MatMul, &[a, b]);
+        let (axis, len) = if c.rng.next().is_multiple_of(2) { (2, n) } else { (1, m) };
+        let start = c.rng.next() % len;
+        let end = start + 1 + c.rng.next() % (len - start);
+        let y = c.op(Op::Slice { axis, start: start.into(), end: end.into() }, &[ab]);
+        c.check(y, "slice-of-matmul")?;
+    }
+
+    #[test]
+    fn matmul_split_contraction(seed in any::<u64>()) {
+        let mut c = Case::new(seed);
+        let (h, s, t, k1, k2) = (c.rng.dim(), c.rng.dim(), c.rng.dim(), c.rng.dim(), c.rng.dim());
+        let (a, b) = (c.input(&[h, s, k1]), c.input(&[h, s, k2]));
+        let (d, e) = (c.input(&[h, k1, t]), c.input(&[1, k2, t]));
+        let e = c.op(Op::Expand { shape: vec![h.into(), k2.into(), t.into()] }, &[e]);
+        let left = c.op(Op::Concat { axis: 2 }, &[a, b]);
+        let right = c.op(Op::Concat { axis: 1 }, &[d, e]);
+        let y = c.op(Op::MatMul, &[left, right]);
+        c.check(y, "matmul-split-contraction")?;
+    }
+
+    #[test]
+    fn matmul_unexpand(seed in any::<u64>()) {
+        let mut c = Case::new(seed);
+        let (h, s, k, t) = (c.rng.dim() + 1, c.rng.dim(), c.rng.dim(), c.rng.dim());
+        let a = c.input(&[h, s, k]);
+        let b = c.input(&[1, k, t]);
+        let e = c.op(Op::Expand { shape: vec![h.into(), k.into(), t.into()] }, &[b]);
+        let y = c.op(Op::MatMul, &[a, e]);
+        c.check(y, "matmul-unexpand")?;
+    }
 }

@@ -8,9 +8,9 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use clap::{Args, ValueEnum};
-use saturn_frontend::{CACHED, Phase, TOKENS, load_model, phase_graph};
+use saturn_frontend::{AttentionForm, CACHED, Phase, TOKENS, attention_form, load_model, phase_graph};
 use saturn_ir::{Graph, SymBindings, text};
-use saturn_passes::{Extraction, Limits, OptimizeOptions, OptimizeReport, Targets, optimize};
+use saturn_passes::{Extraction, Limits, OptimizeOptions, OptimizeReport, Targets, graph_cost, optimize};
 
 use super::output::write_atomically;
 
@@ -147,9 +147,60 @@ pub fn compile(model: &Path, phase: Phase, opt: &OptArgs, emit: &[String], dir: 
 /// `saturn explain`: what the optimiser did, as a table (or the report as JSON).
 pub fn explain(model: &Path, phase: Phase, opt: &OptArgs, json: bool) -> Result<()> {
     let (_, report, _) = run(model, phase, opt)?;
-    let text = if json { serde_json::to_string_pretty(&report)? + "\n" } else { explain_text(&report) };
+    let forms = forms_by_phase(model, opt)?;
+    let text = if json {
+        let mut value = serde_json::to_value(&report)?;
+        value["forms_by_phase"] = serde_json::to_value(&forms)?;
+        serde_json::to_string_pretty(&value)? + "\n"
+    } else {
+        explain_text(&report) + &forms_text(&forms)
+    };
     std::io::stdout().lock().write_all(text.as_bytes()).context("writing to stdout")?;
     Ok(())
+}
+
+/// The graph the optimiser chooses for one phase, costed in every phase.
+#[derive(Debug, serde::Serialize)]
+pub struct FormCosts {
+    pub chosen_for: String,
+    pub attention: Option<AttentionForm>,
+    /// Seconds on the target, per phase.
+    pub seconds: std::collections::BTreeMap<String, f64>,
+}
+
+/// The decode and prefill choices for the chunked graph (`S` new tokens after `P` cached),
+/// each costed under both phases' symbol values: the cost of both forms in both phases.
+pub fn forms_by_phase(model: &Path, opt: &OptArgs) -> Result<Vec<FormCosts>> {
+    let model = load_model(model)?;
+    let chunked = phase_graph(&model.config, Phase::Chunked)?;
+    let base = opt.options(Phase::Chunked)?;
+    let phases = [
+        ("decode", SymBindings::from([(TOKENS.to_string(), 1), (CACHED.to_string(), opt.context)])),
+        ("prefill", SymBindings::from([(TOKENS.to_string(), opt.tokens), (CACHED.to_string(), 0)])),
+    ];
+    let mut out = Vec::new();
+    for (name, symbols) in &phases {
+        let options = OptimizeOptions { symbols: symbols.clone(), ..base.clone() };
+        let graph = optimize(&chunked, &options)?.graph;
+        let seconds = phases
+            .iter()
+            .map(|(p, syms)| (p.to_string(), graph_cost(&graph, syms, &base.target).seconds))
+            .collect();
+        out.push(FormCosts { chosen_for: name.to_string(), attention: attention_form(&graph), seconds });
+    }
+    Ok(out)
+}
+
+fn forms_text(forms: &[FormCosts]) -> String {
+    let mut s = String::from("\nforms by phase (each phase's choice, costed in both phases, seconds)\n");
+    writeln!(s, "  {:<22}{:<12}{:>14}{:>14}", "chosen for", "attention", "decode", "prefill").unwrap();
+    for f in forms {
+        let form = f.attention.map_or("-".to_string(), |a| format!("{a:?}").to_lowercase());
+        let cost = |p: &str| f.seconds.get(p).copied().unwrap_or(f64::NAN);
+        writeln!(s, "  {:<22}{form:<12}{:>14.4e}{:>14.4e}", f.chosen_for, cost("decode"), cost("prefill"))
+            .unwrap();
+    }
+    s
 }
 
 /// Lowers and optimises; the optimised graph runs in `eval` and `generate` too.

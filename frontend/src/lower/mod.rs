@@ -15,7 +15,10 @@
 //! zero off the top-k), so the graph's size does not grow with the expert count.
 
 mod attention;
+mod attention_form;
 mod ffn;
+
+pub use attention_form::{AttentionForm, attention_form};
 
 use saturn_ir::{BinaryOp, DType, Dim, Graph, NodeId, Op, TensorType};
 

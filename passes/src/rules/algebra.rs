@@ -100,19 +100,18 @@ fn matmul_assoc_left(eg: &TensorGraph, _: Id, node: &TensorNode) -> Vec<Term> {
         .collect()
 }
 
-/// `(a b)^T = b^T a^T` over the last two axes, when a, b and the product have one rank.
+/// `(a b)^T = b^T a^T` over the last two axes of each operand (batch axes broadcast as before).
 fn transpose_of_matmul(eg: &TensorGraph, class: Id, node: &TensorNode) -> Vec<Term> {
     let rank = ty(eg, class).rank();
     if rank < 2 || perm_of(node) != swap_last_two(rank) {
         return vec![];
     }
     nodes_named(eg, node.children[0], "matmul")
-        .filter(|ab| ab.children.iter().all(|&c| ty(eg, c).rank() == rank))
         .map(|ab| {
-            let swap = Op::Permute { perm: swap_last_two(rank) };
             let mut t = TermBuilder::default();
-            let bt = t.add(swap.clone(), vec![Arg::Class(ab.children[1])]);
-            let at = t.add(swap, vec![Arg::Class(ab.children[0])]);
+            let swap = |c: Id| Op::Permute { perm: swap_last_two(ty(eg, c).rank()) };
+            let bt = t.add(swap(ab.children[1]), vec![Arg::Class(ab.children[1])]);
+            let at = t.add(swap(ab.children[0]), vec![Arg::Class(ab.children[0])]);
             t.add(Op::MatMul, vec![bt, at]);
             t.finish()
         })

@@ -9,6 +9,7 @@ mod algebra;
 mod distributive;
 mod elementwise;
 mod gated_linear;
+mod mla;
 mod moe;
 mod norm_linear;
 
@@ -35,6 +36,8 @@ pub enum Family {
     GatedLinear,
     /// The router fused into `router_topk`, experts into `grouped_experts`.
     Moe,
+    /// The algebra of MLA absorption.
+    Mla,
 }
 
 impl Family {
@@ -46,6 +49,7 @@ impl Family {
             Family::NormLinear => "norm_linear",
             Family::GatedLinear => "gated_linear",
             Family::Moe => "moe",
+            Family::Mla => "mla",
         }
     }
 }
@@ -97,6 +101,7 @@ pub fn all_rules() -> Vec<Rule> {
     rules.extend(norm_linear::rules());
     rules.extend(gated_linear::rules());
     rules.extend(moe::rules());
+    rules.extend(mla::rules());
     rules
 }
 
