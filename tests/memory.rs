@@ -28,6 +28,7 @@ fn deepseek_v3_671b_cache_holds_the_latent_and_the_rope_key() {
         "8",
     ]);
     assert_eq!(r["cache_elements_per_token_per_layer"], 576);
+    assert_eq!(r["expanded_kv_elements_per_token_per_layer"], 40_960);
     assert_eq!(r["cache_elements_per_token"], 576 * 61);
     assert_eq!(r["cache_elements_total"], 576 * 61 * 4096 * 8);
     assert_eq!(bytes(&r["cache_bytes_per_token_per_layer"], "bf16"), 1152);

@@ -34,6 +34,9 @@ pub struct MemoryReport {
     /// What one token's cache holds in one layer, e.g. `latent 512 + k_pe 64`.
     pub cache_layout: String,
     pub cache_elements_per_token_per_layer: u64,
+    /// What the expanded keys and values would hold per token per layer
+    /// (`heads * (qk_nope + qk_rope + v_head)`), which the latent cache replaces.
+    pub expanded_kv_elements_per_token_per_layer: u64,
     pub cache_elements_per_token: u64,
     pub context: u64,
     pub batch: u64,
@@ -74,6 +77,7 @@ pub fn memory_report(model: &Model, graph: &Graph, context: u64, batch: u64) -> 
         stored_weight_bytes,
         cache_layout: format!("latent {} + k_pe {}", c.kv_lora_rank, c.qk_rope_head_dim),
         cache_elements_per_token_per_layer: per_layer,
+        expanded_kv_elements_per_token_per_layer: c.num_attention_heads * (c.qk_head_dim() + c.v_head_dim),
         cache_elements_per_token: per_token,
         context,
         batch,

@@ -47,6 +47,13 @@ fn table(r: &MemoryReport) -> String {
         r.cache_layout, r.cache_elements_per_token_per_layer
     )
     .unwrap();
+    writeln!(
+        s,
+        "  (expanded keys and values would be {} elements: {:.1}x more)",
+        group(r.expanded_kv_elements_per_token_per_layer),
+        r.expanded_kv_elements_per_token_per_layer as f64 / r.cache_elements_per_token_per_layer as f64
+    )
+    .unwrap();
     writeln!(s, "KV cache per token ({} layers): {} elements", r.layers, group(r.cache_elements_per_token))
         .unwrap();
     writeln!(
