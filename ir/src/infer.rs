@@ -295,6 +295,28 @@ fn infer(op: &Op, x: &[&TensorType], declared: Option<&TensorType>) -> Result<Te
             }
             x[0].clone()
         }
+        Op::MlaDecodeAttention { .. } => {
+            for (i, t) in x.iter().enumerate() {
+                float(&format!("operand #{i}"), t)?;
+                same_dtype(x[0], t)?;
+            }
+            let (q, qr, lat, kpe) = (&x[0].shape, &x[1].shape, &x[2].shape, &x[3].shape);
+            let ok = q.len() == 3
+                && qr.len() == 3
+                && lat.len() == 2
+                && kpe.len() == 2
+                && qr[..2] == q[..2]
+                && lat[1] == q[2]
+                && kpe[0] == lat[0]
+                && kpe[1] == qr[2];
+            if !ok {
+                return Err(format!(
+                    "operands must be q_latent [H, S, C], q_rope [H, S, R], latent [T, C], k_pe [T, R]; got {}, {}, {}, {}",
+                    x[0], x[1], x[2], x[3]
+                ));
+            }
+            x[0].clone()
+        }
         Op::Concat { axis } => {
             let first = x[0];
             check_axis(*axis, first)?;

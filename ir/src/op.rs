@@ -155,6 +155,11 @@ pub enum Op {
     /// a non-zero weight (at most `k` per token), plus the shared expert's output. Grouped-GEMM
     /// semantics: each expert runs once on the tokens routed to it.
     GroupedExperts { k: u64 },
+    /// `(q_latent [H, S, C], q_rope [H, S, R], latent [T, C], k_pe [T, R])`: multi-head latent
+    /// attention over a latent cache, `[H, S, C]`. For head `h` and query `s` (at position
+    /// `s + T - S`): `score[t] = (q_latent[h, s] . latent[t] + q_rope[h, s] . k_pe[t]) * scale` for
+    /// `t <= s + T - S` (the rest masked), `p = softmax(score)`, result `sum_t p[t] latent[t]`.
+    MlaDecodeAttention { scale: f64 },
 }
 
 /// How a router turns logits into scores.
@@ -334,6 +339,7 @@ impl Op {
             Op::GatedLinear => "gated_linear",
             Op::RouterTopK(_) => "router_topk",
             Op::GroupedExperts { .. } => "grouped_experts",
+            Op::MlaDecodeAttention { .. } => "mla_decode_attention",
         }
     }
 
@@ -358,6 +364,7 @@ impl Op {
             | Op::Slice { .. } => 1,
             Op::Binary(_) | Op::RmsNorm { .. } | Op::MatMul | Op::Linear | Op::Rope(_) | Op::Gather => 2,
             Op::Where | Op::RmsNormLinear { .. } | Op::GatedLinear => 3,
+            Op::MlaDecodeAttention { .. } => 4,
             Op::Concat { .. }
             | Op::FusedElementwise { .. }
             | Op::RouterTopK(_)
@@ -462,6 +469,7 @@ impl Op {
                 ("scale", Attr::Float(r.scale)),
             ],
             Op::GroupedExperts { k } => vec![("k", Attr::Int(*k as i64))],
+            Op::MlaDecodeAttention { scale } => vec![("scale", Attr::Float(*scale))],
         }
     }
 
@@ -562,6 +570,7 @@ impl Op {
                 })
             }
             "grouped_experts" => Op::GroupedExperts { k: a.usize("k")? as u64 },
+            "mla_decode_attention" => Op::MlaDecodeAttention { scale: a.float("scale")? },
             other => {
                 if let Some(u) = UnaryOp::ALL.into_iter().find(|u| u.name() == other) {
                     Op::Unary(u)

@@ -567,3 +567,35 @@ proptest! {
         prop_assert!(r.is_ok(), "{}", r.unwrap_err());
     }
 }
+
+/// Two keys, one query at the last position: scores 1*0.5=0.5 and 3*0.5=1.5 (latent dots
+/// 1 and 2, rope dots 0 and 1), so p = softmax([0.5, 1.5]) and the result mixes the latents.
+#[test]
+fn mla_decode_attention_by_hand() {
+    use saturn_ir::{Bindings, DType, Graph, Op, SymBindings, Tensor, TensorType, evaluate};
+    use std::collections::HashMap;
+    let mut g = Graph::new("g");
+    let leaf = |g: &mut Graph, name: &str, shape: &[u64]| {
+        g.add(name, Op::Input, &[], Some(TensorType::new(DType::F32, shape.iter().copied()))).unwrap()
+    };
+    let q = leaf(&mut g, "q", &[1, 1, 2]);
+    let qr = leaf(&mut g, "qr", &[1, 1, 2]);
+    let lat = leaf(&mut g, "lat", &[2, 2]);
+    let kpe = leaf(&mut g, "kpe", &[2, 2]);
+    let y = g.add("y", Op::MlaDecodeAttention { scale: 0.5 }, &[q, qr, lat, kpe], None).unwrap();
+    g.set_output("y", y).unwrap();
+    let inputs = HashMap::from([
+        ("q".to_string(), Tensor::f32(vec![1, 1, 2], vec![1.0, 0.0])),
+        ("qr".to_string(), Tensor::f32(vec![1, 1, 2], vec![0.0, 1.0])),
+        ("lat".to_string(), Tensor::f32(vec![2, 2], vec![1.0, 0.0, 2.0, 4.0])),
+        ("kpe".to_string(), Tensor::f32(vec![2, 2], vec![5.0, 0.0, 0.0, 1.0])),
+    ]);
+    let params: HashMap<String, Tensor> = HashMap::new();
+    let b = Bindings { symbols: SymBindings::new(), inputs, params: &params };
+    let out = evaluate(&g, &b).unwrap().remove("y").unwrap();
+    let (p0, p1) = (1.0 / (1.0 + 1f32.exp()), 1f32.exp() / (1.0 + 1f32.exp()));
+    let want = [p0 * 1.0 + p1 * 2.0, p1 * 4.0];
+    for (a, b) in out.as_f32().unwrap().iter().zip(want) {
+        assert!((a - b).abs() < 1e-6, "{a} vs {b}");
+    }
+}

@@ -61,7 +61,7 @@ const PARAM_KEYS: [&str; 6] = [
 ];
 
 /// The kinds of op the generator appends; `Gen::step` builds one fitting operands it has.
-const OP_KINDS: usize = 27;
+const OP_KINDS: usize = 28;
 
 /// Builds a random valid graph: a pool of typed nodes grown by ops whose operands fit, adding
 /// leaves of the needed types where the pool has none.
@@ -423,6 +423,16 @@ impl Gen {
                 let k = 1 + self.rng.below(e as usize) as u64;
                 self.add("experts", Op::GroupedExperts { k }, &args, None);
             }
+            25 => {
+                let dtype = self.rng.pick(&FLOAT_DTYPES);
+                let (h, s, c, r, t) = (self.dim(), self.dim(), self.dim(), self.dim(), self.dim());
+                let q = self.leaf(TensorType::new(dtype, [h.clone(), s.clone(), c.clone()]));
+                let q_rope = self.leaf(TensorType::new(dtype, [h, s, r.clone()]));
+                let latent = self.leaf(TensorType::new(dtype, [t.clone(), c]));
+                let k_pe = self.leaf(TensorType::new(dtype, [t, r]));
+                let scale = self.float_value();
+                self.add("attention", Op::MlaDecodeAttention { scale }, &[q, q_rope, latent, k_pe], None);
+            }
             _ => {
                 let ty = self.tensor_type();
                 self.leaf(ty);
@@ -722,6 +732,7 @@ fn op_samples() -> Vec<Op> {
             scale: 1.0,
         }),
         Op::GroupedExperts { k: 1 },
+        Op::MlaDecodeAttention { scale: 1.0 },
     ]
 }
 
@@ -759,7 +770,8 @@ fn every_op_name() -> BTreeSet<String> {
             | Op::RmsNormLinear { .. }
             | Op::GatedLinear
             | Op::RouterTopK(_)
-            | Op::GroupedExperts { .. } => {
+            | Op::GroupedExperts { .. }
+            | Op::MlaDecodeAttention { .. } => {
                 names.insert(op.name().to_string());
             }
         }

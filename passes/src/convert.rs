@@ -91,7 +91,8 @@ pub fn build(loaded: &Loaded, choice: &BTreeMap<Id, TensorNode>) -> Result<Graph
 }
 
 /// An original name of the class not used yet; otherwise a fresh one in the scope of the
-/// node's first operand (`l3.mlp.gate` gives `l3.mlp.fused_elementwise`).
+/// nearest operand (breadth first) that has an original name (`l3.mlp.gate` gives
+/// `l3.mlp.fused_elementwise`).
 fn class_name(loaded: &Loaded, graph: &Graph, class: Id, node: &TensorNode) -> String {
     if let Some(n) = node.op.input_name.as_ref() {
         return n.clone();
@@ -101,11 +102,28 @@ fn class_name(loaded: &Loaded, graph: &Graph, class: Id, node: &TensorNode) -> S
     {
         return n.clone();
     }
-    let scope = node
-        .children
-        .iter()
-        .find_map(|c| loaded.names.get(&loaded.egraph.find(*c)).and_then(|ns| ns.first()))
-        .and_then(|n| n.rsplit_once('.').map(|(scope, _)| format!("{scope}.")))
-        .unwrap_or_default();
+    let scope = nearest_scope(loaded, node).unwrap_or_default();
     graph.fresh_name(&format!("{scope}{}", node.name()))
+}
+
+/// The scope (`l3.mlp.`) of the nearest named class below `node`, looking a few levels deep.
+fn nearest_scope(loaded: &Loaded, node: &TensorNode) -> Option<String> {
+    let eg = &loaded.egraph;
+    let mut frontier: Vec<Id> = node.children.iter().map(|&c| eg.find(c)).collect();
+    for _ in 0..4 {
+        for c in &frontier {
+            if let Some(scope) =
+                loaded.names.get(c).and_then(|ns| ns.first()).and_then(|n| n.rsplit_once('.'))
+            {
+                return Some(format!("{}.", scope.0));
+            }
+        }
+        frontier = frontier
+            .iter()
+            .flat_map(|&c| eg[c].nodes.iter().flat_map(|n| n.children.iter().map(|&x| eg.find(x))))
+            .collect();
+        frontier.sort();
+        frontier.dedup();
+    }
+    None
 }

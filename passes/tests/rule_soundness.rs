@@ -120,6 +120,7 @@ const TESTED: &[&str] = &[
     "slice-of-matmul",
     "matmul-split-contraction",
     "matmul-unexpand",
+    "mla-decode-attention",
 ];
 
 #[test]
@@ -598,5 +599,25 @@ proptest! {
         let e = c.op(Op::Expand { shape: vec![h.into(), k.into(), t.into()] }, &[b]);
         let y = c.op(Op::MatMul, &[a, e]);
         c.check(y, "matmul-unexpand")?;
+    }
+
+    #[test]
+    fn mla_decode_attention(seed in any::<u64>()) {
+        let mut c = Case::new(seed);
+        let (h, s, cdim, r) = (c.rng.dim(), c.rng.dim(), c.rng.dim(), 2 * c.rng.dim());
+        let t = s + c.rng.next() % 5;
+        let (q_latent, q_rope) = (c.input(&[h, s, cdim]), c.input(&[h, s, r]));
+        let (latent, k_pe) = (c.input(&[t, cdim]), c.input(&[t, r]));
+        let nope = c.op(Op::Linear, &[q_latent, latent]);
+        let column = c.op(Op::Reshape { shape: vec![t.into(), 1u64.into(), r.into()] }, &[k_pe]);
+        let key = c.op(Op::Permute { perm: vec![1, 2, 0] }, &[column]);
+        let rope = c.op(Op::MatMul, &[q_rope, key]);
+        let sum = c.op(Op::Binary(BinaryOp::Add), &[nope, rope]);
+        let scale = c.scalar(0.37);
+        let scaled = c.op(Op::Binary(BinaryOp::Mul), &[sum, scale]);
+        let masked = c.op(Op::CausalMask, &[scaled]);
+        let probs = c.op(Op::Softmax { axis: 2 }, &[masked]);
+        let y = c.op(Op::MatMul, &[probs, latent]);
+        c.check(y, "mla-decode-attention")?;
     }
 }

@@ -14,6 +14,7 @@
 //! `elementwise`, `reduce` (reductions, softmax, RMSNorm), `mask` (top-k and causal masks),
 //! `linalg` (matmul, linear), `rope` and `shape_ops` the ops.
 
+mod attention;
 mod elementwise;
 mod leaves;
 mod linalg;
@@ -274,6 +275,7 @@ fn compute(node: &Node, shape: &[usize], args: &[&Tensor], b: &Bindings) -> Resu
         Op::GatedLinear => linalg::gated_linear(args[0], args[1], args[2], shape),
         Op::RouterTopK(r) => moe::router_topk(r, args[0], args.get(1).copied()),
         Op::GroupedExperts { .. } => moe::grouped_experts(args, shape),
+        Op::MlaDecodeAttention { scale } => attention::mla_decode_attention(args, *scale),
     };
     r.map_err(|e| e.at(name))
 }

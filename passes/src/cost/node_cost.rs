@@ -113,6 +113,14 @@ fn kernel_work(
         // Scoring, group scores and two top-k passes over the logits.
         Op::RouterTopK(r) => (8.0 + (r.k as f64).log2().max(1.0)) * out_elements,
         Op::GroupedExperts { k } => return Some(grouped_experts_work(*k, inputs, output, syms)),
+        // Scores against latent and rope key, softmax, and the weighted sum of latents; the
+        // scores stay on chip (`out_elements / C` rows of `T` keys each).
+        Op::MlaDecodeAttention { .. } => {
+            let keys = inputs.get(2).and_then(|l| l.shape.first()).map_or(0.0, |t| dim_value(t, syms));
+            let rope = inputs.get(1).and_then(|q| q.shape.last()).map_or(0.0, |r| dim_value(r, syms));
+            let rows = out_elements / contraction.max(1.0);
+            rows * keys * (2.0 * (contraction + rope) + 5.0 + 2.0 * contraction)
+        }
     };
     let bytes = inputs.iter().map(|t| tensor_bytes(t, syms)).sum::<f64>() + tensor_bytes(output, syms);
     Some(KernelWork { flops, bytes })

@@ -28,6 +28,7 @@ pub(super) fn rules() -> Vec<Rule> {
         rule("slice-of-matmul", &["slice"], slice_of_matmul),
         rule("matmul-split-contraction", &["matmul"], matmul_split_contraction),
         rule("matmul-unexpand", &["matmul"], matmul_unexpand),
+        rule("mla-decode-attention", &["matmul"], mla_decode_attention),
     ]
 }
 
@@ -194,4 +195,68 @@ fn matmul_unexpand(eg: &TensorGraph, _: Id, node: &TensorNode) -> Vec<Term> {
         }
     }
     terms
+}
+
+/// The most new tokens (`S`, a constant) the fused decode attention is formed for.
+const MAX_DECODE_QUERIES: u64 = 16;
+
+/// The scalar value of a class, if it holds one.
+fn scalar_of(eg: &TensorGraph, class: Id) -> Option<f64> {
+    eg[class].nodes.iter().find_map(|n| match n.op.op {
+        Op::Scalar { value } => Some(value),
+        _ => None,
+    })
+}
+
+/// `matmul(softmax(causal_mask((linear(q_latent, latent) + matmul(q_rope, k_pe^T)) * scale)),
+/// latent) = mla_decode_attention(q_latent, q_rope, latent, k_pe)`: absorbed attention over the
+/// latent cache for a few new tokens (`S` a constant, decode or speculative decode).
+fn mla_decode_attention(eg: &TensorGraph, class: Id, node: &TensorNode) -> Vec<Term> {
+    let (probs, latent) = (node.children[0], node.children[1]);
+    let out = ty(eg, class);
+    let queries = out.shape.get(1).and_then(Dim::as_const);
+    if out.rank() != 3 || queries.is_none_or(|s| s > MAX_DECODE_QUERIES) || ty(eg, latent).rank() != 2 {
+        return vec![];
+    }
+    let mut terms = Vec::new();
+    for softmax in nodes_named(eg, probs, "softmax").filter(|n| n.op.op == (Op::Softmax { axis: 2 })) {
+        for mask in nodes_named(eg, softmax.children[0], "causal_mask") {
+            for scaled in nodes_named(eg, mask.children[0], "mul") {
+                for (sum_side, scale_side) in [(0, 1), (1, 0)] {
+                    let Some(scale) = scalar_of(eg, scaled.children[scale_side]) else { continue };
+                    for sum in nodes_named(eg, scaled.children[sum_side], "add") {
+                        for (l, r) in [(0, 1), (1, 0)] {
+                            let found = (|| {
+                                let nope = nodes_named(eg, sum.children[l], "linear")
+                                    .find(|n| eg.find(n.children[1]) == eg.find(latent))?;
+                                let rope = nodes_named(eg, sum.children[r], "matmul")
+                                    .find_map(|m| Some((m.children[0], rope_key(eg, m.children[1])?)))?;
+                                Some((nope.children[0], rope.0, rope.1))
+                            })();
+                            if let Some((q_latent, q_rope, k_pe)) = found {
+                                let mut t = TermBuilder::default();
+                                let args = [q_latent, q_rope, latent, k_pe].map(Arg::Class).to_vec();
+                                t.add(Op::MlaDecodeAttention { scale }, args);
+                                terms.push(t.finish());
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+    terms
+}
+
+/// The `[T, R]` key of `permute(reshape(k_pe, [T, 1, R]), [1, 2, 0])` (the shared rope key as a
+/// `[1, R, T]` operand).
+fn rope_key(eg: &TensorGraph, class: Id) -> Option<Id> {
+    nodes_named(eg, class, "permute").find_map(|p| {
+        if !matches!(&p.op.op, Op::Permute { perm } if perm == &[1, 2, 0]) {
+            return None;
+        }
+        let column = nodes_named(eg, p.children[0], "reshape").next()?;
+        let key = column.children[0];
+        (ty(eg, key).rank() == 2).then_some(key)
+    })
 }
