@@ -231,3 +231,30 @@ fn bind_sets_symbol_values_for_costing() {
     assert_eq!(run.status.code(), Some(2));
     assert!(stderr(&run).contains("--bind P: expected SYMBOL=VALUE"), "{}", stderr(&run));
 }
+
+/// `eval` and `generate` run decode steps on the decode graph optimised for the cpu target, so
+/// the fixture tests (`fixtures_match.rs`, decode logits within 1e-4 and greedy ids exact)
+/// exercise every fused op of that graph.
+#[test]
+fn the_cpu_decode_graph_that_eval_runs_uses_the_fused_ops() {
+    for model in ["models/deepseek-v3-tiny", "models/deepseek-v2-lite-tiny"] {
+        let dir = tempfile::tempdir().unwrap();
+        let run = saturn(&[
+            "compile",
+            model,
+            "--target",
+            "cpu",
+            "--phase",
+            "decode",
+            "-o",
+            dir.path().to_str().unwrap(),
+        ]);
+        assert!(run.status.success(), "{}", stderr(&run));
+        let ir = std::fs::read_to_string(dir.path().join("optimized.ir")).unwrap();
+        for op in
+            ["mla_decode_attention(", "router_topk(", "grouped_experts(", "rms_norm_linear(", "gated_linear("]
+        {
+            assert!(ir.contains(op), "{model}: no {op}");
+        }
+    }
+}

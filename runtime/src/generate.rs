@@ -3,7 +3,7 @@
 use saturn_ir::{Graph, ParamSource};
 
 use crate::sampling::{Rng, pick};
-use crate::{Limits, RuntimeError, Sampler, Session};
+use crate::{Limits, PhaseGraphs, RuntimeError, Sampler, Session};
 
 /// How [`generate`] runs.
 #[derive(Clone, Debug, PartialEq)]
@@ -16,12 +16,14 @@ pub struct GenerateOptions {
 }
 
 /// Generates up to `max_new_tokens` after each prompt; returns the new ids of each prompt.
+/// Prefills and decode steps run on `phases` where given, else on `graph`.
 ///
 /// Prompts run one after another, each in its own [`Session`]; with a sampler, prompt `i` draws
 /// from the stream seeded with `seed + i`, so results do not depend on the other prompts.
 /// `on_token(prompt, id)` is called for every generated token (for progress reports).
 pub fn generate(
     graph: &Graph,
+    phases: PhaseGraphs,
     params: &dyn ParamSource,
     limits: Limits,
     prompts: &[Vec<u64>],
@@ -45,7 +47,7 @@ pub fn generate(
             Sampler::Random { seed, .. } => Rng::new(seed.wrapping_add(index as u64)),
             Sampler::Greedy => Rng::new(0),
         };
-        let mut session = Session::new(graph, params, limits)?;
+        let mut session = Session::new(graph, params, limits)?.with_phase_graphs(phases)?;
         let mut generated = Vec::with_capacity(options.max_new_tokens);
         if options.max_new_tokens > 0 {
             let mut logits = session.prefill(prompt)?;

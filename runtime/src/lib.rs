@@ -23,7 +23,7 @@ use thiserror::Error;
 
 pub use generate::{GenerateOptions, generate};
 pub use sampling::Sampler;
-pub use session::{Limits, Session, check_ids};
+pub use session::{Limits, PhaseGraphs, Session, check_ids};
 
 /// The graph input that holds the new tokens' ids.
 pub const INPUT_IDS: &str = "input_ids";

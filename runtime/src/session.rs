@@ -13,9 +13,19 @@ pub struct Limits {
     pub max_positions: u64,
 }
 
+/// Graphs specialised to a phase, used instead of the forward graph where they apply: `prefill`
+/// (`P = 0` bound) for a prompt, `decode` (`S = 1` bound) for one token after the cache. Each
+/// has the forward graph's inputs and outputs.
+#[derive(Clone, Copy, Default)]
+pub struct PhaseGraphs<'a> {
+    pub prefill: Option<&'a Graph>,
+    pub decode: Option<&'a Graph>,
+}
+
 /// A sequence being run through a forward graph, with its cache.
 pub struct Session<'a> {
     graph: &'a Graph,
+    phases: PhaseGraphs<'a>,
     params: &'a dyn ParamSource,
     limits: Limits,
     /// The cache inputs' names and types, in graph order.
@@ -49,7 +59,34 @@ impl<'a> Session<'a> {
                 cache_inputs.push((node.name.clone(), node.ty.dtype, node.ty.shape.clone()));
             }
         }
-        Ok(Session { graph, params, limits, cache_inputs, cache: None, position: 0 })
+        Ok(Session {
+            graph,
+            phases: PhaseGraphs::default(),
+            params,
+            limits,
+            cache_inputs,
+            cache: None,
+            position: 0,
+        })
+    }
+
+    /// Runs prefills and decode steps on graphs specialised to them (checked like the forward
+    /// graph); chunks of several tokens after a cache still run the forward graph.
+    pub fn with_phase_graphs(mut self, phases: PhaseGraphs<'a>) -> Result<Session<'a>, RuntimeError> {
+        for g in [phases.prefill, phases.decode].into_iter().flatten() {
+            let checked = Session::new(g, self.params, self.limits)?;
+            let names = |c: &[(String, DType, Vec<saturn_ir::Dim>)]| {
+                c.iter().map(|(n, ..)| n.clone()).collect::<Vec<_>>()
+            };
+            if names(&checked.cache_inputs) != names(&self.cache_inputs) {
+                return Err(RuntimeError::BadGraph {
+                    graph: g.name.clone(),
+                    msg: format!("its cache inputs differ from those of `{}`", self.graph.name),
+                });
+            }
+        }
+        self.phases = phases;
+        Ok(self)
     }
 
     /// Positions held in the cache.
@@ -95,10 +132,15 @@ impl<'a> Session<'a> {
             inputs,
             params: self.params,
         };
-        let mut outputs = evaluate(self.graph, &bindings)?;
+        let graph = match (position, ids.len()) {
+            (0, _) => self.phases.prefill.unwrap_or(self.graph),
+            (_, 1) => self.phases.decode.unwrap_or(self.graph),
+            _ => self.graph,
+        };
+        let mut outputs = evaluate(graph, &bindings)?;
         let mut take = |name: &str| {
             outputs.remove(name).ok_or_else(|| RuntimeError::BadGraph {
-                graph: self.graph.name.clone(),
+                graph: graph.name.clone(),
                 msg: format!("evaluation produced no output `{name}`"),
             })
         };

@@ -8,7 +8,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use saturn_frontend::load_model;
 
 use super::RunArgs;
-use super::optimize::graph_to_run;
+use super::optimize::RunGraphs;
 use saturn_runtime::{GenerateOptions, Limits, Sampler, generate};
 
 /// The sampling options as given on the command line.
@@ -43,13 +43,14 @@ pub fn run(
     run: &RunArgs,
 ) -> Result<()> {
     let model = load_model(model)?;
-    let graph = graph_to_run(&model.config, run.opt_level, &run.opt_target)?;
+    let graphs = RunGraphs::new(&model.config, run.opt_level, &run.opt_target)?;
+    let graph = &graphs.forward;
     let limits =
         Limits { vocab_size: model.config.vocab_size, max_positions: model.config.max_position_embeddings };
     for prompt in prompts {
         saturn_runtime::check_ids(prompt, limits)?;
     }
-    let weights = model.open_weights(&graph)?;
+    let weights = model.open_weights(graph)?;
     let options = GenerateOptions {
         max_new_tokens,
         eos_token_id: if ignore_eos { None } else { model.config.eos_token_id },
@@ -60,7 +61,10 @@ pub fn run(
         ProgressStyle::with_template("{spinner} generating {pos}/{len} tokens [{elapsed}] {per_sec}")
             .context("progress bar template")?,
     );
-    let outputs = generate(&graph, weights.as_ref(), limits, prompts, &options, &mut |_, _| progress.inc(1))?;
+    let outputs =
+        generate(graph, graphs.phases(), weights.as_ref(), limits, prompts, &options, &mut |_, _| {
+            progress.inc(1)
+        })?;
     progress.finish_and_clear();
     let mut stdout = std::io::stdout().lock();
     for ids in outputs {

@@ -101,22 +101,42 @@ impl OptArgs {
     }
 }
 
-/// The graph `eval` and `generate` run: the chunked forward graph, optimised for `target`
-/// unless `opt_level` is 0.
-pub fn graph_to_run(config: &saturn_frontend::DeepseekConfig, opt_level: u8, target: &str) -> Result<Graph> {
-    let lowered = phase_graph(config, Phase::Chunked)?;
-    if opt_level == 0 {
-        return Ok(lowered);
+/// The graphs `eval` and `generate` run: the chunked forward graph and the prefill and decode
+/// graphs, each optimised for `target` and its phase unless `opt_level` is 0.
+pub struct RunGraphs {
+    pub forward: Graph,
+    pub prefill: Graph,
+    pub decode: Graph,
+}
+
+impl RunGraphs {
+    pub fn new(config: &saturn_frontend::DeepseekConfig, opt_level: u8, target: &str) -> Result<RunGraphs> {
+        let phase = |phase: Phase, symbols: &[(&str, u64)]| -> Result<Graph> {
+            let lowered = phase_graph(config, phase)?;
+            if opt_level == 0 {
+                return Ok(lowered);
+            }
+            let mut options = OptimizeOptions::for_target(target)?;
+            options.symbols = symbols.iter().map(|(k, v)| (k.to_string(), *v)).collect();
+            let optimized = optimize(&lowered, &options)?;
+            tracing::info!(
+                graph = %lowered.name,
+                before = optimized.report.cost_before.seconds,
+                after = optimized.report.cost_after.seconds,
+                "optimised for {target}"
+            );
+            Ok(optimized.graph)
+        };
+        Ok(RunGraphs {
+            forward: phase(Phase::Chunked, &[(TOKENS, 1), (CACHED, 4096)])?,
+            prefill: phase(Phase::Prefill, &[(TOKENS, 512)])?,
+            decode: phase(Phase::Decode, &[(CACHED, 4096)])?,
+        })
     }
-    let mut options = OptimizeOptions::for_target(target)?;
-    options.symbols = SymBindings::from([(TOKENS.to_string(), 1), (CACHED.to_string(), 4096)]);
-    let optimized = optimize(&lowered, &options)?;
-    tracing::info!(
-        before = optimized.report.cost_before.seconds,
-        after = optimized.report.cost_after.seconds,
-        "optimised for {target}"
-    );
-    Ok(optimized.graph)
+
+    pub fn phases(&self) -> saturn_runtime::PhaseGraphs<'_> {
+        saturn_runtime::PhaseGraphs { prefill: Some(&self.prefill), decode: Some(&self.decode) }
+    }
 }
 
 /// `saturn compile`: the lowered and optimised IR and the report, written to `dir`.
