@@ -175,6 +175,49 @@ proptest! {
     }
 }
 
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 32, ..ProptestConfig::default() })]
+
+    /// The optimiser keeps meaning on any config: prefill, chunked and decode through the graphs
+    /// optimised for their phases (fused router, experts, norms, absorbed MLA, fused decode
+    /// attention) give the logits of the lowered graph.
+    #[test]
+    fn optimised_graphs_compute_what_lowered_graphs_compute(seed in any::<u64>()) {
+        let mut rng = Rng::new(seed);
+        let config = random_config(&mut rng);
+        let dir = tempfile::tempdir().unwrap();
+        write_checkpoint(dir.path(), &config, &mut rng);
+        let model = saturn_frontend::load_model(dir.path()).unwrap();
+        let lowered = phase_graph(&model.config, Phase::Chunked).unwrap();
+        let weights = model.open_weights(&lowered).unwrap();
+        let target = ["cpu", "h100"][rng.range(0, 1) as usize];
+        let optimise = |phase: Phase, syms: &[(&str, u64)]| {
+            let mut options = saturn_passes::OptimizeOptions::for_target(target).unwrap();
+            options.symbols = syms.iter().map(|(k, v)| (k.to_string(), *v)).collect();
+            saturn_passes::optimize(&phase_graph(&model.config, phase).unwrap(), &options).unwrap().graph
+        };
+        let forward = optimise(Phase::Chunked, &[("S", 1), ("P", 4096)]);
+        let prefill = optimise(Phase::Prefill, &[("S", 512)]);
+        let decode = optimise(Phase::Decode, &[("P", 4096)]);
+        let n = rng.range(3, 8) as usize;
+        let ids: Vec<u64> = (0..n).map(|_| rng.range(0, model.config.vocab_size - 1)).collect();
+        let split = rng.range(1, n as u64 - 2) as usize;
+        let run = |session: &mut Session| {
+            let mut out = session.prefill(&ids[..split]).unwrap().as_f32().unwrap().to_vec();
+            out.extend(session.extend(&ids[split..n - 1]).unwrap().as_f32().unwrap());
+            out.extend(session.extend(&ids[n - 1..]).unwrap().as_f32().unwrap());
+            out
+        };
+        let want = run(&mut Session::new(&lowered, weights.as_ref(), limits(&model)).unwrap());
+        let phases = saturn_runtime::PhaseGraphs { prefill: Some(&prefill), decode: Some(&decode) };
+        let mut optimised = Session::new(&forward, weights.as_ref(), limits(&model)).unwrap().with_phase_graphs(phases).unwrap();
+        let got = run(&mut optimised);
+        for (i, (a, b)) in got.iter().zip(&want).enumerate() {
+            prop_assert!((a - b).abs() <= 1e-4 * b.abs().max(1.0), "logit {}: optimised {} vs lowered {} for {}", i, a, b, config);
+        }
+    }
+}
+
 fn limits(model: &saturn_frontend::Model) -> Limits {
     Limits { vocab_size: model.config.vocab_size, max_positions: model.config.max_position_embeddings }
 }
