@@ -2,12 +2,13 @@
 //! interpreter: hand-computed values, proptests that each equals the composition of the unfused
 //! ops it stands for, and the type errors `Graph::add` gives for bad operands.
 
-use std::collections::{BTreeMap, HashMap};
+mod common;
+
+use common::{f32s, input, op, run, t32};
 
 use proptest::prelude::*;
 use saturn_ir::{
-    BinaryOp, Bindings, DType, Dim, ElementwiseExpr, Graph, InterpError, IrError, NodeId, Op, Tensor,
-    TensorType, UnaryOp, evaluate,
+    BinaryOp, DType, Dim, ElementwiseExpr, Graph, IrError, NodeId, Op, Tensor, TensorType, UnaryOp,
 };
 
 // ---------------------------------------------------------------------------------------------
@@ -17,50 +18,18 @@ fn dims(shape: &[usize]) -> Vec<Dim> {
     shape.iter().map(|&d| Dim::constant(d as u64)).collect()
 }
 
-fn input(g: &mut Graph, name: &str, dtype: DType, shape: Vec<Dim>) -> NodeId {
-    g.add(name, Op::Input, &[], Some(TensorType { dtype, shape })).unwrap()
-}
-
 fn param(g: &mut Graph, name: &str, dtype: DType, shape: &[usize]) -> NodeId {
     g.add(name, Op::Param { key: name.into() }, &[], Some(TensorType { dtype, shape: dims(shape) })).unwrap()
-}
-
-fn op(g: &mut Graph, name: &str, op: Op, args: &[NodeId]) -> NodeId {
-    g.add(name, op, args, None).unwrap_or_else(|e| panic!("{e}"))
 }
 
 fn fused(text: &str) -> Op {
     Op::FusedElementwise { expr: text.parse().unwrap() }
 }
 
-fn t32(shape: &[usize], data: &[f32]) -> Tensor {
-    Tensor::f32(shape.to_vec(), data.to_vec())
-}
-
-/// Runs `g` with inputs, params (keyed by their node names) and symbol values.
-fn run(
-    g: &Graph,
-    inputs: Vec<(&str, Tensor)>,
-    params: Vec<(&str, Tensor)>,
-    syms: &[(&str, u64)],
-) -> Result<BTreeMap<String, Tensor>, InterpError> {
-    let params: HashMap<String, Tensor> = params.into_iter().map(|(k, t)| (k.to_string(), t)).collect();
-    let bindings = Bindings {
-        symbols: syms.iter().map(|&(k, v)| (k.to_string(), v)).collect(),
-        inputs: inputs.into_iter().map(|(k, t)| (k.to_string(), t)).collect(),
-        params: &params,
-    };
-    evaluate(g, &bindings)
-}
-
 /// Marks `y` as the output `y` and evaluates it.
 fn eval_y(g: &mut Graph, y: NodeId, inputs: Vec<(&str, Tensor)>, params: Vec<(&str, Tensor)>) -> Tensor {
     g.set_output("y", y).unwrap();
     run(g, inputs, params, &[]).unwrap_or_else(|e| panic!("{e}")).remove("y").unwrap()
-}
-
-fn f32s(t: &Tensor) -> &[f32] {
-    t.as_f32().expect("f32 data")
 }
 
 /// Equal within `tol * max(1, |want|)`; infinities must be equal and NaN must meet NaN.

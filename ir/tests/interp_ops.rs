@@ -1,12 +1,16 @@
 //! Per-op tests of the reference interpreter against hand-computed values, error paths, and
 //! proptests of matmul/linear against a naive triple loop.
 
-use std::collections::{BTreeMap, HashMap};
+mod common;
+
+use common::{f32s, input, op, run, t32};
+
+use std::collections::BTreeMap;
 
 use proptest::prelude::*;
 use saturn_ir::{
-    BinaryOp, Bindings, DType, Dim, Graph, InterpError, NodeId, Op, ReduceOp, Rope, RopeLayout, Tensor,
-    TensorData, TensorType, UnaryOp, Yarn, evaluate,
+    BinaryOp, DType, Dim, Graph, InterpError, NodeId, Op, ReduceOp, Rope, RopeLayout, Tensor, TensorData,
+    TensorType, UnaryOp, Yarn,
 };
 
 // ---------------------------------------------------------------------------------------------
@@ -28,20 +32,8 @@ fn leaf(g: &mut Graph, name: &str, op: Op, dtype: DType, shape: Vec<Dim>) -> Nod
     g.add(name, op, &[], Some(TensorType { dtype, shape })).unwrap()
 }
 
-fn input(g: &mut Graph, name: &str, dtype: DType, shape: Vec<Dim>) -> NodeId {
-    leaf(g, name, Op::Input, dtype, shape)
-}
-
 fn param(g: &mut Graph, name: &str, key: &str, dtype: DType, shape: Vec<Dim>) -> NodeId {
     leaf(g, name, Op::Param { key: key.into() }, dtype, shape)
-}
-
-fn op(g: &mut Graph, name: &str, op: Op, args: &[NodeId]) -> NodeId {
-    g.add(name, op, args, None).unwrap()
-}
-
-fn t32(shape: &[usize], data: &[f32]) -> Tensor {
-    Tensor::f32(shape.to_vec(), data.to_vec())
 }
 
 fn ti64(shape: &[usize], data: &[i64]) -> Tensor {
@@ -50,22 +42,6 @@ fn ti64(shape: &[usize], data: &[i64]) -> Tensor {
 
 fn tbool(shape: &[usize], data: &[bool]) -> Tensor {
     Tensor::bool(shape.to_vec(), data.to_vec())
-}
-
-/// Runs `g` with inputs, params and symbol values.
-fn run(
-    g: &Graph,
-    inputs: Vec<(&str, Tensor)>,
-    params: Vec<(&str, Tensor)>,
-    syms: &[(&str, u64)],
-) -> Result<BTreeMap<String, Tensor>, InterpError> {
-    let params: HashMap<String, Tensor> = params.into_iter().map(|(k, t)| (k.to_string(), t)).collect();
-    let bindings = Bindings {
-        symbols: syms.iter().map(|&(k, v)| (k.to_string(), v)).collect(),
-        inputs: inputs.into_iter().map(|(k, t)| (k.to_string(), t)).collect(),
-        params: &params,
-    };
-    evaluate(g, &bindings)
 }
 
 /// Marks `y` as the single output `y` and evaluates it with the inputs.
@@ -91,10 +67,6 @@ fn approx_eq_tol(got: &[f32], want: &[f32], tol: f32) {
 
 fn approx_eq(got: &[f32], want: &[f32]) {
     approx_eq_tol(got, want, 1e-6);
-}
-
-fn f32s(t: &Tensor) -> &[f32] {
-    t.as_f32().expect("f32 data")
 }
 
 fn err_text(r: Result<BTreeMap<String, Tensor>, InterpError>) -> (InterpError, String) {
