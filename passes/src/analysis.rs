@@ -35,7 +35,9 @@ impl Analysis<TensorNode> for TypeAnalysis {
             .unwrap_or_else(|e| panic!("saturn bug: an ill-typed e-node `{node}` was added: {e}"));
         let constant = match &node.op.op {
             Op::Input => false,
-            Op::Param { .. } | Op::Scalar { .. } | Op::Arange { .. } => true,
+            Op::Param { .. } | Op::Scalar { .. } => true,
+            // Positions that start at the cache length change with every step.
+            Op::Arange { start, len } => start.is_const() && len.is_const(),
             _ => node.children.iter().all(|&c| egraph[c].data.constant),
         };
         ClassData { ty, constant }

@@ -117,6 +117,7 @@ const TESTED: &[&str] = &[
     "slice-of-permute",
     "permute-expand",
     "linear-head-split",
+    "linear-head-merge",
     "slice-of-matmul",
     "matmul-split-contraction",
     "matmul-unexpand",
@@ -619,5 +620,16 @@ proptest! {
         let probs = c.op(Op::Softmax { axis: 2 }, &[masked]);
         let y = c.op(Op::MatMul, &[probs, latent]);
         c.check(y, "mla-decode-attention")?;
+    }
+
+    #[test]
+    fn linear_head_merge(seed in any::<u64>()) {
+        let mut c = Case::new(seed);
+        let (h, s, n, d) = (c.rng.dim(), c.rng.dim(), c.rng.dim(), c.rng.dim());
+        let (x, w) = (c.input(&[h, s, n]), c.input(&[d, h * n]));
+        let by_token = c.op(Op::Permute { perm: vec![1, 0, 2] }, &[x]);
+        let merged = c.op(Op::Reshape { shape: vec![s.into(), (h * n).into()] }, &[by_token]);
+        let y = c.op(Op::Linear, &[merged, w]);
+        c.check(y, "linear-head-merge")?;
     }
 }

@@ -25,6 +25,7 @@ pub(super) fn rules() -> Vec<Rule> {
         rule("slice-of-permute", &["slice"], slice_of_permute),
         rule("permute-expand", &["permute"], permute_expand),
         rule("linear-head-split", &["reshape"], linear_head_split),
+        rule("linear-head-merge", &["linear"], linear_head_merge),
         rule("slice-of-matmul", &["slice"], slice_of_matmul),
         rule("matmul-split-contraction", &["matmul"], matmul_split_contraction),
         rule("matmul-unexpand", &["matmul"], matmul_unexpand),
@@ -117,6 +118,40 @@ fn linear_head_split(eg: &TensorGraph, class: Id, node: &TensorNode) -> Vec<Term
             Some(t.finish())
         })
         .collect()
+}
+
+/// `linear(reshape(permute(x [H, S, N], [1, 0, 2]), [S, H*N]), w [D, H*N]) =
+/// reduce_sum(matmul(x, permute(reshape(w, [D, H, N]), [1, 2, 0])), 0)`: a product with
+/// concatenated heads is the sum of per-head products (how `W_UV` can meet `o_proj`).
+fn linear_head_merge(eg: &TensorGraph, _: Id, node: &TensorNode) -> Vec<Term> {
+    let (merged, w) = (node.children[0], node.children[1]);
+    let d = match ty(eg, w).shape.first() {
+        Some(d) => d.clone(),
+        None => return vec![],
+    };
+    let mut terms = Vec::new();
+    for reshape in nodes_named(eg, merged, "reshape") {
+        for permute in nodes_named(eg, reshape.children[0], "permute") {
+            if perm_of(permute) != [1, 0, 2] {
+                continue;
+            }
+            let x = permute.children[0];
+            let [heads, _, per_head] = ty(eg, x).shape.as_slice() else { continue };
+            if ty(eg, merged).rank() != 2 {
+                continue;
+            }
+            let mut t = TermBuilder::default();
+            let w3 = t.add(
+                Op::Reshape { shape: vec![d.clone(), heads.clone(), per_head.clone()] },
+                vec![Arg::Class(w)],
+            );
+            let w3t = t.add(Op::Permute { perm: vec![1, 2, 0] }, vec![w3]);
+            let per_head_out = t.add(Op::MatMul, vec![Arg::Class(x), w3t]);
+            t.add(Op::Reduce { op: saturn_ir::ReduceOp::Sum, axis: 0, keepdim: false }, vec![per_head_out]);
+            terms.push(t.finish());
+        }
+    }
+    terms
 }
 
 /// A slice of a product along its last axis slices the right operand's last axis; along its
