@@ -216,6 +216,21 @@ impl Graph {
         Ok(out)
     }
 
+    /// For each node (by index): whether its value depends on params and constants only, not
+    /// on inputs or symbol values (an `arange` with symbolic bounds is not constant).
+    pub fn constant_nodes(&self) -> Vec<bool> {
+        let mut constant = vec![false; self.len()];
+        for id in self.node_ids() {
+            constant[id.index()] = match &self.g[id].op {
+                Op::Param { .. } | Op::Scalar { .. } => true,
+                Op::Input => false,
+                Op::Arange { start, len } => start.is_const() && len.is_const(),
+                _ => self.inputs(id).iter().all(|i| constant[i.index()]),
+            };
+        }
+        constant
+    }
+
     /// `(id, type)` of every input, in node order.
     pub fn graph_inputs(&self) -> impl Iterator<Item = (NodeId, &Node)> + '_ {
         self.g.node_indices().filter(|&id| self.g[id].op == Op::Input).map(|id| (id, &self.g[id]))

@@ -186,17 +186,24 @@ pub struct Optimized {
     pub report: OptimizeReport,
 }
 
-/// The cost of a whole graph: every node once (a DAG).
+/// The cost of a whole graph: every node once (a DAG). Weight-only computations are free: the
+/// runtime computes them once, when it prepares the graph (`saturn_runtime::Prepared`).
 pub fn graph_cost(graph: &Graph, symbols: &SymBindings, target: &Target) -> NodeCost {
-    graph.node_ids().fold(NodeCost::default(), |acc, id| {
+    let constant = graph.constant_nodes();
+    graph.node_ids().filter(|id| !constant[id.index()]).fold(NodeCost::default(), |acc, id| {
         let inputs: Vec<&saturn_ir::TensorType> = graph.inputs(id).iter().map(|&i| graph.ty(i)).collect();
         acc + node_cost(&graph.node(id).op, &inputs, graph.ty(id), symbols, target)
     })
 }
 
-/// The seconds one e-node costs on the target (leaves and views cost nothing).
+/// The seconds one e-node costs on the target (leaves, views and weight-only computations cost
+/// nothing).
 fn seconds_fn<'a>(options: &'a OptimizeOptions) -> impl Fn(&TensorGraph, &TensorNode) -> f64 + 'a {
     move |eg: &TensorGraph, node: &TensorNode| {
+        let constant = !node.children.is_empty() && node.children.iter().all(|&c| eg[c].data.constant);
+        if constant {
+            return 0.0;
+        }
         let inputs: Vec<&saturn_ir::TensorType> = node.children.iter().map(|&c| &eg[c].data.ty).collect();
         let output =
             crate::analysis::node_type(eg, node).unwrap_or_else(|_| eg[node.children[0]].data.ty.clone());

@@ -3,6 +3,7 @@
 //! - [`Session`]: one sequence with its KV cache. `prefill` runs a prompt with an empty cache
 //!   (`P = 0`), `extend` runs more tokens after the cache (chunked prefill, or decode with one
 //!   token: `S = 1`); both return the logits of the new positions and keep the appended cache.
+//! - [`Prepared`]: graphs whose weight-only subexpressions are computed once, up front.
 //! - [`generate`]: prefill, then decode token by token, greedy or sampled ([`Sampler`]), until
 //!   the end-of-sequence token or the token limit; several prompts of different lengths each
 //!   get their own session.
@@ -15,6 +16,7 @@
 //! checkpoints or config files: weights arrive through [`ParamSource`].
 
 mod generate;
+mod hoist;
 mod sampling;
 mod session;
 
@@ -22,6 +24,7 @@ use saturn_ir::InterpError;
 use thiserror::Error;
 
 pub use generate::{GenerateOptions, generate};
+pub use hoist::{DERIVED_PREFIX, Prepared};
 pub use sampling::Sampler;
 pub use session::{Limits, PhaseGraphs, Session, check_ids};
 

@@ -7,18 +7,18 @@ use saturn_frontend::load_model;
 
 use super::RunArgs;
 use super::optimize::RunGraphs;
-use saturn_runtime::{Limits, Session};
+use saturn_runtime::Limits;
 
 use super::output::write_f32_safetensors;
 
 pub fn run(model: &Path, ids: &[u64], decode_ids: Option<&[u64]>, out: &Path, run: &RunArgs) -> Result<()> {
     let model = load_model(model)?;
     let graphs = RunGraphs::new(&model.config, run.opt_level, &run.opt_target)?;
-    let graph = &graphs.forward;
-    let weights = model.open_weights(graph)?;
+    let weights = model.open_weights(&graphs.forward)?;
     let limits =
         Limits { vocab_size: model.config.vocab_size, max_positions: model.config.max_position_embeddings };
-    let mut session = Session::new(graph, weights.as_ref(), limits)?.with_phase_graphs(graphs.phases())?;
+    let prepared = graphs.prepare(weights.as_ref())?;
+    let mut session = RunGraphs::session(&prepared, limits)?;
     // Check every id before running anything, so a bad decode id fails fast.
     let all: Vec<u64> = ids.iter().chain(decode_ids.unwrap_or_default()).copied().collect();
     saturn_runtime::check_ids(&all, limits)?;

@@ -44,13 +44,14 @@ pub fn run(
 ) -> Result<()> {
     let model = load_model(model)?;
     let graphs = RunGraphs::new(&model.config, run.opt_level, &run.opt_target)?;
-    let graph = &graphs.forward;
     let limits =
         Limits { vocab_size: model.config.vocab_size, max_positions: model.config.max_position_embeddings };
     for prompt in prompts {
         saturn_runtime::check_ids(prompt, limits)?;
     }
-    let weights = model.open_weights(graph)?;
+    let weights = model.open_weights(&graphs.forward)?;
+    let prepared = graphs.prepare(weights.as_ref())?;
+    let (forward, phases) = RunGraphs::parts(&prepared)?;
     let options = GenerateOptions {
         max_new_tokens,
         eos_token_id: if ignore_eos { None } else { model.config.eos_token_id },
@@ -62,9 +63,7 @@ pub fn run(
             .context("progress bar template")?,
     );
     let outputs =
-        generate(graph, graphs.phases(), weights.as_ref(), limits, prompts, &options, &mut |_, _| {
-            progress.inc(1)
-        })?;
+        generate(forward, phases, &prepared, limits, prompts, &options, &mut |_, _| progress.inc(1))?;
     progress.finish_and_clear();
     let mut stdout = std::io::stdout().lock();
     for ids in outputs {

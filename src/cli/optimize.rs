@@ -134,8 +134,33 @@ impl RunGraphs {
         })
     }
 
-    pub fn phases(&self) -> saturn_runtime::PhaseGraphs<'_> {
-        saturn_runtime::PhaseGraphs { prefill: Some(&self.prefill), decode: Some(&self.decode) }
+    /// The graphs with their weight-only subexpressions computed from `weights`, in the order
+    /// forward, prefill, decode (see [`RunGraphs::session`]).
+    pub fn prepare<'a>(
+        &self,
+        weights: &'a dyn saturn_runtime::ParamSource,
+    ) -> Result<saturn_runtime::Prepared<'a>> {
+        Ok(saturn_runtime::Prepared::new(&[&self.forward, &self.prefill, &self.decode], weights)?)
+    }
+
+    /// The prepared forward graph, and the prepared prefill and decode graphs as phase graphs.
+    pub fn parts<'a>(
+        prepared: &'a saturn_runtime::Prepared<'_>,
+    ) -> Result<(&'a Graph, saturn_runtime::PhaseGraphs<'a>)> {
+        let [forward, prefill, decode] = &prepared.graphs[..] else {
+            bail!("three prepared graphs expected")
+        };
+        Ok((forward, saturn_runtime::PhaseGraphs { prefill: Some(prefill), decode: Some(decode) }))
+    }
+
+    /// A session on prepared graphs: prefill and decode on their phase graphs, chunks on the
+    /// forward graph.
+    pub fn session<'a>(
+        prepared: &'a saturn_runtime::Prepared<'a>,
+        limits: saturn_runtime::Limits,
+    ) -> Result<saturn_runtime::Session<'a>> {
+        let (forward, phases) = RunGraphs::parts(prepared)?;
+        Ok(saturn_runtime::Session::new(forward, prepared, limits)?.with_phase_graphs(phases)?)
     }
 }
 

@@ -3,7 +3,7 @@
 //! attention only ever multiplies it by activations (queries moved into the latent space,
 //! attention probabilities).
 
-use saturn_ir::{Graph, NodeId, Op};
+use saturn_ir::{Graph, Op};
 use serde::Serialize;
 
 use super::cache_name;
@@ -23,7 +23,7 @@ pub enum AttentionForm {
 /// The form of `graph`, from the users of each layer's appended latent (the concat of the
 /// cache input `cache.lN.latent` with the new rows). `None` if the graph has no such cache.
 pub fn attention_form(graph: &Graph) -> Option<AttentionForm> {
-    let weight_derived = weight_derived(graph);
+    let weight_derived = graph.constant_nodes();
     let (mut naive, mut absorbed) = (0, 0);
     for layer in 0.. {
         let Some(input) = graph.find(&cache_name(layer, "latent")) else { break };
@@ -43,17 +43,4 @@ pub fn attention_form(graph: &Graph) -> Option<AttentionForm> {
         (0, _) => Some(AttentionForm::Absorbed),
         _ => Some(AttentionForm::Mixed),
     }
-}
-
-/// For each node: does it depend on params and constants only?
-fn weight_derived(graph: &Graph) -> Vec<bool> {
-    let mut derived = vec![false; graph.len()];
-    for id in graph.node_ids() {
-        derived[id.index()] = match graph.node(id).op {
-            Op::Param { .. } | Op::Scalar { .. } => true,
-            Op::Input | Op::Arange { .. } => false,
-            _ => graph.inputs(id).iter().all(|i: &NodeId| derived[i.index()]),
-        };
-    }
-    derived
 }
