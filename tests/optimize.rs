@@ -258,3 +258,42 @@ fn the_cpu_decode_graph_that_eval_runs_uses_the_fused_ops() {
         }
     }
 }
+
+/// On DeepSeek-V3 671B decode, the MoE and MLA families both fire, within the time budget.
+#[test]
+fn v3_671b_explain_shows_the_moe_and_mla_families_firing() {
+    let start = std::time::Instant::now();
+    let run = saturn(&[
+        "explain",
+        "models/deepseek-v3-671b.toml",
+        "--target",
+        "h100",
+        "--phase",
+        "decode",
+        "--json",
+    ]);
+    assert!(run.status.success(), "{}", stderr(&run));
+    let r: Value = serde_json::from_str(&stdout(&run)).unwrap();
+    let mut applied: std::collections::BTreeMap<String, u64> = Default::default();
+    for t in r["templates"].as_array().unwrap() {
+        for (rule, s) in t["saturation"]["rules"].as_object().unwrap() {
+            *applied.entry(rule.clone()).or_default() += s["applied"].as_u64().unwrap();
+        }
+    }
+    for rule in [
+        "router-topk",
+        "router-normalize",
+        "router-scale",
+        "grouped-experts",
+        "shared-expert-into-grouped",
+        "linear-head-split",
+        "matmul-split-contraction",
+        "mla-decode-attention",
+    ] {
+        assert!(applied[rule] > 0, "{rule} did not fire: {applied:?}");
+    }
+    assert_eq!(r["forms_by_phase"][0]["attention"], "absorbed");
+    assert_eq!(r["forms_by_phase"][1]["attention"], "naive");
+    // A debug build on a loaded machine: generous, still far below a hang.
+    assert!(start.elapsed().as_secs() < 60);
+}
