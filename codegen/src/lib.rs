@@ -1,5 +1,12 @@
-//! saturn's code generators (CUDA C to PTX through NVRTC, Cranelift for the CPU).
+//! saturn's code generators.
 //!
-//! Not built yet: this crate holds the place of code generation in the workspace so that the
-//! dependency structure (`codegen` depends on `ir` only) is fixed from the start. See
-//! ARCHITECTURE.md.
+//! - [`cpu`]: kernels JIT-compiled with Cranelift for the host CPU. Today: fused elementwise
+//!   expressions (`fused_elementwise`, and any unary/binary op as a one-op expression), each
+//!   compiled once into a loop over the output and checked against the interpreter.
+//!
+//! CUDA C (NVRTC to PTX) lands beside it. This crate depends on `ir` only; it never runs a
+//! model, the runtime does.
+
+pub mod cpu;
+
+pub use cpu::{CodegenError, ElementwiseKernel, compile_elementwise};

@@ -1,0 +1,248 @@
+//! Elementwise kernels: an [`ElementwiseExpr`] compiled into one loop over the output.
+//!
+//! The kernel has the C signature `fn(inputs: *const *const f32, strides: *const u64,
+//! out: *mut f32, n: u64)`: element `i` of operand `k` is `inputs[k][i * strides[k]]`, so an
+//! operand is either as long as the output (stride 1) or one value broadcast (stride 0). Math
+//! is exactly the interpreter's: `exp`, `ln` and `tanh` call the same Rust functions, and
+//! `sigmoid`, `silu`, `max` and `min` use the same formulas (`UnaryOp::apply`,
+//! `BinaryOp::apply`), so results are bit-identical.
+
+use cranelift_codegen::ir::condcodes::FloatCC;
+use cranelift_codegen::ir::{AbiParam, InstBuilder, MemFlagsData, Signature, UserFuncName, Value, types};
+use cranelift_codegen::settings::{self, Configurable};
+use cranelift_frontend::{FunctionBuilder, FunctionBuilderContext};
+use cranelift_jit::{JITBuilder, JITModule};
+use cranelift_module::{FuncId, Linkage, Module, default_libcall_names};
+use saturn_ir::{BinaryOp, ElementwiseExpr, UnaryOp};
+
+use super::CodegenError;
+
+type KernelFn = unsafe extern "C" fn(*const *const f32, *const u64, *mut f32, u64);
+
+/// A compiled elementwise kernel (it owns its JIT module, so the code lives as long as it).
+pub struct ElementwiseKernel {
+    name: String,
+    inputs: usize,
+    function: KernelFn,
+    _module: JITModule,
+}
+
+extern "C" fn saturn_expf(x: f32) -> f32 {
+    x.exp()
+}
+
+extern "C" fn saturn_logf(x: f32) -> f32 {
+    x.ln()
+}
+
+extern "C" fn saturn_tanhf(x: f32) -> f32 {
+    x.tanh()
+}
+
+/// Compiles `expr` over `inputs` operands into a kernel named `name` (for error messages).
+pub fn compile_elementwise(
+    name: &str,
+    expr: &ElementwiseExpr,
+    inputs: usize,
+) -> Result<ElementwiseKernel, CodegenError> {
+    let err = |msg: String| CodegenError::Compile { kernel: name.to_string(), msg };
+    if expr.max_input().is_some_and(|i| i >= inputs) {
+        return Err(err(format!("the expression `{expr}` uses more than {inputs} operands")));
+    }
+    let mut flags = settings::builder();
+    flags.set("opt_level", "speed").map_err(|e| err(e.to_string()))?;
+    flags.set("is_pic", "false").map_err(|e| err(e.to_string()))?;
+    flags.set("use_colocated_libcalls", "false").map_err(|e| err(e.to_string()))?;
+    let isa = cranelift_native::builder()
+        .map_err(|e| err(format!("this machine is not supported: {e}")))?
+        .finish(settings::Flags::new(flags))
+        .map_err(|e| err(e.to_string()))?;
+    let mut builder = JITBuilder::with_isa(isa, default_libcall_names());
+    builder.symbol("saturn_expf", saturn_expf as *const u8);
+    builder.symbol("saturn_logf", saturn_logf as *const u8);
+    builder.symbol("saturn_tanhf", saturn_tanhf as *const u8);
+    let mut module = JITModule::new(builder);
+
+    let ptr = module.target_config().pointer_type();
+    let mut unary = module.make_signature();
+    unary.params.push(AbiParam::new(types::F32));
+    unary.returns.push(AbiParam::new(types::F32));
+    let mut declare = |symbol: &str, sig: &Signature| {
+        module.declare_function(symbol, Linkage::Import, sig).map_err(|e| err(e.to_string()))
+    };
+    let libm = Libm {
+        exp: declare("saturn_expf", &unary)?,
+        log: declare("saturn_logf", &unary)?,
+        tanh: declare("saturn_tanhf", &unary)?,
+    };
+
+    let mut sig = module.make_signature();
+    for _ in 0..3 {
+        sig.params.push(AbiParam::new(ptr));
+    }
+    sig.params.push(AbiParam::new(types::I64));
+    let kernel = module.declare_function(name, Linkage::Local, &sig).map_err(|e| err(e.to_string()))?;
+    let mut ctx = module.make_context();
+    ctx.func.signature = sig;
+    ctx.func.name = UserFuncName::user(0, kernel.as_u32());
+    let mut fctx = FunctionBuilderContext::new();
+    {
+        let mut b = FunctionBuilder::new(&mut ctx.func, &mut fctx);
+        let funcs = Funcs {
+            exp: module.declare_func_in_func(libm.exp, b.func),
+            log: module.declare_func_in_func(libm.log, b.func),
+            tanh: module.declare_func_in_func(libm.tanh, b.func),
+        };
+        let entry = b.create_block();
+        let header = b.create_block();
+        let body = b.create_block();
+        let exit = b.create_block();
+        b.append_block_params_for_function_params(entry);
+        b.append_block_param(header, types::I64);
+        b.switch_to_block(entry);
+        let [inputs_ptr, strides_ptr, out_ptr, n] = b.block_params(entry)[..] else {
+            return Err(err("the entry block lost its parameters".into()));
+        };
+        let flags = MemFlagsData::trusted();
+        let operands: Vec<(Value, Value)> = (0..inputs)
+            .map(|k| {
+                let base = b.ins().load(ptr, flags, inputs_ptr, (k * 8) as i32);
+                let stride = b.ins().load(types::I64, flags, strides_ptr, (k * 8) as i32);
+                (base, stride)
+            })
+            .collect();
+        let zero = b.ins().iconst(types::I64, 0);
+        b.ins().jump(header, &[zero.into()]);
+
+        b.switch_to_block(header);
+        let i = b.block_params(header)[0];
+        let more = b.ins().icmp(cranelift_codegen::ir::condcodes::IntCC::UnsignedLessThan, i, n);
+        b.ins().brif(more, body, &[], exit, &[]);
+
+        b.switch_to_block(body);
+        let values: Vec<Value> = operands
+            .iter()
+            .map(|&(base, stride)| {
+                let index = b.ins().imul(i, stride);
+                let offset = b.ins().ishl_imm_u(index, 2);
+                let address = b.ins().iadd(base, offset);
+                b.ins().load(types::F32, flags, address, 0)
+            })
+            .collect();
+        let result = emit(&mut b, &funcs, expr, &values);
+        let offset = b.ins().ishl_imm_u(i, 2);
+        let address = b.ins().iadd(out_ptr, offset);
+        b.ins().store(flags, result, address, 0);
+        let next = b.ins().iadd_imm_u(i, 1);
+        b.ins().jump(header, &[next.into()]);
+
+        b.switch_to_block(exit);
+        b.ins().return_(&[]);
+        b.seal_all_blocks();
+        let frontend_config = module.target_config();
+        b.finalize(frontend_config);
+    }
+    module.define_function(kernel, &mut ctx).map_err(|e| err(format!("{e:?}")))?;
+    module.clear_context(&mut ctx);
+    module.finalize_definitions().map_err(|e| err(e.to_string()))?;
+    let code = module.get_finalized_function(kernel);
+    // SAFETY: `code` was compiled just above from a function with exactly `KernelFn`'s
+    // signature (three pointers and a u64, no result) and lives as long as `module`.
+    let function = unsafe { std::mem::transmute::<*const u8, KernelFn>(code) };
+    Ok(ElementwiseKernel { name: name.to_string(), inputs, function, _module: module })
+}
+
+struct Libm {
+    exp: FuncId,
+    log: FuncId,
+    tanh: FuncId,
+}
+
+struct Funcs {
+    exp: cranelift_codegen::ir::FuncRef,
+    log: cranelift_codegen::ir::FuncRef,
+    tanh: cranelift_codegen::ir::FuncRef,
+}
+
+fn call(b: &mut FunctionBuilder, f: cranelift_codegen::ir::FuncRef, x: Value) -> Value {
+    let inst = b.ins().call(f, &[x]);
+    b.inst_results(inst)[0]
+}
+
+/// Emits `expr` over the operand values.
+fn emit(b: &mut FunctionBuilder, funcs: &Funcs, expr: &ElementwiseExpr, operands: &[Value]) -> Value {
+    match expr {
+        ElementwiseExpr::Input(k) => operands[*k],
+        ElementwiseExpr::Const(c) => b.ins().f32const(*c as f32),
+        ElementwiseExpr::Unary(op, a) => {
+            let x = emit(b, funcs, a, operands);
+            let one = b.ins().f32const(1.0);
+            match op {
+                UnaryOp::Neg => b.ins().fneg(x),
+                UnaryOp::Exp => call(b, funcs.exp, x),
+                UnaryOp::Log => call(b, funcs.log, x),
+                UnaryOp::Tanh => call(b, funcs.tanh, x),
+                UnaryOp::Sqrt => b.ins().sqrt(x),
+                UnaryOp::Rsqrt => {
+                    let s = b.ins().sqrt(x);
+                    b.ins().fdiv(one, s)
+                }
+                UnaryOp::Recip => b.ins().fdiv(one, x),
+                UnaryOp::Sigmoid | UnaryOp::Silu => {
+                    // 1 / (1 + exp(-x)) and x / (1 + exp(-x)), as `UnaryOp::apply`.
+                    let minus = b.ins().fneg(x);
+                    let e = call(b, funcs.exp, minus);
+                    let denominator = b.ins().fadd(one, e);
+                    let numerator = if *op == UnaryOp::Silu { x } else { one };
+                    b.ins().fdiv(numerator, denominator)
+                }
+            }
+        }
+        ElementwiseExpr::Binary(op, l, r) => {
+            let x = emit(b, funcs, l, operands);
+            let y = emit(b, funcs, r, operands);
+            match op {
+                BinaryOp::Add => b.ins().fadd(x, y),
+                BinaryOp::Sub => b.ins().fsub(x, y),
+                BinaryOp::Mul => b.ins().fmul(x, y),
+                BinaryOp::Div => b.ins().fdiv(x, y),
+                BinaryOp::Max | BinaryOp::Min => {
+                    // `x` if it is NaN or wins the comparison, else `y` (torch.maximum/minimum).
+                    let nan = b.ins().fcmp(FloatCC::Unordered, x, x);
+                    let cc = if *op == BinaryOp::Max { FloatCC::GreaterThan } else { FloatCC::LessThan };
+                    let wins = b.ins().fcmp(cc, x, y);
+                    let take_x = b.ins().bor(nan, wins);
+                    b.ins().select(take_x, x, y)
+                }
+            }
+        }
+    }
+}
+
+impl ElementwiseKernel {
+    /// Runs the kernel: `out[i] = expr(inputs[0][i], ...)`, each input as long as `out` or of
+    /// length 1 (broadcast).
+    pub fn run(&self, inputs: &[&[f32]], out: &mut [f32]) -> Result<(), CodegenError> {
+        let bad = |msg: String| CodegenError::Call { kernel: self.name.clone(), msg };
+        if inputs.len() != self.inputs {
+            return Err(bad(format!("expects {} operands, got {}", self.inputs, inputs.len())));
+        }
+        let strides: Vec<u64> = inputs
+            .iter()
+            .enumerate()
+            .map(|(k, x)| match x.len() {
+                n if n == out.len() => Ok(1),
+                1 => Ok(0),
+                n => Err(bad(format!("operand {k} has {n} elements; expected {} or 1", out.len()))),
+            })
+            .collect::<Result<_, _>>()?;
+        if out.is_empty() {
+            return Ok(());
+        }
+        let pointers: Vec<*const f32> = inputs.iter().map(|x| x.as_ptr()).collect();
+        // SAFETY: the kernel reads `inputs[k][i * strides[k]]` for `i < out.len()`, in bounds
+        // by the checks above, and writes `out[i]` for `i < out.len()`.
+        unsafe { (self.function)(pointers.as_ptr(), strides.as_ptr(), out.as_mut_ptr(), out.len() as u64) };
+        Ok(())
+    }
+}
