@@ -81,6 +81,55 @@ proptest! {
     }
 }
 
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
+
+    /// Broadcasting over any rank, against a reference that indexes each operand directly.
+    #[test]
+    fn broadcast_kernels_compute_what_the_interpreter_computes(seed in any::<u64>()) {
+        let mut rng = Rng(seed | 1);
+        let inputs = 1 + rng.below(3);
+        let e = expr(&mut rng, inputs, 3);
+        let rank = rng.below(4);
+        let out_shape: Vec<usize> = (0..rank).map(|_| 1 + rng.below(4)).collect();
+        let shapes: Vec<Vec<usize>> = (0..inputs)
+            .map(|_| {
+                let keep = rng.below(rank + 1);
+                out_shape[rank - keep..].iter().map(|&d| if rng.below(3) == 0 { 1 } else { d }).collect()
+            })
+            .collect();
+        let data: Vec<Vec<f32>> = shapes.iter().map(|s| (0..s.iter().product::<usize>()).map(|_| rng.value()).collect()).collect();
+        let kernel = compile_elementwise("test", &e, inputs).unwrap();
+        let total: usize = out_shape.iter().product();
+        let mut out = vec![0f32; total];
+        let operands: Vec<(&[f32], &[usize])> = data.iter().zip(&shapes).map(|(d, s)| (d.as_slice(), s.as_slice())).collect();
+        kernel.run_broadcast(&operands, &out_shape, &mut out).unwrap();
+        for (flat, got) in out.iter().enumerate() {
+            // The output's multi-index, then each operand's element under broadcasting.
+            let mut idx = vec![0usize; rank];
+            let mut rest = flat;
+            for axis in (0..rank).rev() {
+                idx[axis] = rest % out_shape[axis];
+                rest /= out_shape[axis];
+            }
+            let point: Vec<f32> = data
+                .iter()
+                .zip(&shapes)
+                .map(|(d, s)| {
+                    let off = rank - s.len();
+                    let mut at = 0;
+                    for (axis, &dim) in s.iter().enumerate() {
+                        at = at * dim + if dim == 1 { 0 } else { idx[axis + off] };
+                    }
+                    d[at]
+                })
+                .collect();
+            let want = e.eval(&point);
+            prop_assert!(same(*got, want), "{} at {:?}: kernel {} vs interpreter {}", e, point, got, want);
+        }
+    }
+}
+
 #[test]
 fn bad_calls_are_errors_naming_the_kernel() {
     let e: ElementwiseExpr = "mul(silu($0), $1)".parse().unwrap();

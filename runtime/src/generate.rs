@@ -1,9 +1,9 @@
 //! The generation loop: prefill, then decode token by token.
 
-use saturn_ir::{Graph, ParamSource};
+use saturn_ir::ParamSource;
 
 use crate::sampling::{Rng, pick};
-use crate::{Limits, PhaseGraphs, RuntimeError, Sampler, Session};
+use crate::{Executor, Limits, RuntimeError, Sampler};
 
 /// How [`generate`] runs.
 #[derive(Clone, Debug, PartialEq)]
@@ -16,14 +16,13 @@ pub struct GenerateOptions {
 }
 
 /// Generates up to `max_new_tokens` after each prompt; returns the new ids of each prompt.
-/// Prefills and decode steps run on `phases` where given, else on `graph`.
+/// Each prompt runs in its own session of `executor`.
 ///
 /// Prompts run one after another, each in its own [`Session`]; with a sampler, prompt `i` draws
 /// from the stream seeded with `seed + i`, so results do not depend on the other prompts.
 /// `on_token(prompt, id)` is called for every generated token (for progress reports).
 pub fn generate(
-    graph: &Graph,
-    phases: PhaseGraphs,
+    executor: Executor,
     params: &dyn ParamSource,
     limits: Limits,
     prompts: &[Vec<u64>],
@@ -47,14 +46,14 @@ pub fn generate(
             Sampler::Random { seed, .. } => Rng::new(seed.wrapping_add(index as u64)),
             Sampler::Greedy => Rng::new(0),
         };
-        let mut session = Session::new(graph, params, limits)?.with_phase_graphs(phases)?;
+        let mut session = executor.session(params, limits)?;
         let mut generated = Vec::with_capacity(options.max_new_tokens);
         if options.max_new_tokens > 0 {
             let mut logits = session.prefill(prompt)?;
             loop {
                 let vocab = *logits.shape.last().unwrap_or(&0);
                 let data = logits.as_f32().ok_or_else(|| RuntimeError::BadGraph {
-                    graph: graph.name.clone(),
+                    graph: executor.graph.name.clone(),
                     msg: "logits are not f32".into(),
                 })?;
                 let last_row = &data[data.len() - vocab..];

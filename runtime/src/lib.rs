@@ -26,7 +26,7 @@ use thiserror::Error;
 pub use generate::{GenerateOptions, generate};
 pub use hoist::{DERIVED_PREFIX, Prepared};
 pub use sampling::Sampler;
-pub use session::{Limits, PhaseGraphs, Session, check_ids};
+pub use session::{Executor, Limits, PhaseGraphs, Session, check_ids};
 
 /// The graph input that holds the new tokens' ids.
 pub const INPUT_IDS: &str = "input_ids";

@@ -2,7 +2,9 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use saturn_ir::{Bindings, DType, Graph, ParamSource, SymBindings, Tensor, eval_shape, evaluate};
+use saturn_ir::{
+    Bindings, DType, Graph, Kernels, ParamSource, SymBindings, Tensor, eval_shape, evaluate_with,
+};
 
 use crate::{CACHE_PREFIX, CACHED, INPUT_IDS, LOGITS, RuntimeError, TOKENS};
 
@@ -22,10 +24,36 @@ pub struct PhaseGraphs<'a> {
     pub decode: Option<&'a Graph>,
 }
 
+/// What runs a sequence: the forward graph, graphs for the phases, and compiled kernels.
+#[derive(Clone, Copy)]
+pub struct Executor<'a> {
+    pub graph: &'a Graph,
+    pub phases: PhaseGraphs<'a>,
+    pub kernels: Option<&'a dyn Kernels>,
+}
+
+impl<'a> Executor<'a> {
+    /// The forward graph alone, in the interpreter.
+    pub fn interpreted(graph: &'a Graph) -> Executor<'a> {
+        Executor { graph, phases: PhaseGraphs::default(), kernels: None }
+    }
+
+    /// A new session (an empty cache).
+    pub fn session(&self, params: &'a dyn ParamSource, limits: Limits) -> Result<Session<'a>, RuntimeError> {
+        let session = Session::new(self.graph, params, limits)?.with_phase_graphs(self.phases)?;
+        Ok(match self.kernels {
+            Some(k) => session.with_kernels(k),
+            None => session,
+        })
+    }
+}
+
 /// A sequence being run through a forward graph, with its cache.
 pub struct Session<'a> {
     graph: &'a Graph,
     phases: PhaseGraphs<'a>,
+    /// Compiled kernels that take the nodes they can; the interpreter runs the rest.
+    kernels: Option<&'a dyn Kernels>,
     params: &'a dyn ParamSource,
     limits: Limits,
     /// The cache inputs' names and types, in graph order.
@@ -62,12 +90,19 @@ impl<'a> Session<'a> {
         Ok(Session {
             graph,
             phases: PhaseGraphs::default(),
+            kernels: None,
             params,
             limits,
             cache_inputs,
             cache: None,
             position: 0,
         })
+    }
+
+    /// Runs the nodes `kernels` takes with them (a compiled backend), the rest in the interpreter.
+    pub fn with_kernels(mut self, kernels: &'a dyn Kernels) -> Session<'a> {
+        self.kernels = Some(kernels);
+        self
     }
 
     /// Runs prefills and decode steps on graphs specialised to them (checked like the forward
@@ -137,7 +172,7 @@ impl<'a> Session<'a> {
             (_, 1) => self.phases.decode.unwrap_or(self.graph),
             _ => self.graph,
         };
-        let mut outputs = evaluate(graph, &bindings)?;
+        let mut outputs = evaluate_with(graph, &bindings, self.kernels)?;
         let mut take = |name: &str| {
             outputs.remove(name).ok_or_else(|| RuntimeError::BadGraph {
                 graph: graph.name.clone(),

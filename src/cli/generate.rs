@@ -51,7 +51,8 @@ pub fn run(
     }
     let weights = model.open_weights(&graphs.forward)?;
     let prepared = graphs.prepare(weights.as_ref())?;
-    let (forward, phases) = RunGraphs::parts(&prepared)?;
+    let kernels = run.kernels();
+    let executor = RunGraphs::executor(&prepared, kernels.as_ref().map(|k| k as _))?;
     let options = GenerateOptions {
         max_new_tokens,
         eos_token_id: if ignore_eos { None } else { model.config.eos_token_id },
@@ -62,8 +63,7 @@ pub fn run(
         ProgressStyle::with_template("{spinner} generating {pos}/{len} tokens [{elapsed}] {per_sec}")
             .context("progress bar template")?,
     );
-    let outputs =
-        generate(forward, phases, &prepared, limits, prompts, &options, &mut |_, _| progress.inc(1))?;
+    let outputs = generate(executor, &prepared, limits, prompts, &options, &mut |_, _| progress.inc(1))?;
     progress.finish_and_clear();
     let mut stdout = std::io::stdout().lock();
     for ids in outputs {

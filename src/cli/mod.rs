@@ -124,15 +124,32 @@ enum Command {
     },
 }
 
-/// Which graph `eval` and `generate` run.
+/// Which graph `eval` and `generate` run, and on what.
 #[derive(Debug, clap::Args)]
 struct RunArgs {
+    /// cpu: elementwise work in Cranelift-compiled kernels, the other ops in the interpreter's
+    /// kernels (more compiled kernels land with the CPU backend); interp: the interpreter only.
+    #[arg(long, value_enum, default_value_t = Backend::Cpu)]
+    backend: Backend,
     /// 1: run the optimised graph; 0: run the graph as lowered.
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u8).range(0..=1))]
     opt_level: u8,
     /// The cost-model target the graph is optimised for.
     #[arg(long = "opt-target", default_value = "cpu")]
     opt_target: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Backend {
+    Cpu,
+    Interp,
+}
+
+impl RunArgs {
+    /// The compiled kernels of the chosen backend, if any.
+    fn kernels(&self) -> Option<saturn_codegen::CpuKernels> {
+        (self.backend == Backend::Cpu).then(saturn_codegen::CpuKernels::new)
+    }
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]

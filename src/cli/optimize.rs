@@ -143,24 +143,17 @@ impl RunGraphs {
         Ok(saturn_runtime::Prepared::new(&[&self.forward, &self.prefill, &self.decode], weights)?)
     }
 
-    /// The prepared forward graph, and the prepared prefill and decode graphs as phase graphs.
-    pub fn parts<'a>(
+    /// An executor on prepared graphs: prefill and decode on their phase graphs, chunks on the
+    /// forward graph, with `kernels` where given.
+    pub fn executor<'a>(
         prepared: &'a saturn_runtime::Prepared<'_>,
-    ) -> Result<(&'a Graph, saturn_runtime::PhaseGraphs<'a>)> {
+        kernels: Option<&'a dyn saturn_ir::Kernels>,
+    ) -> Result<saturn_runtime::Executor<'a>> {
         let [forward, prefill, decode] = &prepared.graphs[..] else {
             bail!("three prepared graphs expected")
         };
-        Ok((forward, saturn_runtime::PhaseGraphs { prefill: Some(prefill), decode: Some(decode) }))
-    }
-
-    /// A session on prepared graphs: prefill and decode on their phase graphs, chunks on the
-    /// forward graph.
-    pub fn session<'a>(
-        prepared: &'a saturn_runtime::Prepared<'a>,
-        limits: saturn_runtime::Limits,
-    ) -> Result<saturn_runtime::Session<'a>> {
-        let (forward, phases) = RunGraphs::parts(prepared)?;
-        Ok(saturn_runtime::Session::new(forward, prepared, limits)?.with_phase_graphs(phases)?)
+        let phases = saturn_runtime::PhaseGraphs { prefill: Some(prefill), decode: Some(decode) };
+        Ok(saturn_runtime::Executor { graph: forward, phases, kernels })
     }
 }
 

@@ -220,6 +220,79 @@ fn emit(b: &mut FunctionBuilder, funcs: &Funcs, expr: &ElementwiseExpr, operands
 }
 
 impl ElementwiseKernel {
+    /// Runs the kernel over `out_shape` with numpy broadcasting: each operand is `(data,
+    /// shape)`, its shape right-aligned with the output's and of size 1 where it broadcasts.
+    /// The last axis runs in the compiled loop; the others are walked here.
+    pub fn run_broadcast(
+        &self,
+        inputs: &[(&[f32], &[usize])],
+        out_shape: &[usize],
+        out: &mut [f32],
+    ) -> Result<(), CodegenError> {
+        let bad = |msg: String| CodegenError::Call { kernel: self.name.clone(), msg };
+        if inputs.len() != self.inputs {
+            return Err(bad(format!("expects {} operands, got {}", self.inputs, inputs.len())));
+        }
+        let rank = out_shape.len();
+        let total: usize = out_shape.iter().product();
+        if out.len() != total {
+            return Err(bad(format!(
+                "the output holds {} elements, its shape {out_shape:?} needs {total}",
+                out.len()
+            )));
+        }
+        // Per operand: element strides aligned to the output's axes (0 where it broadcasts).
+        let mut strides: Vec<Vec<usize>> = Vec::with_capacity(inputs.len());
+        for (k, (data, shape)) in inputs.iter().enumerate() {
+            let fits = shape.len() <= rank
+                && shape.iter().rev().zip(out_shape.iter().rev()).all(|(&d, &o)| d == o || d == 1)
+                && data.len() == shape.iter().product::<usize>();
+            if !fits {
+                return Err(bad(format!(
+                    "operand {k} of shape {shape:?} does not broadcast to {out_shape:?}"
+                )));
+            }
+            let mut st = vec![0usize; rank];
+            let mut step = 1;
+            for (axis, &d) in shape.iter().enumerate().rev() {
+                let out_axis = axis + rank - shape.len();
+                st[out_axis] = if d == 1 { 0 } else { step };
+                step *= d;
+            }
+            strides.push(st);
+        }
+        if total == 0 {
+            return Ok(());
+        }
+        let inner = if rank == 0 { 1 } else { out_shape[rank - 1] };
+        let rows = total / inner;
+        let inner_stride: Vec<u64> =
+            strides.iter().map(|st| if rank == 0 { 0 } else { st[rank - 1].min(1) as u64 }).collect();
+        let mut index = vec![0usize; rank.saturating_sub(1)];
+        let mut pointers: Vec<*const f32> = vec![std::ptr::null(); inputs.len()];
+        for row in 0..rows {
+            for (k, (data, _)) in inputs.iter().enumerate() {
+                let base: usize = index.iter().zip(&strides[k]).map(|(i, s)| i * s).sum();
+                // SAFETY: `base` plus the row's reads stay inside the operand (checked shapes).
+                pointers[k] = unsafe { data.as_ptr().add(base) };
+            }
+            let dst = &mut out[row * inner..(row + 1) * inner];
+            // SAFETY: operand `k` is read at `pointers[k] + i * inner_stride[k]` for `i < inner`,
+            // in bounds by construction, and `dst` has `inner` elements.
+            unsafe {
+                (self.function)(pointers.as_ptr(), inner_stride.as_ptr(), dst.as_mut_ptr(), inner as u64)
+            };
+            for axis in (0..index.len()).rev() {
+                index[axis] += 1;
+                if index[axis] < out_shape[axis] {
+                    break;
+                }
+                index[axis] = 0;
+            }
+        }
+        Ok(())
+    }
+
     /// Runs the kernel: `out[i] = expr(inputs[0][i], ...)`, each input as long as `out` or of
     /// length 1 (broadcast).
     pub fn run(&self, inputs: &[&[f32]], out: &mut [f32]) -> Result<(), CodegenError> {

@@ -1,8 +1,10 @@
 //! CPU kernels compiled with Cranelift (JIT).
 
 mod elementwise;
+mod kernels;
 
 pub use elementwise::{ElementwiseKernel, compile_elementwise};
+pub use kernels::CpuKernels;
 
 use thiserror::Error;
 
