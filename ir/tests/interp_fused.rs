@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{f32s, input, op, run, t32};
+use common::{close_tol, f32s, input, op, run, t32};
 
 use proptest::prelude::*;
 use saturn_ir::{
@@ -30,26 +30,6 @@ fn fused(text: &str) -> Op {
 fn eval_y(g: &mut Graph, y: NodeId, inputs: Vec<(&str, Tensor)>, params: Vec<(&str, Tensor)>) -> Tensor {
     g.set_output("y", y).unwrap();
     run(g, inputs, params, &[]).unwrap_or_else(|e| panic!("{e}")).remove("y").unwrap()
-}
-
-/// Equal within `tol * max(1, |want|)`; infinities must be equal and NaN must meet NaN.
-fn close_tol(got: &[f32], want: &[f32], tol: f32) -> Result<(), String> {
-    if got.len() != want.len() {
-        return Err(format!("lengths differ: got {got:?}, want {want:?}"));
-    }
-    for (i, (&a, &b)) in got.iter().zip(want).enumerate() {
-        let ok = if b.is_nan() {
-            a.is_nan()
-        } else if b.is_infinite() {
-            a == b
-        } else {
-            (a - b).abs() <= tol * b.abs().max(1.0)
-        };
-        if !ok {
-            return Err(format!("element {i}: got {a}, want {b}\n got {got:?}\nwant {want:?}"));
-        }
-    }
-    Ok(())
 }
 
 fn approx_eq(got: &[f32], want: &[f32]) {

@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{f32s, input, op, run, t32};
+use common::{close_tol, f32s, input, op, run, t32};
 
 use std::collections::BTreeMap;
 
@@ -52,16 +52,8 @@ fn eval_y(g: &mut Graph, y: NodeId, inputs: Vec<(&str, Tensor)>) -> Tensor {
 
 /// Equal within `tol * max(1, |expected|)`; infinities and NaNs must match exactly.
 fn approx_eq_tol(got: &[f32], want: &[f32], tol: f32) {
-    assert_eq!(got.len(), want.len(), "lengths differ: got {got:?}, want {want:?}");
-    for (i, (&a, &b)) in got.iter().zip(want).enumerate() {
-        let ok = if b.is_nan() {
-            a.is_nan()
-        } else if b.is_infinite() {
-            a == b
-        } else {
-            (a - b).abs() <= tol * b.abs().max(1.0)
-        };
-        assert!(ok, "element {i}: got {a}, want {b}\n got {got:?}\nwant {want:?}");
+    if let Err(msg) = close_tol(got, want, tol) {
+        panic!("{msg}");
     }
 }
 

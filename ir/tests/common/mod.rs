@@ -37,3 +37,23 @@ pub fn run(
     };
     evaluate(g, &bindings)
 }
+
+/// Equal within `tol * max(1, |want|)`; infinities must be equal and NaN must meet NaN.
+pub fn close_tol(got: &[f32], want: &[f32], tol: f32) -> Result<(), String> {
+    if got.len() != want.len() {
+        return Err(format!("lengths differ: got {got:?}, want {want:?}"));
+    }
+    for (i, (&a, &b)) in got.iter().zip(want).enumerate() {
+        let ok = if b.is_nan() {
+            a.is_nan()
+        } else if b.is_infinite() {
+            a == b
+        } else {
+            (a - b).abs() <= tol * b.abs().max(1.0)
+        };
+        if !ok {
+            return Err(format!("element {i}: got {a}, want {b}\n got {got:?}\nwant {want:?}"));
+        }
+    }
+    Ok(())
+}
