@@ -63,8 +63,16 @@ pub fn run(
         ProgressStyle::with_template("{spinner} generating {pos}/{len} tokens [{elapsed}] {per_sec}")
             .context("progress bar template")?,
     );
+    let start = std::time::Instant::now();
     let outputs = generate(executor, &prepared, limits, prompts, &options, &mut |_, _| progress.inc(1))?;
+    let seconds = start.elapsed().as_secs_f64();
     progress.finish_and_clear();
+    // The rate goes to stderr, so stdout stays the ids alone.
+    let tokens: usize = outputs.iter().map(Vec::len).sum();
+    eprintln!(
+        "generated {tokens} tokens in {seconds:.3} s ({:.1} tokens/s, prefill included)",
+        tokens as f64 / seconds.max(1e-9)
+    );
     let mut stdout = std::io::stdout().lock();
     for ids in outputs {
         let line: Vec<String> = ids.iter().map(u64::to_string).collect();
