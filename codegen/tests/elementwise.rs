@@ -71,8 +71,9 @@ proptest! {
             .collect();
         let kernel = compile_elementwise("test", &e, inputs).unwrap();
         let mut out = vec![0f32; n];
-        let slices: Vec<&[f32]> = data.iter().map(Vec::as_slice).collect();
-        kernel.run(&slices, &mut out).unwrap();
+        let shapes: Vec<[usize; 1]> = data.iter().map(|d| [d.len()]).collect();
+        let operands: Vec<(&[f32], &[usize])> = data.iter().zip(&shapes).map(|(d, s)| (d.as_slice(), &s[..])).collect();
+        kernel.run(&operands, &[n], &mut out).unwrap();
         for (i, got) in out.iter().enumerate() {
             let point: Vec<f32> = data.iter().map(|d| if d.len() == 1 { d[0] } else { d[i] }).collect();
             let want = e.eval(&point);
@@ -103,7 +104,7 @@ proptest! {
         let total: usize = out_shape.iter().product();
         let mut out = vec![0f32; total];
         let operands: Vec<(&[f32], &[usize])> = data.iter().zip(&shapes).map(|(d, s)| (d.as_slice(), s.as_slice())).collect();
-        kernel.run_broadcast(&operands, &out_shape, &mut out).unwrap();
+        kernel.run(&operands, &out_shape, &mut out).unwrap();
         for (flat, got) in out.iter().enumerate() {
             // The output's multi-index, then each operand's element under broadcasting.
             let mut idx = vec![0usize; rank];
@@ -135,10 +136,14 @@ fn bad_calls_are_errors_naming_the_kernel() {
     let e: ElementwiseExpr = "mul(silu($0), $1)".parse().unwrap();
     let k = compile_elementwise("mlp.act", &e, 2).unwrap();
     let mut out = vec![0f32; 3];
-    let err = k.run(&[&[1.0, 2.0, 3.0]], &mut out).unwrap_err().to_string();
+    let err = k.run(&[(&[1.0, 2.0, 3.0], &[3])], &[3], &mut out).unwrap_err().to_string();
     assert!(err.contains("mlp.act") && err.contains("expects 2 operands"), "{err}");
-    let err = k.run(&[&[1.0, 2.0, 3.0], &[1.0, 2.0]], &mut out).unwrap_err().to_string();
-    assert!(err.contains("operand 1 has 2 elements"), "{err}");
+    let err =
+        k.run(&[(&[1.0, 2.0, 3.0], &[3]), (&[1.0, 2.0], &[2])], &[3], &mut out).unwrap_err().to_string();
+    assert!(err.contains("operand 1 of shape [2] does not broadcast to [3]"), "{err}");
+    let err =
+        k.run(&[(&[1.0, 2.0, 3.0], &[3]), (&[1.0, 2.0], &[3])], &[3], &mut out).unwrap_err().to_string();
+    assert!(err.contains("operand 1 of shape [3] does not broadcast"), "{err}");
     let err = compile_elementwise("bad", &e, 1).err().unwrap().to_string();
     assert!(err.contains("bad") && err.contains("more than 1 operands"), "{err}");
 }
@@ -149,7 +154,7 @@ fn a_swiglu_kernel_by_hand() {
     let k = compile_elementwise("swiglu", &e, 2).unwrap();
     let (gate, up) = ([0.0f32, 1.0, -2.0, 3.0], [2.0f32]);
     let mut out = [0f32; 4];
-    k.run(&[&gate, &up], &mut out).unwrap();
+    k.run(&[(&gate, &[4]), (&up, &[1])], &[4], &mut out).unwrap();
     for (g, o) in gate.iter().zip(out) {
         assert_eq!(o, g / (1.0 + (-g).exp()) * 2.0);
     }

@@ -1,8 +1,9 @@
 //! Elementwise kernels: an [`ElementwiseExpr`] compiled into one loop over the output.
 //!
 //! The kernel has the C signature `fn(inputs: *const *const f32, strides: *const u64,
-//! out: *mut f32, n: u64)`: element `i` of operand `k` is `inputs[k][i * strides[k]]`, so an
-//! operand is either as long as the output (stride 1) or one value broadcast (stride 0). Math
+//! out: *mut f32, n: u64)`: element `i` of operand `k` is `inputs[k][i * strides[k]]`, so along
+//! the output's last axis an operand runs (stride 1) or is one value broadcast (stride 0);
+//! [`ElementwiseKernel::run`] walks the other axes. Math
 //! is exactly the interpreter's: `exp`, `ln` and `tanh` call the same Rust functions, and
 //! `sigmoid`, `silu`, `max` and `min` use the same formulas (`UnaryOp::apply`,
 //! `BinaryOp::apply`), so results are bit-identical.
@@ -223,7 +224,7 @@ impl ElementwiseKernel {
     /// Runs the kernel over `out_shape` with numpy broadcasting: each operand is `(data,
     /// shape)`, its shape right-aligned with the output's and of size 1 where it broadcasts.
     /// The last axis runs in the compiled loop; the others are walked here.
-    pub fn run_broadcast(
+    pub fn run(
         &self,
         inputs: &[(&[f32], &[usize])],
         out_shape: &[usize],
@@ -290,32 +291,6 @@ impl ElementwiseKernel {
                 index[axis] = 0;
             }
         }
-        Ok(())
-    }
-
-    /// Runs the kernel: `out[i] = expr(inputs[0][i], ...)`, each input as long as `out` or of
-    /// length 1 (broadcast).
-    pub fn run(&self, inputs: &[&[f32]], out: &mut [f32]) -> Result<(), CodegenError> {
-        let bad = |msg: String| CodegenError::Call { kernel: self.name.clone(), msg };
-        if inputs.len() != self.inputs {
-            return Err(bad(format!("expects {} operands, got {}", self.inputs, inputs.len())));
-        }
-        let strides: Vec<u64> = inputs
-            .iter()
-            .enumerate()
-            .map(|(k, x)| match x.len() {
-                n if n == out.len() => Ok(1),
-                1 => Ok(0),
-                n => Err(bad(format!("operand {k} has {n} elements; expected {} or 1", out.len()))),
-            })
-            .collect::<Result<_, _>>()?;
-        if out.is_empty() {
-            return Ok(());
-        }
-        let pointers: Vec<*const f32> = inputs.iter().map(|x| x.as_ptr()).collect();
-        // SAFETY: the kernel reads `inputs[k][i * strides[k]]` for `i < out.len()`, in bounds
-        // by the checks above, and writes `out[i]` for `i < out.len()`.
-        unsafe { (self.function)(pointers.as_ptr(), strides.as_ptr(), out.as_mut_ptr(), out.len() as u64) };
         Ok(())
     }
 }

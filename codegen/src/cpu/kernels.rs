@@ -59,7 +59,7 @@ impl Kernels for CpuKernels {
             let operands: Vec<(&[f32], &[usize])> =
                 data.iter().zip(args).map(|(d, t)| (*d, t.shape.as_slice())).collect();
             let mut out = vec![0f32; shape.iter().product()];
-            kernel.run_broadcast(&operands, shape, &mut out).map_err(|e| e.to_string())?;
+            kernel.run(&operands, shape, &mut out).map_err(|e| e.to_string())?;
             Ok(Tensor::f32(shape.to_vec(), out))
         })())
     }
