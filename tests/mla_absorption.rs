@@ -72,17 +72,11 @@ std = 0.3
 /// Whether `o_proj`'s weight (through views) feeds a weight-only product: `W_UV` folded into it.
 fn o_proj_folded(graph: &saturn_ir::Graph) -> bool {
     let constant = graph.constant_nodes();
-    let is_view = |op: &saturn_ir::Op| {
-        matches!(
-            op,
-            saturn_ir::Op::Reshape { .. } | saturn_ir::Op::Permute { .. } | saturn_ir::Op::Slice { .. }
-        )
-    };
     graph.params().filter(|(_, key, _)| key.ends_with("o_proj.weight")).any(|(id, ..)| {
         let mut stack = vec![id];
         while let Some(n) = stack.pop() {
             for user in graph.users(n) {
-                if is_view(&graph.node(user).op) {
+                if graph.node(user).op.is_view() {
                     stack.push(user);
                 } else if constant[user.index()] {
                     return true;

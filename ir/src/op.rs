@@ -348,6 +348,23 @@ impl Op {
         matches!(self, Op::Input | Op::Param { .. } | Op::Scalar { .. })
     }
 
+    /// Views move no data: a compiled kernel reads through them with other indices.
+    pub fn is_view(&self) -> bool {
+        matches!(self, Op::Reshape { .. } | Op::Permute { .. } | Op::Slice { .. } | Op::Expand { .. })
+    }
+
+    /// An elementwise op as an expression over its operands `$0, $1, ...`: unary and binary ops
+    /// as one-op expressions, a fused op as its own; `None` for any other op.
+    pub fn elementwise_expr(&self) -> Option<ElementwiseExpr> {
+        use ElementwiseExpr::{Binary, Input, Unary};
+        Some(match self {
+            Op::Unary(u) => Unary(*u, Box::new(Input(0))),
+            Op::Binary(b) => Binary(*b, Box::new(Input(0)), Box::new(Input(1))),
+            Op::FusedElementwise { expr } => expr.clone(),
+            _ => return None,
+        })
+    }
+
     /// The number of operands, or `None` for variadic ops (at least one operand).
     pub fn arity(&self) -> Option<usize> {
         Some(match self {

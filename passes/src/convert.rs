@@ -47,8 +47,21 @@ pub fn load(graph: &Graph) -> Loaded {
     Loaded { egraph, outputs, names, graph_name: graph.name.clone() }
 }
 
+impl Loaded {
+    /// Re-keys names and outputs by canonical class ids, after saturation merged classes.
+    pub fn canonicalize(&mut self) {
+        self.names = canonical_names(&self.egraph, std::mem::take(&mut self.names));
+        self.outputs = self.outputs.iter().map(|(n, c)| (n.clone(), self.egraph.find(*c))).collect();
+    }
+
+    /// The classes of the outputs.
+    pub fn roots(&self) -> Vec<Id> {
+        self.outputs.iter().map(|(_, c)| self.egraph.find(*c)).collect()
+    }
+}
+
 /// Re-keys a name map by canonical class ids (after unions), keeping name order.
-pub fn canonical_names(egraph: &TensorGraph, names: HashMap<Id, Vec<String>>) -> HashMap<Id, Vec<String>> {
+fn canonical_names(egraph: &TensorGraph, names: HashMap<Id, Vec<String>>) -> HashMap<Id, Vec<String>> {
     let mut sorted: Vec<(Id, Vec<String>)> = names.into_iter().collect();
     sorted.sort();
     let mut out: HashMap<Id, Vec<String>> = HashMap::new();

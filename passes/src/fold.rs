@@ -4,7 +4,7 @@
 
 use std::collections::HashMap;
 
-use saturn_ir::{DType, ElementwiseExpr, Graph, IrError, NodeId, Op};
+use saturn_ir::{DType, Graph, IrError, NodeId, Op};
 
 /// `graph` with scalar-only elementwise subexpressions replaced by their value.
 pub fn fold_constants(graph: &Graph) -> Result<Graph, IrError> {
@@ -22,7 +22,7 @@ pub fn fold_constants(graph: &Graph) -> Result<Graph, IrError> {
             .collect();
         let folded = match (&node.op, scalars) {
             (op, Some(values)) if !values.is_empty() && node.ty.dtype == DType::F32 => {
-                expression(op).map(|e| e.eval(&values))
+                op.elementwise_expr().map(|e| e.eval(&values))
             }
             _ => None,
         };
@@ -41,16 +41,6 @@ pub fn fold_constants(graph: &Graph) -> Result<Graph, IrError> {
         out.set_output(name.clone(), map[id])?;
     }
     Ok(out)
-}
-
-fn expression(op: &Op) -> Option<ElementwiseExpr> {
-    use ElementwiseExpr::{Binary, Input, Unary};
-    Some(match op {
-        Op::Unary(u) => Unary(*u, Box::new(Input(0))),
-        Op::Binary(b) => Binary(*b, Box::new(Input(0)), Box::new(Input(1))),
-        Op::FusedElementwise { expr } => expr.clone(),
-        _ => return None,
-    })
 }
 
 #[cfg(test)]

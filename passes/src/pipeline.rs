@@ -88,6 +88,15 @@ pub struct OptimizeReport {
 }
 
 impl OptimizeReport {
+    /// Seconds spent searching, per rule family, summed over templates.
+    pub fn family_seconds(&self) -> BTreeMap<String, f64> {
+        let mut out = BTreeMap::new();
+        for s in self.rule_totals().values() {
+            *out.entry(s.family.clone()).or_insert(0.0) += s.search_seconds;
+        }
+        out
+    }
+
     /// Per rule: matches, applied, rejected, summed over templates (each counted once).
     pub fn rule_totals(&self) -> BTreeMap<String, crate::RuleStats> {
         let mut out: BTreeMap<String, crate::RuleStats> = BTreeMap::new();
@@ -102,15 +111,6 @@ impl OptimizeReport {
                 e.times_banned += s.times_banned;
                 e.search_seconds += s.search_seconds;
             }
-        }
-        out
-    }
-
-    /// How many templates stopped for each reason.
-    pub fn stop_reasons(&self) -> BTreeMap<String, usize> {
-        let mut out = BTreeMap::new();
-        for t in &self.templates {
-            *out.entry(t.saturation.stop_reason.name().to_string()).or_insert(0) += 1;
         }
         out
     }
@@ -230,9 +230,8 @@ fn optimize_segment(
 ) -> Result<SegmentResult, PassError> {
     let mut loaded = load(original);
     let saturation = saturate(&mut loaded.egraph, rules, &options.limits);
-    loaded.names = crate::convert::canonical_names(&loaded.egraph, std::mem::take(&mut loaded.names));
-    loaded.outputs = loaded.outputs.iter().map(|(n, c)| (n.clone(), loaded.egraph.find(*c))).collect();
-    let roots: Vec<egg::Id> = loaded.outputs.iter().map(|(_, c)| *c).collect();
+    loaded.canonicalize();
+    let roots = loaded.roots();
     let cost = seconds_fn(options);
     let cost: &NodeCostFn = &cost;
     let exact = match options.extraction {
@@ -262,9 +261,8 @@ pub fn apply_rule_for_test(graph: &Graph, rule_name: &str) -> Result<(Graph, usi
     let limits = Limits { iterations: 1, ..Limits::default() };
     let report = saturate(&mut loaded.egraph, &rules, &limits);
     let applied = report.rules.values().map(|s| s.applied).sum();
-    loaded.names = crate::convert::canonical_names(&loaded.egraph, std::mem::take(&mut loaded.names));
-    loaded.outputs = loaded.outputs.iter().map(|(n, c)| (n.clone(), loaded.egraph.find(*c))).collect();
-    let roots: Vec<egg::Id> = loaded.outputs.iter().map(|(_, c)| *c).collect();
+    loaded.canonicalize();
+    let roots = loaded.roots();
     // Original nodes cost 1, added ones nothing: the cheapest DAG uses what the rule added.
     let canonical: std::collections::HashSet<TensorNode> = original
         .iter()

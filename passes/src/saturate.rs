@@ -86,17 +86,6 @@ pub struct SaturationReport {
     pub rules: BTreeMap<String, RuleStats>,
 }
 
-impl SaturationReport {
-    /// Seconds spent searching, per family.
-    pub fn family_seconds(&self) -> BTreeMap<String, f64> {
-        let mut out = BTreeMap::new();
-        for s in self.rules.values() {
-            *out.entry(s.family.clone()).or_insert(0.0) += s.search_seconds;
-        }
-        out
-    }
-}
-
 /// Runs `rules` on `egraph` until saturation or a limit.
 pub fn saturate(egraph: &mut TensorGraph, rules: &[Rule], limits: &Limits) -> SaturationReport {
     let start = Instant::now();

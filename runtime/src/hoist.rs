@@ -60,16 +60,12 @@ fn derived_key(graph: &str, node: &str) -> String {
     format!("{DERIVED_PREFIX}{graph}:{node}")
 }
 
-fn is_view(op: &Op) -> bool {
-    matches!(op, Op::Reshape { .. } | Op::Permute { .. } | Op::Slice { .. } | Op::Expand { .. })
-}
-
 /// Splits `graph` into the graph to run, where each hoisted node is a param, and the graph that
 /// computes the hoisted nodes (its outputs, named after them).
 fn split(graph: &Graph) -> Result<(Graph, Graph), RuntimeError> {
     let constant = graph.constant_nodes();
     let computed =
-        |id: NodeId| constant[id.index()] && !graph.node(id).op.is_leaf() && !is_view(&graph.node(id).op);
+        |id: NodeId| constant[id.index()] && !graph.node(id).op.is_leaf() && !graph.node(id).op.is_view();
     // A constant computation is hoisted where something outside the constant computations reads
     // it: a non-constant node, a view, or the graph's outputs.
     let mut hoisted = vec![false; graph.len()];

@@ -33,11 +33,6 @@ pub struct Executor<'a> {
 }
 
 impl<'a> Executor<'a> {
-    /// The forward graph alone, in the interpreter.
-    pub fn interpreted(graph: &'a Graph) -> Executor<'a> {
-        Executor { graph, phases: PhaseGraphs::default(), kernels: None }
-    }
-
     /// A new session (an empty cache).
     pub fn session(&self, params: &'a dyn ParamSource, limits: Limits) -> Result<Session<'a>, RuntimeError> {
         let session = Session::new(self.graph, params, limits)?.with_phase_graphs(self.phases)?;
@@ -46,6 +41,31 @@ impl<'a> Executor<'a> {
             None => session,
         })
     }
+}
+
+/// A cache input: its name, dtype and shape.
+type CacheInput = (String, DType, Vec<saturn_ir::Dim>);
+
+/// Checks `graph` against the contract in the crate docs; returns its cache inputs.
+fn cache_inputs(graph: &Graph) -> Result<Vec<CacheInput>, RuntimeError> {
+    let bad = |msg: String| RuntimeError::BadGraph { graph: graph.name.clone(), msg };
+    if graph.find(INPUT_IDS).is_none() {
+        return Err(bad(format!("no input `{INPUT_IDS}`")));
+    }
+    let outputs: Vec<&str> = graph.outputs().iter().map(|(n, _)| n.as_str()).collect();
+    if !outputs.contains(&LOGITS) {
+        return Err(bad(format!("no output `{LOGITS}`")));
+    }
+    let mut cache_inputs = Vec::new();
+    for (_, node) in graph.graph_inputs() {
+        if node.name.starts_with(CACHE_PREFIX) {
+            if !outputs.contains(&node.name.as_str()) {
+                return Err(bad(format!("cache input `{}` has no matching output", node.name)));
+            }
+            cache_inputs.push((node.name.clone(), node.ty.dtype, node.ty.shape.clone()));
+        }
+    }
+    Ok(cache_inputs)
 }
 
 /// A sequence being run through a forward graph, with its cache.
@@ -57,7 +77,7 @@ pub struct Session<'a> {
     params: &'a dyn ParamSource,
     limits: Limits,
     /// The cache inputs' names and types, in graph order.
-    cache_inputs: Vec<(String, DType, Vec<saturn_ir::Dim>)>,
+    cache_inputs: Vec<CacheInput>,
     /// The cache after the last run; `None` before the first prefill.
     cache: Option<BTreeMap<String, Tensor>>,
     position: u64,
@@ -70,23 +90,7 @@ impl<'a> Session<'a> {
         params: &'a dyn ParamSource,
         limits: Limits,
     ) -> Result<Session<'a>, RuntimeError> {
-        let bad = |msg: String| RuntimeError::BadGraph { graph: graph.name.clone(), msg };
-        if graph.find(INPUT_IDS).is_none() {
-            return Err(bad(format!("no input `{INPUT_IDS}`")));
-        }
-        let outputs: Vec<&str> = graph.outputs().iter().map(|(n, _)| n.as_str()).collect();
-        if !outputs.contains(&LOGITS) {
-            return Err(bad(format!("no output `{LOGITS}`")));
-        }
-        let mut cache_inputs = Vec::new();
-        for (_, node) in graph.graph_inputs() {
-            if node.name.starts_with(CACHE_PREFIX) {
-                if !outputs.contains(&node.name.as_str()) {
-                    return Err(bad(format!("cache input `{}` has no matching output", node.name)));
-                }
-                cache_inputs.push((node.name.clone(), node.ty.dtype, node.ty.shape.clone()));
-            }
-        }
+        let cache_inputs = cache_inputs(graph)?;
         Ok(Session {
             graph,
             phases: PhaseGraphs::default(),
@@ -109,11 +113,8 @@ impl<'a> Session<'a> {
     /// graph); chunks of several tokens after a cache still run the forward graph.
     pub fn with_phase_graphs(mut self, phases: PhaseGraphs<'a>) -> Result<Session<'a>, RuntimeError> {
         for g in [phases.prefill, phases.decode].into_iter().flatten() {
-            let checked = Session::new(g, self.params, self.limits)?;
-            let names = |c: &[(String, DType, Vec<saturn_ir::Dim>)]| {
-                c.iter().map(|(n, ..)| n.clone()).collect::<Vec<_>>()
-            };
-            if names(&checked.cache_inputs) != names(&self.cache_inputs) {
+            let names = |c: &[CacheInput]| c.iter().map(|(n, ..)| n.clone()).collect::<Vec<_>>();
+            if names(&cache_inputs(g)?) != names(&self.cache_inputs) {
                 return Err(RuntimeError::BadGraph {
                     graph: g.name.clone(),
                     msg: format!("its cache inputs differ from those of `{}`", self.graph.name),

@@ -8,7 +8,9 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use clap::{Args, ValueEnum};
-use saturn_frontend::{AttentionForm, CACHED, Phase, TOKENS, attention_form, load_model, phase_graph};
+use saturn_frontend::{
+    AttentionForm, CACHED, DeepseekConfig, Phase, TOKENS, attention_form, load_model, phase_graph,
+};
 use saturn_ir::{Graph, SymBindings, text};
 use saturn_passes::{Extraction, Limits, OptimizeOptions, OptimizeReport, Targets, graph_cost, optimize};
 
@@ -24,10 +26,10 @@ pub struct OptArgs {
     #[arg(long)]
     pub targets: Option<PathBuf>,
     /// Cached positions P to cost decode for.
-    #[arg(long, default_value_t = 4096)]
+    #[arg(long, default_value_t = DEFAULT_CONTEXT)]
     pub context: u64,
     /// New tokens S to cost prefill for.
-    #[arg(long, default_value_t = 2048)]
+    #[arg(long, default_value_t = DEFAULT_TOKENS)]
     pub tokens: u64,
     /// Extra symbol values for costing, e.g. `--bind P=32768` (overrides --context/--tokens).
     #[arg(long, value_name = "SYM=VALUE")]
@@ -46,6 +48,22 @@ pub struct OptArgs {
     pub node_limit: usize,
 }
 
+/// The cached positions a decode is costed for, unless told otherwise.
+const DEFAULT_CONTEXT: u64 = 4096;
+/// The new tokens a prefill is costed for, unless told otherwise.
+const DEFAULT_TOKENS: u64 = 2048;
+
+/// Values for the symbols `phase`'s graph leaves free: `S` for prefill, `P` for decode, both
+/// for the chunked graph (costed as decode: most steps are).
+fn phase_symbols(phase: Phase, tokens: u64, context: u64) -> SymBindings {
+    let bind = |pairs: &[(&str, u64)]| pairs.iter().map(|(k, v)| (k.to_string(), *v)).collect();
+    match phase {
+        Phase::Prefill => bind(&[(TOKENS, tokens)]),
+        Phase::Decode => bind(&[(CACHED, context)]),
+        Phase::Chunked => bind(&[(TOKENS, 1), (CACHED, context)]),
+    }
+}
+
 #[derive(Debug, Clone, Copy, ValueEnum)]
 pub enum ExtractArg {
     Greedy,
@@ -60,19 +78,7 @@ impl OptArgs {
             None => Targets::builtin(),
         };
         let target = targets.get(&self.target)?.clone();
-        let mut symbols = SymBindings::new();
-        match phase {
-            Phase::Prefill => {
-                symbols.insert(TOKENS.into(), self.tokens);
-            }
-            Phase::Decode => {
-                symbols.insert(CACHED.into(), self.context);
-            }
-            Phase::Chunked => {
-                symbols.insert(TOKENS.into(), 1);
-                symbols.insert(CACHED.into(), self.context);
-            }
-        }
+        let mut symbols = phase_symbols(phase, self.tokens, self.context);
         for b in &self.bind {
             let parsed = b.split_once('=').and_then(|(k, v)| Some((k.trim(), v.trim().parse::<u64>().ok()?)));
             match parsed {
@@ -110,14 +116,14 @@ pub struct RunGraphs {
 }
 
 impl RunGraphs {
-    pub fn new(config: &saturn_frontend::DeepseekConfig, opt_level: u8, target: &str) -> Result<RunGraphs> {
-        let phase = |phase: Phase, symbols: &[(&str, u64)]| -> Result<Graph> {
+    pub fn new(config: &DeepseekConfig, opt_level: u8, target: &str) -> Result<RunGraphs> {
+        let phase = |phase: Phase| -> Result<Graph> {
             let lowered = phase_graph(config, phase)?;
             if opt_level == 0 {
                 return Ok(lowered);
             }
             let mut options = OptimizeOptions::for_target(target)?;
-            options.symbols = symbols.iter().map(|(k, v)| (k.to_string(), *v)).collect();
+            options.symbols = phase_symbols(phase, DEFAULT_TOKENS, DEFAULT_CONTEXT);
             let optimized = optimize(&lowered, &options)?;
             tracing::info!(
                 graph = %lowered.name,
@@ -128,14 +134,14 @@ impl RunGraphs {
             Ok(optimized.graph)
         };
         Ok(RunGraphs {
-            forward: phase(Phase::Chunked, &[(TOKENS, 1), (CACHED, 4096)])?,
-            prefill: phase(Phase::Prefill, &[(TOKENS, 512)])?,
-            decode: phase(Phase::Decode, &[(CACHED, 4096)])?,
+            forward: phase(Phase::Chunked)?,
+            prefill: phase(Phase::Prefill)?,
+            decode: phase(Phase::Decode)?,
         })
     }
 
     /// The graphs with their weight-only subexpressions computed from `weights`, in the order
-    /// forward, prefill, decode (see [`RunGraphs::session`]).
+    /// forward, prefill, decode (see [`RunGraphs::executor`]).
     pub fn prepare<'a>(
         &self,
         weights: &'a dyn saturn_runtime::ParamSource,
@@ -164,7 +170,8 @@ pub fn compile(model: &Path, phase: Phase, opt: &OptArgs, emit: &[String], dir: 
             bail!("--emit {e}: not available yet (supported: ir)");
         }
     }
-    let (lowered, report, optimized) = run(model, phase, opt)?;
+    let model = load_model(model)?;
+    let (lowered, report, optimized) = run(&model.config, phase, opt)?;
     std::fs::create_dir_all(dir).with_context(|| format!("{}: cannot create the folder", dir.display()))?;
     write_atomically(&dir.join("lowered.ir"), text::print(&lowered).as_bytes())?;
     write_atomically(&dir.join("optimized.ir"), text::print(&optimized).as_bytes())?;
@@ -184,8 +191,9 @@ pub fn compile(model: &Path, phase: Phase, opt: &OptArgs, emit: &[String], dir: 
 
 /// `saturn explain`: what the optimiser did, as a table (or the report as JSON).
 pub fn explain(model: &Path, phase: Phase, opt: &OptArgs, json: bool) -> Result<()> {
-    let (_, report, _) = run(model, phase, opt)?;
-    let forms = forms_by_phase(model, opt)?;
+    let model = load_model(model)?;
+    let (_, report, _) = run(&model.config, phase, opt)?;
+    let forms = forms_by_phase(&model.config, opt)?;
     let text = if json {
         let mut value = serde_json::to_value(&report)?;
         value["forms_by_phase"] = serde_json::to_value(&forms)?;
@@ -208,9 +216,8 @@ pub struct FormCosts {
 
 /// The decode and prefill choices for the chunked graph (`S` new tokens after `P` cached),
 /// each costed under both phases' symbol values: the cost of both forms in both phases.
-pub fn forms_by_phase(model: &Path, opt: &OptArgs) -> Result<Vec<FormCosts>> {
-    let model = load_model(model)?;
-    let chunked = phase_graph(&model.config, Phase::Chunked)?;
+pub fn forms_by_phase(config: &DeepseekConfig, opt: &OptArgs) -> Result<Vec<FormCosts>> {
+    let chunked = phase_graph(config, Phase::Chunked)?;
     let base = opt.options(Phase::Chunked)?;
     let phases = [
         ("decode", SymBindings::from([(TOKENS.to_string(), 1), (CACHED.to_string(), opt.context)])),
@@ -241,10 +248,9 @@ fn forms_text(forms: &[FormCosts]) -> String {
     s
 }
 
-/// Lowers and optimises; the optimised graph runs in `eval` and `generate` too.
-pub fn run(model: &Path, phase: Phase, opt: &OptArgs) -> Result<(Graph, OptimizeReport, Graph)> {
-    let model = load_model(model)?;
-    let lowered = phase_graph(&model.config, phase)?;
+/// Lowers `phase` and optimises it as `opt` says.
+pub fn run(config: &DeepseekConfig, phase: Phase, opt: &OptArgs) -> Result<(Graph, OptimizeReport, Graph)> {
+    let lowered = phase_graph(config, phase)?;
     let optimized = optimize(&lowered, &opt.options(phase)?)?;
     Ok((lowered, optimized.report, optimized.graph))
 }
@@ -296,11 +302,7 @@ fn explain_text(r: &OptimizeReport) -> String {
         )
         .unwrap();
     }
-    let mut families: std::collections::BTreeMap<String, f64> = std::collections::BTreeMap::new();
-    for st in r.rule_totals().values() {
-        *families.entry(st.family.clone()).or_insert(0.0) += st.search_seconds;
-    }
-    let parts: Vec<String> = families.iter().map(|(f, t)| format!("{f} {t:.4} s")).collect();
+    let parts: Vec<String> = r.family_seconds().iter().map(|(f, t)| format!("{f} {t:.4} s")).collect();
     writeln!(s, "\nsearch time per family: {}", parts.join(", ")).unwrap();
     s
 }

@@ -270,17 +270,11 @@ fn compiled(
     args: &[&Tensor],
     shape: &[usize],
 ) -> Option<Result<Tensor, InterpError>> {
-    use crate::ElementwiseExpr::{Binary, Input, Unary};
     let kernels = kernels?;
     if node.ty.dtype != crate::DType::F32 {
         return None;
     }
-    let expr = match &node.op {
-        Op::Unary(u) => Unary(*u, Box::new(Input(0))),
-        Op::Binary(b) => Binary(*b, Box::new(Input(0)), Box::new(Input(1))),
-        Op::FusedElementwise { expr } => expr.clone(),
-        _ => return None,
-    };
+    let expr = node.op.elementwise_expr()?;
     let result = kernels.elementwise(node, &expr, args, shape)?;
     Some(result.map_err(|msg| InterpError::Value { node: node.name.clone(), msg }))
 }

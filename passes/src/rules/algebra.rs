@@ -5,7 +5,7 @@
 use egg::Id;
 use saturn_ir::Op;
 
-use super::{Arg, Family, Rule, Term, TermBuilder, nodes_named, ty};
+use super::{Arg, Family, Rule, Term, TermBuilder, nodes_named, perm_of, ty};
 use crate::analysis::TensorGraph;
 use crate::lang::TensorNode;
 
@@ -22,13 +22,6 @@ pub(super) fn rules() -> Vec<Rule> {
         rule("linear-as-matmul", &["linear"], linear_as_matmul),
         rule("matmul-as-linear", &["matmul"], matmul_as_linear),
     ]
-}
-
-fn perm_of(node: &TensorNode) -> &[usize] {
-    match &node.op.op {
-        Op::Permute { perm } => perm,
-        _ => &[],
-    }
 }
 
 /// The permutation swapping the last two of `rank` axes.

@@ -35,20 +35,9 @@ pub(super) fn rules() -> Vec<Rule> {
     vec![Rule { name: "fuse-elementwise", family: Family::Elementwise, roots: ELEMENTWISE, find: fuse }]
 }
 
-/// The expression of an elementwise node over its operands `$0, $1, ...`.
-pub(crate) fn expr_of(node: &TensorNode) -> Option<ElementwiseExpr> {
-    use ElementwiseExpr::{Binary, Input, Unary};
-    Some(match &node.op.op {
-        Op::Unary(u) => Unary(*u, Box::new(Input(0))),
-        Op::Binary(b) => Binary(*b, Box::new(Input(0)), Box::new(Input(1))),
-        Op::FusedElementwise { expr } => expr.clone(),
-        _ => return None,
-    })
-}
-
 /// Inlines, into `node`, the first elementwise producer (or f32 scalar) among its operands.
 fn fuse(eg: &TensorGraph, class: Id, node: &TensorNode) -> Vec<Term> {
-    let Some(expr) = expr_of(node) else { return vec![] };
+    let Some(expr) = node.op.op.elementwise_expr() else { return vec![] };
     if ty(eg, class).dtype != DType::F32 {
         return vec![];
     }
@@ -60,7 +49,7 @@ fn fuse(eg: &TensorGraph, class: Id, node: &TensorNode) -> Vec<Term> {
         for inner in &eg[child].nodes {
             let inlined = match &inner.op.op {
                 Op::Scalar { value } if ty(eg, child).dtype == DType::F32 => ElementwiseExpr::Const(*value),
-                _ => match expr_of(inner) {
+                _ => match inner.op.op.elementwise_expr() {
                     Some(e) if !inner.children.iter().any(|&c| eg.find(c) == eg.find(class)) => e,
                     _ => continue,
                 },

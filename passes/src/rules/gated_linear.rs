@@ -6,7 +6,6 @@ use saturn_ir::{ElementwiseExpr, Op, UnaryOp};
 use super::{Arg, Family, Rule, Term, TermBuilder, nodes_named};
 use crate::analysis::TensorGraph;
 use crate::lang::TensorNode;
-use crate::rules::elementwise::expr_of;
 
 pub(super) fn rules() -> Vec<Rule> {
     vec![
@@ -34,7 +33,7 @@ fn from_mul(eg: &TensorGraph, _: Id, node: &TensorNode) -> Vec<Term> {
 /// The same product after elementwise fusion: `mul(silu($0), $1)` or `mul($1, silu($0))`.
 fn from_fused(eg: &TensorGraph, _: Id, node: &TensorNode) -> Vec<Term> {
     use ElementwiseExpr::{Binary, Input, Unary};
-    let Some(Binary(saturn_ir::BinaryOp::Mul, a, b)) = expr_of(node) else { return vec![] };
+    let Some(Binary(saturn_ir::BinaryOp::Mul, a, b)) = node.op.op.elementwise_expr() else { return vec![] };
     let (gate, up) = match (*a, *b) {
         (Unary(UnaryOp::Silu, g), u) | (u, Unary(UnaryOp::Silu, g)) => (*g, u),
         _ => return vec![],

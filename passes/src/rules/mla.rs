@@ -14,7 +14,7 @@
 use egg::Id;
 use saturn_ir::{BinaryOp, Dim, Op};
 
-use super::{Arg, Family, Rule, Term, TermBuilder, nodes_named, ty};
+use super::{Arg, Family, Rule, Term, TermBuilder, nodes_named, perm_of, scalar_value, ty};
 use crate::analysis::TensorGraph;
 use crate::lang::TensorNode;
 
@@ -33,13 +33,6 @@ pub(super) fn rules() -> Vec<Rule> {
     ]
 }
 
-fn perm_of(node: &TensorNode) -> Vec<usize> {
-    match &node.op.op {
-        Op::Permute { perm } => perm.clone(),
-        _ => vec![],
-    }
-}
-
 /// `permute(concat(x_0, x_1, ..; axis), p) = concat(permute(x_i, p); i with p[i] == axis)`.
 fn permute_concat(eg: &TensorGraph, _: Id, node: &TensorNode) -> Vec<Term> {
     let p = perm_of(node);
@@ -51,7 +44,7 @@ fn permute_concat(eg: &TensorGraph, _: Id, node: &TensorNode) -> Vec<Term> {
             let parts: Vec<Arg> = c
                 .children
                 .iter()
-                .map(|&x| t.add(Op::Permute { perm: p.clone() }, vec![Arg::Class(x)]))
+                .map(|&x| t.add(Op::Permute { perm: p.to_vec() }, vec![Arg::Class(x)]))
                 .collect();
             t.add(Op::Concat { axis: new_axis }, parts);
             Some(t.finish())
@@ -71,7 +64,7 @@ fn slice_of_permute(eg: &TensorGraph, _: Id, node: &TensorNode) -> Vec<Term> {
                 Op::Slice { axis: inner_axis, start: start.clone(), end: end.clone() },
                 vec![Arg::Class(permute.children[0])],
             );
-            t.add(Op::Permute { perm: p }, vec![sliced]);
+            t.add(Op::Permute { perm: p.to_vec() }, vec![sliced]);
             Some(t.finish())
         })
         .collect()
@@ -88,7 +81,7 @@ fn permute_expand(eg: &TensorGraph, _: Id, node: &TensorNode) -> Vec<Term> {
             }
             let permuted: Vec<Dim> = p.iter().map(|&a| shape.get(a).cloned()).collect::<Option<_>>()?;
             let mut t = TermBuilder::default();
-            let inner = t.add(Op::Permute { perm: p.clone() }, vec![Arg::Class(expand.children[0])]);
+            let inner = t.add(Op::Permute { perm: p.to_vec() }, vec![Arg::Class(expand.children[0])]);
             t.add(Op::Expand { shape: permuted }, vec![inner]);
             Some(t.finish())
         })
@@ -235,14 +228,6 @@ fn matmul_unexpand(eg: &TensorGraph, _: Id, node: &TensorNode) -> Vec<Term> {
 /// The most new tokens (`S`, a constant) the fused decode attention is formed for.
 const MAX_DECODE_QUERIES: u64 = 16;
 
-/// The scalar value of a class, if it holds one.
-fn scalar_of(eg: &TensorGraph, class: Id) -> Option<f64> {
-    eg[class].nodes.iter().find_map(|n| match n.op.op {
-        Op::Scalar { value } => Some(value),
-        _ => None,
-    })
-}
-
 /// `matmul(softmax(causal_mask((linear(q_latent, latent) + matmul(q_rope, k_pe^T)) * scale)),
 /// latent) = mla_decode_attention(q_latent, q_rope, latent, k_pe)`: absorbed attention over the
 /// latent cache for a few new tokens (`S` a constant, decode or speculative decode).
@@ -258,7 +243,7 @@ fn mla_decode_attention(eg: &TensorGraph, class: Id, node: &TensorNode) -> Vec<T
         for mask in nodes_named(eg, softmax.children[0], "causal_mask") {
             for scaled in nodes_named(eg, mask.children[0], "mul") {
                 for (sum_side, scale_side) in [(0, 1), (1, 0)] {
-                    let Some(scale) = scalar_of(eg, scaled.children[scale_side]) else { continue };
+                    let Some(scale) = scalar_value(eg, scaled.children[scale_side]) else { continue };
                     for sum in nodes_named(eg, scaled.children[sum_side], "add") {
                         for (l, r) in [(0, 1), (1, 0)] {
                             let found = (|| {
@@ -287,7 +272,7 @@ fn mla_decode_attention(eg: &TensorGraph, class: Id, node: &TensorNode) -> Vec<T
 /// `[1, R, T]` operand).
 fn rope_key(eg: &TensorGraph, class: Id) -> Option<Id> {
     nodes_named(eg, class, "permute").find_map(|p| {
-        if !matches!(&p.op.op, Op::Permute { perm } if perm == &[1, 2, 0]) {
+        if perm_of(p) != [1, 2, 0] {
             return None;
         }
         let column = nodes_named(eg, p.children[0], "reshape").next()?;

@@ -125,3 +125,24 @@ pub(crate) fn nodes_named<'a>(
 pub(crate) fn ty(eg: &TensorGraph, class: Id) -> &TensorType {
     &eg[class].data.ty
 }
+
+/// The permutation of a `permute` node (empty for any other op).
+pub(crate) fn perm_of(node: &TensorNode) -> &[usize] {
+    match &node.op.op {
+        Op::Permute { perm } => perm,
+        _ => &[],
+    }
+}
+
+/// The value of a scalar in `class`, if it holds one.
+pub(crate) fn scalar_value(eg: &TensorGraph, class: Id) -> Option<f64> {
+    eg[class].nodes.iter().find_map(|n| match n.op.op {
+        Op::Scalar { value } => Some(value),
+        _ => None,
+    })
+}
+
+/// Whether two class ids name the same class.
+pub(crate) fn same(eg: &TensorGraph, a: Id, b: Id) -> bool {
+    eg.find(a) == eg.find(b)
+}

@@ -7,10 +7,9 @@
 use egg::Id;
 use saturn_ir::{BinaryOp, ElementwiseExpr, GroupScore, Op, ReduceOp, Router, RouterScoring, UnaryOp};
 
-use super::{Arg, Family, Rule, Term, TermBuilder, nodes_named, ty};
+use super::{Arg, Family, Rule, Term, TermBuilder, nodes_named, perm_of, same, scalar_value, ty};
 use crate::analysis::TensorGraph;
 use crate::lang::TensorNode;
-use crate::rules::elementwise::expr_of;
 
 pub(super) fn rules() -> Vec<Rule> {
     let rule = |name, roots, find| Rule { name, family: Family::Moe, roots, find };
@@ -21,18 +20,6 @@ pub(super) fn rules() -> Vec<Rule> {
         rule("grouped-experts", &["reduce_sum"], grouped_experts),
         rule("shared-expert-into-grouped", &["add"], shared_expert),
     ]
-}
-
-/// The value of a scalar class, if it holds one.
-fn scalar_value(eg: &TensorGraph, class: Id) -> Option<f64> {
-    eg[class].nodes.iter().find_map(|n| match n.op.op {
-        Op::Scalar { value } if n.children.is_empty() => Some(value),
-        _ => None,
-    })
-}
-
-fn same(eg: &TensorGraph, a: Id, b: Id) -> bool {
-    eg.find(a) == eg.find(b)
 }
 
 /// `scores = softmax(logits, 1)` or `sigmoid(logits)` for logits `[T, E]`.
@@ -194,8 +181,7 @@ fn router_scale(eg: &TensorGraph, _: Id, node: &TensorNode) -> Vec<Term> {
 
 /// The stacked weight `w` of `permute(w, [0, 2, 1])` in `class`.
 fn transposed_stack(eg: &TensorGraph, class: Id) -> Option<Id> {
-    nodes_named(eg, class, "permute")
-        .find_map(|p| matches!(&p.op.op, Op::Permute { perm } if perm == &[0, 2, 1]).then_some(p.children[0]))
+    nodes_named(eg, class, "permute").find_map(|p| (perm_of(p) == [0, 2, 1]).then_some(p.children[0]))
 }
 
 /// `matmul(x, permute(w, [0, 2, 1]))` in `class`: every expert on every token.
@@ -212,7 +198,7 @@ fn silu_times(eg: &TensorGraph, class: Id) -> Option<(Id, Id)> {
         }),
         Op::FusedElementwise { .. } => {
             use ElementwiseExpr::{Binary, Input, Unary};
-            let Some(Binary(BinaryOp::Mul, a, b)) = expr_of(n) else { return None };
+            let Some(Binary(BinaryOp::Mul, a, b)) = n.op.op.elementwise_expr() else { return None };
             match (*a, *b) {
                 (Unary(UnaryOp::Silu, g), Input(u)) | (Input(u), Unary(UnaryOp::Silu, g)) => match *g {
                     Input(g) if n.children.len() == 2 && g != u => Some((n.children[g], n.children[u])),
@@ -236,9 +222,8 @@ fn grouped_experts(eg: &TensorGraph, _: Id, node: &TensorNode) -> Vec<Term> {
         for (out, column) in [(0, 1), (1, 0)] {
             let found = (|| {
                 let routing_t = nodes_named(eg, weighted.children[column], "reshape").next()?.children[0];
-                let routing = nodes_named(eg, routing_t, "permute")
-                    .find(|p| matches!(&p.op.op, Op::Permute { perm } if perm == &[1, 0]))?
-                    .children[0];
+                let routing =
+                    nodes_named(eg, routing_t, "permute").find(|p| perm_of(p) == [1, 0])?.children[0];
                 let k = eg[routing].nodes.iter().find_map(|n| match n.op.op {
                     Op::RouterTopK(r) => Some(r.k),
                     _ => None,
