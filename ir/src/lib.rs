@@ -38,7 +38,9 @@ pub use elementwise_expr::ElementwiseExpr;
 pub use error::IrError;
 pub use graph::{Graph, Node, NodeId, TensorType, is_valid_name};
 pub use infer::{broadcast, infer_type};
-pub use interp::{Bindings, InterpError, Kernels, ParamSource, Tensor, TensorData, evaluate, evaluate_with};
+pub use interp::{
+    Bindings, InterpError, Kernels, ParamSource, Tensor, TensorData, evaluate, evaluate_with, rope_inv_freq,
+};
 pub use op::{
     Attr, BinaryOp, GroupScore, Op, ReduceOp, Rope, RopeLayout, Router, RouterScoring, UnaryOp, Yarn,
 };

@@ -21,7 +21,7 @@ mod linalg;
 mod mask;
 mod moe;
 mod reduce;
-mod rope;
+pub(crate) mod rope;
 mod shape_ops;
 mod tensor;
 
@@ -29,6 +29,7 @@ use std::collections::{BTreeMap, HashMap};
 
 use crate::{Dim, Graph, IrError, Node, Op, SymBindings};
 
+pub use rope::inv_freq as rope_inv_freq;
 pub use tensor::{Tensor, TensorData};
 
 /// Where params come from (a checkpoint, a map in tests). `shape` is the expected concrete

@@ -15,7 +15,7 @@ use super::{OpError, OpResult, elems};
 use crate::{Rope, RopeLayout, Yarn};
 
 /// The `d/2` inverse frequencies of rotary dim `d`.
-pub(crate) fn inv_freq(rope: &Rope, d: usize) -> Vec<f32> {
+pub fn inv_freq(rope: &Rope, d: usize) -> Vec<f32> {
     let half = d / 2;
     let base = rope.theta as f32;
     let pos_freqs: Vec<f32> = (0..half).map(|j| base.powf((2 * j) as f32 / d as f32)).collect();
