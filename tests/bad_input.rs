@@ -311,7 +311,23 @@ fn decode_without_a_prefill() {
     let graph = saturn_frontend::phase_graph(&model.config, saturn_frontend::Phase::Chunked).unwrap();
     let weights = model.open_weights(&graph).unwrap();
     let limits = saturn_runtime::Limits { vocab_size: 128, max_positions: 256 };
-    let mut session = saturn_runtime::Session::new(&graph, weights.as_ref(), limits).unwrap();
+    for backend in ["interp", "cpu"] {
+        let programs;
+        let backend = match backend {
+            "cpu" => {
+                let phases = saturn_runtime::PhaseGraphs::default();
+                programs = saturn_runtime::CpuPrograms::compile(&graph, phases, weights.as_ref()).unwrap();
+                saturn_runtime::Backend::Cpu(&programs)
+            }
+            _ => saturn_runtime::Backend::Interp,
+        };
+        let executor = saturn_runtime::Executor { graph: &graph, phases: Default::default(), backend };
+        let session = executor.session(weights.as_ref(), limits).unwrap();
+        decode_without_a_prefill_on(session);
+    }
+}
+
+fn decode_without_a_prefill_on(mut session: saturn_runtime::Session) {
     let err = session.extend(&[5]).unwrap_err();
     assert_eq!(err.to_string(), "decode needs a cache: run a prefill first");
     // A failed step leaves the session usable.

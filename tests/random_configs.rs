@@ -11,7 +11,7 @@ use common::{Rng, write_safetensors};
 use proptest::prelude::*;
 use safetensors::Dtype;
 use saturn_frontend::{Phase, phase_graph};
-use saturn_runtime::{Limits, Session};
+use saturn_runtime::{Backend, CpuPrograms, Executor, Limits, PhaseGraphs, Session};
 use serde_json::{Value, json};
 
 /// A random config in either the transformers 5.x or the 4.x (hub) schema.
@@ -129,7 +129,7 @@ proptest! {
         let weights = model.open_weights(&graph).unwrap();
         let s = rng.range(1, 6) as usize;
         let ids: Vec<u64> = (0..s).map(|_| rng.range(0, model.config.vocab_size - 1)).collect();
-        let mut session = Session::new(&graph, weights.as_ref(), limits(&model)).unwrap();
+        let mut session = interpreted(&graph, weights.as_ref(), &model);
         let logits = session.prefill(&ids).unwrap();
         prop_assert_eq!(&logits.shape, &vec![s, model.config.vocab_size as usize]);
         let data = logits.as_f32().unwrap();
@@ -149,14 +149,14 @@ proptest! {
 
         let n = rng.range(2, 9) as usize;
         let ids: Vec<u64> = (0..n).map(|_| rng.range(0, model.config.vocab_size - 1)).collect();
-        let mut full = Session::new(&graph, weights.as_ref(), limits(&model)).unwrap();
+        let mut full = interpreted(&graph, weights.as_ref(), &model);
         let want = full.prefill(&ids).unwrap();
         let want = want.as_f32().unwrap();
 
         // A prefill, a chunk of several tokens after the cache, then single-token decode steps.
         let first = rng.range(1, n as u64 - 1) as usize;
         let chunk_end = rng.range(first as u64, n as u64 - 1) as usize;
-        let mut cached = Session::new(&graph, weights.as_ref(), limits(&model)).unwrap();
+        let mut cached = interpreted(&graph, weights.as_ref(), &model);
         let mut got = cached.prefill(&ids[..first]).unwrap().as_f32().unwrap().to_vec();
         if chunk_end > first {
             got.extend(cached.extend(&ids[first..chunk_end]).unwrap().as_f32().unwrap());
@@ -208,14 +208,33 @@ proptest! {
             out.extend(session.extend(&ids[n - 1..]).unwrap().as_f32().unwrap());
             out
         };
-        let want = run(&mut Session::new(&lowered, weights.as_ref(), limits(&model)).unwrap());
-        let phases = saturn_runtime::PhaseGraphs { prefill: Some(&prefill), decode: Some(&decode) };
-        let mut optimised = Session::new(&forward, weights.as_ref(), limits(&model)).unwrap().with_phase_graphs(phases).unwrap();
-        let got = run(&mut optimised);
+        let want = run(&mut interpreted(&lowered, weights.as_ref(), &model));
+        let phases = PhaseGraphs { prefill: Some(&prefill), decode: Some(&decode) };
+        let optimised = Executor { graph: &forward, phases, backend: Backend::Interp };
+        let got = run(&mut optimised.session(weights.as_ref(), limits(&model)).unwrap());
         for (i, (a, b)) in got.iter().zip(&want).enumerate() {
             prop_assert!((a - b).abs() <= 1e-4 * b.abs().max(1.0), "logit {}: optimised {} vs lowered {} for {}", i, a, b, config);
         }
+        // The cpu backend, on the lowered and on the optimised graphs, computes the same.
+        for (graph, phases) in [(&lowered, PhaseGraphs::default()), (&forward, phases)] {
+            let programs = CpuPrograms::compile(graph, phases, weights.as_ref()).unwrap();
+            let compiled = Executor { graph, phases, backend: Backend::Cpu(&programs) };
+            let got = run(&mut compiled.session(weights.as_ref(), limits(&model)).unwrap());
+            for (i, (a, b)) in got.iter().zip(&want).enumerate() {
+                prop_assert!((a - b).abs() <= 1e-4 * b.abs().max(1.0), "logit {}: cpu on {} {} vs interpreted {} for {}", i, graph.name, a, b, config);
+            }
+        }
     }
+}
+
+/// A session of the interpreter on `graph` alone.
+fn interpreted<'a>(
+    graph: &'a saturn_ir::Graph,
+    weights: &'a dyn saturn_ir::ParamSource,
+    model: &saturn_frontend::Model,
+) -> Session<'a> {
+    let executor = Executor { graph, phases: PhaseGraphs::default(), backend: Backend::Interp };
+    executor.session(weights, limits(model)).unwrap()
 }
 
 fn limits(model: &saturn_frontend::Model) -> Limits {

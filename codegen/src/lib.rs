@@ -1,14 +1,18 @@
 //! saturn's code generators.
 //!
-//! - [`cpu`]: kernels JIT-compiled with Cranelift for the host CPU. Today: fused elementwise
-//!   expressions (`fused_elementwise`, and any unary/binary op as a one-op expression), each
-//!   compiled once into a loop over the output, bit-identical to the interpreter.
-//!   [`CpuKernels`] plugs them into evaluation (`saturn_ir::Kernels`); the interpreter runs the
-//!   nodes no kernel takes yet.
+//! - [`cpu`]: the CPU backend. [`CpuProgram::compile`] turns a graph into kernel steps over one
+//!   memory-planned arena: elementwise expressions, norms, softmax, reductions and RoPE are
+//!   loops JIT-compiled with Cranelift ([`compile_elementwise`], [`RowKernels`]); matrix
+//!   products run on threaded GEMV/GEMM; `grouped_experts`, `router_topk` and
+//!   `mla_decode_attention` are real kernels. [`CpuProgram::run`] executes it on a
+//!   [`Workspace`] with the KV cache in [`Carried`] buffers, appended in place.
 //!
-//! CUDA C (NVRTC to PTX) lands beside it. This crate depends on `ir` only; it never runs a
-//! model, the runtime does.
+//! CUDA C (NVRTC to PTX) lands beside it. This crate depends on `ir` only; the runtime decides
+//! what runs when.
 
 pub mod cpu;
 
-pub use cpu::{CodegenError, CpuKernels, ElementwiseKernel, compile_elementwise};
+pub use cpu::{
+    Carried, CodegenError, CpuProgram, ElementwiseKernel, InputData, ProgramCache, RowKernels, Workspace,
+    compile_elementwise, rope_tables,
+};

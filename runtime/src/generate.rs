@@ -47,23 +47,22 @@ pub fn generate(
             Sampler::Greedy => Rng::new(0),
         };
         let mut session = executor.session(params, limits)?;
+        session.reserve(prompt.len() + options.max_new_tokens);
         let mut generated = Vec::with_capacity(options.max_new_tokens);
         if options.max_new_tokens > 0 {
-            let mut logits = session.prefill(prompt)?;
+            let mut tokens = prompt.len();
+            let mut logits = session.prefill_in_place(prompt)?;
             loop {
-                let vocab = *logits.shape.last().unwrap_or(&0);
-                let data = logits.as_f32().ok_or_else(|| RuntimeError::BadGraph {
-                    graph: executor.graph.name.clone(),
-                    msg: "logits are not f32".into(),
-                })?;
-                let last_row = &data[data.len() - vocab..];
+                let vocab = logits.len() / tokens.max(1);
+                let last_row = &logits[logits.len() - vocab..];
                 let next = pick(&options.sampler, last_row, &mut rng);
                 generated.push(next);
                 on_token(index, next);
                 if generated.len() == options.max_new_tokens || options.eos_token_id == Some(next) {
                     break;
                 }
-                logits = session.extend(&[next])?;
+                tokens = 1;
+                logits = session.extend_in_place(&[next])?;
             }
         }
         results.push(generated);

@@ -12,7 +12,9 @@
 //! cache inputs named `cache.*` with `P` rows, output `logits: [S, vocab]`, and one output per
 //! cache input, of the same name, with `P+S` rows.
 //!
-//! Today the executor is the reference interpreter of `saturn_ir`. The runtime knows nothing of
+//! Two backends run a session ([`Backend`]): the reference interpreter of `saturn_ir`, and
+//! [`CpuPrograms`], the graphs compiled by `saturn_codegen` into kernel steps over a planned
+//! arena, with the KV cache preallocated and appended in place. The runtime knows nothing of
 //! checkpoints or config files: weights arrive through [`ParamSource`].
 
 mod generate;
@@ -26,7 +28,7 @@ use thiserror::Error;
 pub use generate::{GenerateOptions, generate};
 pub use hoist::{DERIVED_PREFIX, Prepared};
 pub use sampling::Sampler;
-pub use session::{Executor, Limits, PhaseGraphs, Session, check_ids};
+pub use session::{Backend, CpuPrograms, Executor, Limits, PhaseGraphs, Session, check_ids};
 
 /// The graph input that holds the new tokens' ids.
 pub const INPUT_IDS: &str = "input_ids";
@@ -55,6 +57,8 @@ pub enum RuntimeError {
     Sampling(String),
     #[error(transparent)]
     Interp(#[from] InterpError),
+    #[error(transparent)]
+    Codegen(#[from] saturn_codegen::CodegenError),
 }
 
 pub use saturn_ir::ParamSource;

@@ -1,10 +1,9 @@
-//! One sequence and its KV cache.
+//! One sequence and its KV cache, on the interpreter or on compiled CPU programs.
 
 use std::collections::{BTreeMap, HashMap};
 
-use saturn_ir::{
-    Bindings, DType, Graph, Kernels, ParamSource, SymBindings, Tensor, eval_shape, evaluate_with,
-};
+use saturn_codegen::{Carried, CpuProgram, InputData, ProgramCache, Workspace};
+use saturn_ir::{Bindings, DType, Graph, ParamSource, SymBindings, Tensor, eval_shape, evaluate};
 
 use crate::{CACHE_PREFIX, CACHED, INPUT_IDS, LOGITS, RuntimeError, TOKENS};
 
@@ -24,22 +23,98 @@ pub struct PhaseGraphs<'a> {
     pub decode: Option<&'a Graph>,
 }
 
-/// What runs a sequence: the forward graph, graphs for the phases, and compiled kernels.
+/// The forward, prefill and decode graphs compiled for the CPU (see `saturn_codegen`).
+pub struct CpuPrograms {
+    forward: CpuProgram,
+    prefill: Option<CpuProgram>,
+    decode: Option<CpuProgram>,
+    cache: ProgramCache,
+}
+
+impl CpuPrograms {
+    /// Compiles an executor's graphs; weights are loaded from `params` once for all of them.
+    pub fn compile(
+        graph: &Graph,
+        phases: PhaseGraphs,
+        params: &dyn ParamSource,
+    ) -> Result<CpuPrograms, RuntimeError> {
+        let mut cache = ProgramCache::new()?;
+        let mut compile = |g: &Graph| -> Result<CpuProgram, RuntimeError> {
+            check_contract(g)?;
+            Ok(CpuProgram::compile(g, params, &mut cache, CACHE_PREFIX)?)
+        };
+        let forward = compile(graph)?;
+        let prefill = phases.prefill.map(&mut compile).transpose()?;
+        let decode = phases.decode.map(&mut compile).transpose()?;
+        for p in [&prefill, &decode].into_iter().flatten() {
+            if !p.carried_names().eq(forward.carried_names()) {
+                return Err(RuntimeError::BadGraph {
+                    graph: p.name().into(),
+                    msg: format!("its cache inputs differ from those of `{}`", forward.name()),
+                });
+            }
+        }
+        Ok(CpuPrograms { forward, prefill, decode, cache })
+    }
+
+    /// Bytes of weights held (each loaded once for all programs).
+    pub fn weight_bytes(&self) -> usize {
+        self.cache.weight_bytes()
+    }
+
+    /// The program a run of `tokens` new tokens after `position` cached ones uses.
+    fn pick(&self, position: u64, tokens: usize) -> &CpuProgram {
+        let special = match (position, tokens) {
+            (0, _) => self.prefill.as_ref(),
+            (_, 1) => self.decode.as_ref(),
+            _ => None,
+        };
+        special.unwrap_or(&self.forward)
+    }
+}
+
+/// What runs a sequence's steps.
+#[derive(Clone, Copy)]
+pub enum Backend<'a> {
+    /// The reference interpreter on the graphs.
+    Interp,
+    /// Compiled CPU programs of the same graphs.
+    Cpu(&'a CpuPrograms),
+}
+
+/// What runs a sequence: the forward graph, graphs for the phases, and the backend.
 #[derive(Clone, Copy)]
 pub struct Executor<'a> {
     pub graph: &'a Graph,
     pub phases: PhaseGraphs<'a>,
-    pub kernels: Option<&'a dyn Kernels>,
+    pub backend: Backend<'a>,
 }
 
 impl<'a> Executor<'a> {
     /// A new session (an empty cache).
     pub fn session(&self, params: &'a dyn ParamSource, limits: Limits) -> Result<Session<'a>, RuntimeError> {
-        let session = Session::new(self.graph, params, limits)?.with_phase_graphs(self.phases)?;
-        Ok(match self.kernels {
-            Some(k) => session.with_kernels(k),
-            None => session,
-        })
+        let engine = match self.backend {
+            Backend::Interp => {
+                let cache_inputs = check_contract(self.graph)?;
+                for g in [self.phases.prefill, self.phases.decode].into_iter().flatten() {
+                    let names = |c: &[CacheInput]| c.iter().map(|(n, ..)| n.clone()).collect::<Vec<_>>();
+                    if names(&check_contract(g)?) != names(&cache_inputs) {
+                        return Err(RuntimeError::BadGraph {
+                            graph: g.name.clone(),
+                            msg: format!("its cache inputs differ from those of `{}`", self.graph.name),
+                        });
+                    }
+                }
+                Engine::Interp { graph: self.graph, phases: self.phases, params, cache_inputs, cache: None }
+            }
+            Backend::Cpu(programs) => Engine::Cpu {
+                programs,
+                ws: Box::default(),
+                carried: Carried::new(&programs.forward),
+                started: false,
+            },
+        };
+        Ok(Session { engine, limits, position: 0, ids: Vec::new(), logits: Vec::new(), vocab: 0 })
     }
 }
 
@@ -47,7 +122,7 @@ impl<'a> Executor<'a> {
 type CacheInput = (String, DType, Vec<saturn_ir::Dim>);
 
 /// Checks `graph` against the contract in the crate docs; returns its cache inputs.
-fn cache_inputs(graph: &Graph) -> Result<Vec<CacheInput>, RuntimeError> {
+fn check_contract(graph: &Graph) -> Result<Vec<CacheInput>, RuntimeError> {
     let bad = |msg: String| RuntimeError::BadGraph { graph: graph.name.clone(), msg };
     if graph.find(INPUT_IDS).is_none() {
         return Err(bad(format!("no input `{INPUT_IDS}`")));
@@ -68,127 +143,166 @@ fn cache_inputs(graph: &Graph) -> Result<Vec<CacheInput>, RuntimeError> {
     Ok(cache_inputs)
 }
 
-/// A sequence being run through a forward graph, with its cache.
-pub struct Session<'a> {
-    graph: &'a Graph,
-    phases: PhaseGraphs<'a>,
-    /// Compiled kernels that take the nodes they can; the interpreter runs the rest.
-    kernels: Option<&'a dyn Kernels>,
-    params: &'a dyn ParamSource,
-    limits: Limits,
-    /// The cache inputs' names and types, in graph order.
-    cache_inputs: Vec<CacheInput>,
-    /// The cache after the last run; `None` before the first prefill.
-    cache: Option<BTreeMap<String, Tensor>>,
-    position: u64,
+enum Engine<'a> {
+    Interp {
+        graph: &'a Graph,
+        phases: PhaseGraphs<'a>,
+        params: &'a dyn ParamSource,
+        /// The cache inputs' names and types, in graph order.
+        cache_inputs: Vec<CacheInput>,
+        /// The cache after the last run; `None` before the first prefill.
+        cache: Option<BTreeMap<String, Tensor>>,
+    },
+    Cpu {
+        programs: &'a CpuPrograms,
+        ws: Box<Workspace>,
+        carried: Carried,
+        /// Whether a prefill ran (the cache is valid).
+        started: bool,
+    },
 }
 
-impl<'a> Session<'a> {
-    /// Checks the graph against the contract in the crate docs.
-    pub fn new(
-        graph: &'a Graph,
-        params: &'a dyn ParamSource,
-        limits: Limits,
-    ) -> Result<Session<'a>, RuntimeError> {
-        let cache_inputs = cache_inputs(graph)?;
-        Ok(Session {
-            graph,
-            phases: PhaseGraphs::default(),
-            kernels: None,
-            params,
-            limits,
-            cache_inputs,
-            cache: None,
-            position: 0,
-        })
-    }
+/// A sequence being run, with its cache.
+pub struct Session<'a> {
+    engine: Engine<'a>,
+    limits: Limits,
+    position: u64,
+    /// Reused buffers: the ids as the graph's i64, and (interpreter) the last logits.
+    ids: Vec<i64>,
+    logits: Vec<f32>,
+    vocab: usize,
+}
 
-    /// Runs the nodes `kernels` takes with them (a compiled backend), the rest in the interpreter.
-    pub fn with_kernels(mut self, kernels: &'a dyn Kernels) -> Session<'a> {
-        self.kernels = Some(kernels);
-        self
-    }
-
-    /// Runs prefills and decode steps on graphs specialised to them (checked like the forward
-    /// graph); chunks of several tokens after a cache still run the forward graph.
-    pub fn with_phase_graphs(mut self, phases: PhaseGraphs<'a>) -> Result<Session<'a>, RuntimeError> {
-        for g in [phases.prefill, phases.decode].into_iter().flatten() {
-            let names = |c: &[CacheInput]| c.iter().map(|(n, ..)| n.clone()).collect::<Vec<_>>();
-            if names(&cache_inputs(g)?) != names(&self.cache_inputs) {
-                return Err(RuntimeError::BadGraph {
-                    graph: g.name.clone(),
-                    msg: format!("its cache inputs differ from those of `{}`", self.graph.name),
-                });
-            }
-        }
-        self.phases = phases;
-        Ok(self)
-    }
-
+impl Session<'_> {
     /// Positions held in the cache.
     pub fn position(&self) -> u64 {
         self.position
     }
 
+    /// Makes room for `positions` cached positions up front, so later steps do not grow the
+    /// cache (compiled backend; the interpreter builds a new cache every step).
+    pub fn reserve(&mut self, positions: usize) {
+        if let Engine::Cpu { carried, .. } = &mut self.engine {
+            carried.reserve(positions);
+        }
+    }
+
     /// Runs a prompt from an empty cache; returns its logits `[S, vocab]`.
     pub fn prefill(&mut self, ids: &[u64]) -> Result<Tensor, RuntimeError> {
         self.check(ids, 0)?;
-        let mut cache = BTreeMap::new();
-        for (name, dtype, shape) in &self.cache_inputs {
-            cache.insert(name.clone(), empty(*dtype, shape, ids.len() as u64)?);
-        }
-        self.run(ids, cache, 0)
+        self.run(ids, true)?;
+        Ok(self.logits_tensor(ids.len()))
     }
 
     /// Runs more tokens after the cache (one token: a decode step); returns their logits.
     pub fn extend(&mut self, ids: &[u64]) -> Result<Tensor, RuntimeError> {
-        let cache = self.cache.take().ok_or(RuntimeError::DecodeWithoutPrefill)?;
-        if let Err(e) = self.check(ids, self.position) {
-            self.cache = Some(cache);
-            return Err(e);
+        self.extend_in_place(ids)?;
+        Ok(self.logits_tensor(ids.len()))
+    }
+
+    /// [`Session::extend`], the logits `[S * vocab]` borrowed from the session (no copy).
+    pub fn extend_in_place(&mut self, ids: &[u64]) -> Result<&[f32], RuntimeError> {
+        let started = match &self.engine {
+            Engine::Interp { cache, .. } => cache.is_some(),
+            Engine::Cpu { started, .. } => *started,
+        };
+        if !started {
+            return Err(RuntimeError::DecodeWithoutPrefill);
         }
-        self.run(ids, cache, self.position)
+        self.check(ids, self.position)?;
+        self.run(ids, false)?;
+        Ok(self.last_logits())
+    }
+
+    /// [`Session::prefill`], the logits borrowed from the session.
+    pub fn prefill_in_place(&mut self, ids: &[u64]) -> Result<&[f32], RuntimeError> {
+        self.check(ids, 0)?;
+        self.run(ids, true)?;
+        Ok(self.last_logits())
     }
 
     fn check(&self, ids: &[u64], position: u64) -> Result<(), RuntimeError> {
         check_ids_at(ids, position, self.limits)
     }
 
-    fn run(
-        &mut self,
-        ids: &[u64],
-        cache: BTreeMap<String, Tensor>,
-        position: u64,
-    ) -> Result<Tensor, RuntimeError> {
-        let mut inputs: HashMap<String, Tensor> = cache.into_iter().collect();
-        inputs
-            .insert(INPUT_IDS.into(), Tensor::i64(vec![ids.len()], ids.iter().map(|&i| i as i64).collect()));
-        let bindings = Bindings {
-            symbols: SymBindings::from([(TOKENS.into(), ids.len() as u64), (CACHED.into(), position)]),
-            inputs,
-            params: self.params,
-        };
-        let graph = match (position, ids.len()) {
-            (0, _) => self.phases.prefill.unwrap_or(self.graph),
-            (_, 1) => self.phases.decode.unwrap_or(self.graph),
-            _ => self.graph,
-        };
-        let mut outputs = evaluate_with(graph, &bindings, self.kernels)?;
-        let mut take = |name: &str| {
-            outputs.remove(name).ok_or_else(|| RuntimeError::BadGraph {
-                graph: graph.name.clone(),
-                msg: format!("evaluation produced no output `{name}`"),
-            })
-        };
-        let logits = take(LOGITS)?;
-        let cache = self
-            .cache_inputs
-            .iter()
-            .map(|(n, ..)| Ok((n.clone(), take(n)?)))
-            .collect::<Result<_, RuntimeError>>()?;
-        self.cache = Some(cache);
+    fn logits_tensor(&self, tokens: usize) -> Tensor {
+        Tensor::f32(vec![tokens, self.vocab], self.last_logits().to_vec())
+    }
+
+    /// The logits of the last run.
+    fn last_logits(&self) -> &[f32] {
+        match &self.engine {
+            Engine::Interp { .. } => &self.logits,
+            Engine::Cpu { programs, ws, .. } => {
+                let program = programs.pick(self.position - self.ids.len() as u64, self.ids.len());
+                program.output(ws, LOGITS).map(|(d, _)| d).unwrap_or(&[])
+            }
+        }
+    }
+
+    /// Runs `ids` after the cache (an empty one when `fresh`).
+    fn run(&mut self, ids: &[u64], fresh: bool) -> Result<(), RuntimeError> {
+        let position = if fresh { 0 } else { self.position };
+        self.ids.clear();
+        self.ids.extend(ids.iter().map(|&i| i as i64));
+        let symbols = [(TOKENS, ids.len() as u64), (CACHED, position)];
+        match &mut self.engine {
+            Engine::Interp { graph, phases, params, cache_inputs, cache } => {
+                let mut inputs: HashMap<String, Tensor> = HashMap::new();
+                let previous = if fresh { None } else { cache.take() };
+                match previous {
+                    Some(previous) => inputs.extend(previous),
+                    None => {
+                        for (name, dtype, shape) in cache_inputs.iter() {
+                            inputs.insert(name.clone(), empty(*dtype, shape, ids.len() as u64)?);
+                        }
+                    }
+                }
+                inputs.insert(INPUT_IDS.into(), Tensor::i64(vec![ids.len()], self.ids.clone()));
+                let bindings = Bindings {
+                    symbols: symbols.iter().map(|&(k, v)| (k.to_string(), v)).collect(),
+                    inputs,
+                    params: *params,
+                };
+                let graph = match (position, ids.len()) {
+                    (0, _) => phases.prefill.unwrap_or(graph),
+                    (_, 1) => phases.decode.unwrap_or(graph),
+                    _ => graph,
+                };
+                let mut outputs = evaluate(graph, &bindings)?;
+                let mut take = |name: &str| {
+                    outputs.remove(name).ok_or_else(|| RuntimeError::BadGraph {
+                        graph: graph.name.clone(),
+                        msg: format!("evaluation produced no output `{name}`"),
+                    })
+                };
+                let logits = take(LOGITS)?;
+                let next = cache_inputs.iter().map(|(n, ..)| Ok((n.clone(), take(n)?))).collect::<Result<
+                    _,
+                    RuntimeError,
+                >>(
+                )?;
+                *cache = Some(next);
+                self.vocab = logits.shape.last().copied().unwrap_or(0);
+                self.logits = logits.as_f32().map(<[f32]>::to_vec).unwrap_or_default();
+            }
+            Engine::Cpu { programs, ws, carried, started } => {
+                if fresh {
+                    *carried = Carried::new(&programs.forward);
+                    *started = false;
+                }
+                let program = programs.pick(position, ids.len());
+                program.run(ws, carried, &symbols, &[(INPUT_IDS, InputData::I64(&self.ids))])?;
+                *started = true;
+                let (_, shape) = program.output(ws, LOGITS).ok_or_else(|| RuntimeError::BadGraph {
+                    graph: program.name().into(),
+                    msg: format!("no f32 output `{LOGITS}`"),
+                })?;
+                self.vocab = shape.last().copied().unwrap_or(0);
+            }
+        }
         self.position = position + ids.len() as u64;
-        Ok(logits)
+        Ok(())
     }
 }
 

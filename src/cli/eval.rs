@@ -18,8 +18,8 @@ pub fn run(model: &Path, ids: &[u64], decode_ids: Option<&[u64]>, out: &Path, ru
     let limits =
         Limits { vocab_size: model.config.vocab_size, max_positions: model.config.max_position_embeddings };
     let prepared = graphs.prepare(weights.as_ref())?;
-    let kernels = run.kernels();
-    let executor = RunGraphs::executor(&prepared, kernels.as_ref().map(|k| k as _))?;
+    let programs = run.compile(&prepared)?;
+    let executor = super::executor(&prepared, programs.as_ref())?;
     let mut session = executor.session(&prepared, limits)?;
     // Check every id before running anything, so a bad decode id fails fast.
     let all: Vec<u64> = ids.iter().chain(decode_ids.unwrap_or_default()).copied().collect();
@@ -35,8 +35,7 @@ pub fn run(model: &Path, ids: &[u64], decode_ids: Option<&[u64]>, out: &Path, ru
         tensors.push(("decode_logits", vec![decode_ids.len(), model.config.vocab_size as usize], rows));
     }
     write_f32_safetensors(out, &tensors)?;
-    let compiled = kernels.as_ref().map_or(0, |k| k.len());
-    tracing::info!(tokens = ids.len(), compiled_kernels = compiled, path = %out.display(), "wrote logits");
+    tracing::info!(tokens = ids.len(), path = %out.display(), "wrote logits");
     Ok(())
 }
 

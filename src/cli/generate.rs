@@ -51,8 +51,8 @@ pub fn run(
     }
     let weights = model.open_weights(&graphs.forward)?;
     let prepared = graphs.prepare(weights.as_ref())?;
-    let kernels = run.kernels();
-    let executor = RunGraphs::executor(&prepared, kernels.as_ref().map(|k| k as _))?;
+    let programs = run.compile(&prepared)?;
+    let executor = super::executor(&prepared, programs.as_ref())?;
     let options = GenerateOptions {
         max_new_tokens,
         eos_token_id: if ignore_eos { None } else { model.config.eos_token_id },

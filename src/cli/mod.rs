@@ -127,8 +127,8 @@ enum Command {
 /// Which graph `eval` and `generate` run, and on what.
 #[derive(Debug, clap::Args)]
 struct RunArgs {
-    /// cpu: elementwise work in Cranelift-compiled kernels, the other ops in the interpreter's
-    /// kernels (more compiled kernels land with the CPU backend); interp: the interpreter only.
+    /// cpu: the graphs compiled into CPU kernels over a planned arena (weights loaded once, the
+    /// KV cache appended in place); interp: the reference interpreter.
     #[arg(long, value_enum, default_value_t = Backend::Cpu)]
     backend: Backend,
     /// 1: run the optimised graph; 0: run the graph as lowered.
@@ -146,10 +146,37 @@ enum Backend {
 }
 
 impl RunArgs {
-    /// The compiled kernels of the chosen backend, if any.
-    fn kernels(&self) -> Option<saturn_codegen::CpuKernels> {
-        (self.backend == Backend::Cpu).then(saturn_codegen::CpuKernels::new)
+    /// Compiles the prepared graphs for the chosen backend (`None` for the interpreter).
+    fn compile(
+        &self,
+        prepared: &saturn_runtime::Prepared<'_>,
+    ) -> Result<Option<saturn_runtime::CpuPrograms>> {
+        if self.backend == Backend::Interp {
+            return Ok(None);
+        }
+        let (forward, phases) = optimize::RunGraphs::graphs(prepared)?;
+        let start = std::time::Instant::now();
+        let programs = saturn_runtime::CpuPrograms::compile(forward, phases, prepared)?;
+        tracing::info!(
+            seconds = start.elapsed().as_secs_f64(),
+            weight_bytes = programs.weight_bytes(),
+            "compiled the cpu programs"
+        );
+        Ok(Some(programs))
     }
+}
+
+/// The executor for prepared graphs on `programs` (the interpreter when `None`).
+fn executor<'a>(
+    prepared: &'a saturn_runtime::Prepared<'_>,
+    programs: Option<&'a saturn_runtime::CpuPrograms>,
+) -> Result<saturn_runtime::Executor<'a>> {
+    let (graph, phases) = optimize::RunGraphs::graphs(prepared)?;
+    let backend = match programs {
+        Some(p) => saturn_runtime::Backend::Cpu(p),
+        None => saturn_runtime::Backend::Interp,
+    };
+    Ok(saturn_runtime::Executor { graph, phases, backend })
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]

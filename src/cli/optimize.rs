@@ -149,17 +149,15 @@ impl RunGraphs {
         Ok(saturn_runtime::Prepared::new(&[&self.forward, &self.prefill, &self.decode], weights)?)
     }
 
-    /// An executor on prepared graphs: prefill and decode on their phase graphs, chunks on the
-    /// forward graph, with `kernels` where given.
-    pub fn executor<'a>(
+    /// The prepared graphs as an executor's forward graph and phase graphs (see
+    /// [`RunGraphs::prepare`]).
+    pub fn graphs<'a>(
         prepared: &'a saturn_runtime::Prepared<'_>,
-        kernels: Option<&'a dyn saturn_ir::Kernels>,
-    ) -> Result<saturn_runtime::Executor<'a>> {
+    ) -> Result<(&'a Graph, saturn_runtime::PhaseGraphs<'a>)> {
         let [forward, prefill, decode] = &prepared.graphs[..] else {
             bail!("three prepared graphs expected")
         };
-        let phases = saturn_runtime::PhaseGraphs { prefill: Some(prefill), decode: Some(decode) };
-        Ok(saturn_runtime::Executor { graph: forward, phases, kernels })
+        Ok((forward, saturn_runtime::PhaseGraphs { prefill: Some(prefill), decode: Some(decode) }))
     }
 }
 

@@ -1,10 +1,18 @@
-//! CPU kernels compiled with Cranelift (JIT).
+//! CPU code: kernels compiled with Cranelift (JIT) and native loops, and [`CpuProgram`], a
+//! graph compiled into kernel steps over a planned arena.
 
+mod attention;
 mod elementwise;
-mod kernels;
+mod layout;
+mod linalg;
+mod masks;
+mod moe;
+mod program;
+mod rows;
 
 pub use elementwise::{ElementwiseKernel, compile_elementwise};
-pub use kernels::CpuKernels;
+pub use program::{Carried, CpuProgram, InputData, ProgramCache, Workspace};
+pub use rows::{RowKernels, rope_tables};
 
 use thiserror::Error;
 
@@ -16,4 +24,13 @@ pub enum CodegenError {
     /// A kernel was called with buffers that do not fit it.
     #[error("kernel `{kernel}`: {msg}")]
     Call { kernel: String, msg: String },
+    /// A node the CPU backend cannot compile.
+    #[error("node `%{node}`: {msg}")]
+    Unsupported { node: String, msg: String },
+    /// A param that could not be loaded.
+    #[error("param `{key}`: {msg}")]
+    Param { key: String, msg: String },
+    /// A value-dependent failure while running (a gather index out of range, say).
+    #[error("node `%{node}`: {msg}")]
+    Run { node: String, msg: String },
 }

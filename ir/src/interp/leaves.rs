@@ -29,12 +29,7 @@ pub(super) fn input(
 
 /// The param `key` of node `node`. A key containing `{e}` is a stack along a new axis 0 of the
 /// tensors `key` with `{e}` replaced by `0, 1, ..., shape[0]-1`, each of shape `shape[1..]`.
-pub(super) fn param(
-    node: &Node,
-    key: &str,
-    shape: &[usize],
-    src: &dyn ParamSource,
-) -> Result<Tensor, InterpError> {
+pub fn param(node: &Node, key: &str, shape: &[usize], src: &dyn ParamSource) -> Result<Tensor, InterpError> {
     let dtype = node.ty.dtype;
     let err =
         |key: &str, msg: String| InterpError::Param { node: node.name.clone(), key: key.to_string(), msg };

@@ -29,6 +29,7 @@ use std::collections::{BTreeMap, HashMap};
 
 use crate::{Dim, Graph, IrError, Node, Op, SymBindings};
 
+pub use leaves::param as load_param;
 pub use rope::inv_freq as rope_inv_freq;
 pub use tensor::{Tensor, TensorData};
 
@@ -120,30 +121,8 @@ fn type_name<T>() -> &'static str {
     full.rsplit("::").next().unwrap_or(full)
 }
 
-/// Compiled kernels that stand in for the interpreter's own on some nodes (a backend plugs in
-/// here). `elementwise` gets every f32 unary, binary and fused elementwise node with its
-/// expression; `None` leaves the node to the interpreter. Results must equal the interpreter's.
-pub trait Kernels {
-    fn elementwise(
-        &self,
-        node: &Node,
-        expr: &crate::ElementwiseExpr,
-        args: &[&Tensor],
-        shape: &[usize],
-    ) -> Option<Result<Tensor, String>>;
-}
-
 /// Evaluates every output of a verified graph. Outputs by output name.
 pub fn evaluate(graph: &Graph, bindings: &Bindings) -> Result<BTreeMap<String, Tensor>, InterpError> {
-    evaluate_with(graph, bindings, None)
-}
-
-/// [`evaluate`], with `kernels` computing the nodes they take.
-pub fn evaluate_with(
-    graph: &Graph,
-    bindings: &Bindings,
-    kernels: Option<&dyn Kernels>,
-) -> Result<BTreeMap<String, Tensor>, InterpError> {
     crate::verify(graph)?;
     let n = graph.len();
     let operands: Vec<Vec<usize>> =
@@ -197,10 +176,7 @@ pub fn evaluate_with(
                     .iter()
                     .map(|&o| values[o].as_ref().ok_or_else(|| missing(node)))
                     .collect::<Result<Vec<&Tensor>, _>>()?;
-                match compiled(kernels, node, &args, &shape) {
-                    Some(result) => result?,
-                    None => compute(node, &shape, &args, bindings)?,
-                }
+                compute(node, &shape, &args, bindings)?
             }
         };
         tensor::round_to_dtype(node.ty.dtype, &mut result.data);
@@ -264,22 +240,6 @@ fn eval_dims(shape: &[Dim], syms: &SymBindings) -> Result<Vec<usize>, String> {
 }
 
 /// Computes one node from its operand values; `shape` is its concrete result shape.
-/// The result of a compiled kernel for `node`, if `kernels` takes it.
-fn compiled(
-    kernels: Option<&dyn Kernels>,
-    node: &Node,
-    args: &[&Tensor],
-    shape: &[usize],
-) -> Option<Result<Tensor, InterpError>> {
-    let kernels = kernels?;
-    if node.ty.dtype != crate::DType::F32 {
-        return None;
-    }
-    let expr = node.op.elementwise_expr()?;
-    let result = kernels.elementwise(node, &expr, args, shape)?;
-    Some(result.map_err(|msg| InterpError::Value { node: node.name.clone(), msg }))
-}
-
 fn compute(node: &Node, shape: &[usize], args: &[&Tensor], b: &Bindings) -> Result<Tensor, InterpError> {
     let name = &node.name;
     if node.op.arity().is_some_and(|n| n != args.len()) || (node.op.arity().is_none() && args.is_empty()) {

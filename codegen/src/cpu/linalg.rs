@@ -1,0 +1,227 @@
+//! Matrix products for the CPU program: `linear` (`x w^T`) and batched `matmul`.
+//!
+//! Decode multiplies one row by a large weight: that reads every weight once and is bound by
+//! memory bandwidth, so rows of up to [`GEMV_MAX_ROWS`] take a dot-product loop over weight rows
+//! (AVX2+FMA when the CPU has it), split across threads. More rows (prefill) go to
+//! `matrixmultiply`'s packed GEMM, split across threads by output columns so each thread packs
+//! only its part of the weight. Every output element is computed by one thread in a fixed
+//! order, so results do not depend on the thread count's scheduling.
+
+use rayon::prelude::*;
+
+/// Up to this many rows, a product is computed as dot products (each weight row is read once
+/// and stays in cache while it meets every row).
+const GEMV_MAX_ROWS: usize = 4;
+/// Work (multiply-adds) below which a product runs on the calling thread: a dispatch costs
+/// microseconds, more than a small product.
+const PARALLEL_MIN_WORK: usize = 1 << 16;
+
+/// A raw pointer that may cross threads: each task writes a disjoint set of elements.
+#[derive(Clone, Copy)]
+struct SharedOut(*mut f32);
+// SAFETY: tasks write disjoint elements (see each use) and the pointee outlives the parallel
+// region (rayon joins before returning).
+unsafe impl Send for SharedOut {}
+unsafe impl Sync for SharedOut {}
+
+/// `out [m, n] = x [m, k] w [n, k]^T` (all row-major, contiguous).
+pub fn linear(x: &[f32], w: &[f32], m: usize, k: usize, n: usize, out: &mut [f32]) {
+    debug_assert!(x.len() >= m * k && w.len() >= n * k && out.len() >= m * n);
+    if m == 0 || n == 0 {
+        return;
+    }
+    if k == 0 {
+        out[..m * n].fill(0.0);
+        return;
+    }
+    if m <= GEMV_MAX_ROWS {
+        gemv_rows(x, w, m, k, n, out);
+    } else {
+        gemm(m, k, n, Operand { data: x, rs: k, cs: 1 }, Operand { data: w, rs: 1, cs: k }, out);
+    }
+}
+
+/// One strided matrix operand: element `(r, c)` is `data[r * rs + c * cs]`.
+#[derive(Clone, Copy)]
+pub struct Operand<'a> {
+    pub data: &'a [f32],
+    pub rs: usize,
+    pub cs: usize,
+}
+
+/// `out [m, n] = a [m, k] b [k, n]` for strided operands, `out` row-major contiguous.
+pub fn gemm(m: usize, k: usize, n: usize, a: Operand, b: Operand, out: &mut [f32]) {
+    if m == 0 || n == 0 {
+        return;
+    }
+    if k == 0 {
+        out[..m * n].fill(0.0);
+        return;
+    }
+    let threads = rayon::current_num_threads().max(1);
+    let parts = if m * n * k < PARALLEL_MIN_WORK { 1 } else { threads.min(n.div_ceil(16)) };
+    let per = n.div_ceil(parts);
+    let dst = SharedOut(out.as_mut_ptr());
+    let part = |p: usize| {
+        let (n0, n1) = (p * per, ((p + 1) * per).min(n));
+        if n0 >= n1 {
+            return;
+        }
+        // SAFETY: A is m x k and B's columns n0..n1 are k x (n1-n0) inside their slices (the
+        // callers' shapes); part p writes only columns n0..n1 of the m x n output, disjoint
+        // from the other parts.
+        unsafe {
+            matrixmultiply::sgemm(
+                m,
+                k,
+                n1 - n0,
+                1.0,
+                a.data.as_ptr(),
+                a.rs as isize,
+                a.cs as isize,
+                b.data.as_ptr().add(n0 * b.cs),
+                b.rs as isize,
+                b.cs as isize,
+                0.0,
+                { dst }.0.add(n0),
+                n as isize,
+                1,
+            );
+        }
+    };
+    if parts == 1 {
+        part(0);
+    } else {
+        (0..parts).into_par_iter().for_each(part);
+    }
+}
+
+/// `out [m, n] = x [m, k] w [n, k]^T` as dot products of rows, split by weight rows.
+fn gemv_rows(x: &[f32], w: &[f32], m: usize, k: usize, n: usize, out: &mut [f32]) {
+    let dst = SharedOut(out.as_mut_ptr());
+    let rows = |n0: usize, n1: usize| {
+        for j in n0..n1 {
+            let wj = &w[j * k..(j + 1) * k];
+            for r in 0..m {
+                // SAFETY: (r, j) is inside the m x n output and only this task writes column j.
+                unsafe { *{ dst }.0.add(r * n + j) = dot(&x[r * k..(r + 1) * k], wj) };
+            }
+        }
+    };
+    let threads = rayon::current_num_threads().max(1);
+    if n * k * m < PARALLEL_MIN_WORK || threads == 1 {
+        rows(0, n);
+        return;
+    }
+    // A few chunks per thread balance uneven progress without many dispatches.
+    let chunk = n.div_ceil(threads * 4).max(1);
+    (0..n.div_ceil(chunk)).into_par_iter().for_each(|c| rows(c * chunk, ((c + 1) * chunk).min(n)));
+}
+
+/// `sum(a[i] * b[i])` over `a.len()` elements.
+pub fn dot(a: &[f32], b: &[f32]) -> f32 {
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
+        // SAFETY: the CPU has AVX2 and FMA, checked just above.
+        return unsafe { dot_avx2(a, b) };
+    }
+    dot_lanes::<false>(a, b)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn dot_avx2(a: &[f32], b: &[f32]) -> f32 {
+    dot_lanes::<true>(a, b)
+}
+
+/// A dot product over 16 independent accumulators (which the compiler keeps in vector
+/// registers); `FMA` fuses each multiply-add, which only pays where the CPU has FMA.
+#[inline(always)]
+fn dot_lanes<const FMA: bool>(a: &[f32], b: &[f32]) -> f32 {
+    const LANES: usize = 16;
+    let n = a.len().min(b.len());
+    let (a, b) = (&a[..n], &b[..n]);
+    let mut acc = [0f32; LANES];
+    let (ca, cb) = (a.chunks_exact(LANES), b.chunks_exact(LANES));
+    let (ta, tb) = (ca.remainder(), cb.remainder());
+    for (xa, xb) in ca.zip(cb) {
+        for l in 0..LANES {
+            acc[l] = if FMA { xa[l].mul_add(xb[l], acc[l]) } else { acc[l] + xa[l] * xb[l] };
+        }
+    }
+    let mut tail = 0f32;
+    for (x, y) in ta.iter().zip(tb) {
+        tail += x * y;
+    }
+    let mut width = LANES;
+    while width > 1 {
+        width /= 2;
+        for l in 0..width {
+            acc[l] += acc[l + width];
+        }
+    }
+    acc[0] + tail
+}
+
+/// `out[b] = a (m x k) times w (k x n)` for each `(a offset, w offset)` pair of row-major
+/// blocks, the outputs contiguous. One row against a matrix is an axpy loop over the matrix's
+/// rows; batches split across threads when the work pays for it.
+pub fn matmul_batched(
+    a: &[f32],
+    w: &[f32],
+    pairs: &[(usize, usize)],
+    (m, k, n): (usize, usize, usize),
+    out: &mut [f32],
+) {
+    if m * n == 0 {
+        return;
+    }
+    let one = |(&(ao, wo), o): (&(usize, usize), &mut [f32])| {
+        let (ab, wb) = (&a[ao..], &w[wo..]);
+        if m == 1 {
+            o.fill(0.0);
+            for (kk, &s) in ab[..k].iter().enumerate() {
+                for (dst, &v) in o.iter_mut().zip(&wb[kk * n..(kk + 1) * n]) {
+                    *dst += s * v;
+                }
+            }
+        } else {
+            gemm(m, k, n, Operand { data: ab, rs: k, cs: 1 }, Operand { data: wb, rs: n, cs: 1 }, o);
+        }
+    };
+    let out = &mut out[..pairs.len() * m * n];
+    if pairs.len() > 1 && pairs.len() * m * n * k >= PARALLEL_MIN_WORK {
+        pairs.par_iter().zip(out.par_chunks_mut(m * n)).for_each(one);
+    } else {
+        pairs.iter().zip(out.chunks_mut(m * n)).for_each(one);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn naive(x: &[f32], w: &[f32], m: usize, k: usize, n: usize) -> Vec<f32> {
+        let mut out = vec![0f32; m * n];
+        for r in 0..m {
+            for j in 0..n {
+                out[r * n + j] =
+                    (0..k).map(|i| f64::from(x[r * k + i]) * f64::from(w[j * k + i])).sum::<f64>() as f32;
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn linear_matches_a_naive_product_for_gemv_and_gemm_sizes() {
+        for &(m, k, n) in &[(1, 3, 5), (1, 300, 513), (3, 64, 1100), (7, 33, 17), (40, 128, 300), (1, 0, 4)] {
+            let x: Vec<f32> = (0..m * k).map(|i| ((i * 7 % 13) as f32 - 6.0) / 7.0).collect();
+            let w: Vec<f32> = (0..n * k).map(|i| ((i * 5 % 11) as f32 - 5.0) / 9.0).collect();
+            let mut out = vec![f32::NAN; m * n];
+            linear(&x, &w, m, k, n, &mut out);
+            for (a, b) in out.iter().zip(naive(&x, &w, m, k, n)) {
+                assert!((a - b).abs() <= 1e-4 * (1.0 + b.abs()), "{m}x{k}x{n}: {a} vs {b}");
+            }
+        }
+    }
+}

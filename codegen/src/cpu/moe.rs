@@ -1,0 +1,194 @@
+//! Mixture-of-experts kernels: `router_topk` per token, and `grouped_experts` running each
+//! expert once on the tokens routed to it.
+//!
+//! The router computes exactly what the interpreter's composition of softmax/sigmoid, top-k
+//! masks, `where` and f64-accumulated sums computes, in the same order, so both choose the same
+//! experts with the same weights (bit for bit). Experts use the program's matrix products.
+
+use saturn_ir::{BinaryOp, GroupScore, Router, RouterScoring, UnaryOp};
+
+use super::linalg::linear;
+use super::masks::topk_row;
+
+/// Reusable buffers of the router (one token at a time).
+#[derive(Default)]
+pub struct RouterScratch {
+    scores: Vec<f32>,
+    candidates: Vec<f32>,
+    group_scores: Vec<f32>,
+    mask: Vec<u8>,
+    group_mask: Vec<u8>,
+    idx: Vec<usize>,
+}
+
+/// `router_topk(logits [t, e] [, bias [e]])` into `out [t, e]`.
+pub fn router_topk(
+    r: &Router,
+    logits: &[f32],
+    bias: Option<&[f32]>,
+    e: usize,
+    s: &mut RouterScratch,
+    out: &mut [f32],
+) {
+    if e == 0 {
+        return;
+    }
+    s.scores.resize(e, 0.0);
+    s.candidates.resize(e, 0.0);
+    s.mask.resize(e, 0);
+    for (row, weights) in logits.chunks_exact(e).zip(out.chunks_exact_mut(e)) {
+        match r.scoring {
+            RouterScoring::Softmax => softmax_row(row, &mut s.scores),
+            RouterScoring::Sigmoid => {
+                s.scores.iter_mut().zip(row).for_each(|(d, &x)| *d = UnaryOp::Sigmoid.apply(x))
+            }
+        }
+        for (i, c) in s.candidates.iter_mut().enumerate() {
+            *c = match bias {
+                Some(b) => BinaryOp::Add.apply(s.scores[i], b[i]),
+                None => s.scores[i],
+            };
+        }
+        let groups = r.n_group as usize;
+        if groups > 1 {
+            let per = e / groups;
+            s.group_scores.resize(groups, 0.0);
+            s.group_mask.resize(groups, 0);
+            for g in 0..groups {
+                let members = &s.candidates[g * per..(g + 1) * per];
+                s.group_scores[g] = match r.group_score {
+                    GroupScore::Max => members.iter().fold(f32::NEG_INFINITY, |a, &v| {
+                        if !a.is_nan() && (v.is_nan() || v > a) { v } else { a }
+                    }),
+                    GroupScore::SumTop2 => {
+                        let top2 = &mut s.mask[..per];
+                        topk_row(members, 2, &mut s.idx, top2);
+                        let sum: f64 = members
+                            .iter()
+                            .zip(top2.iter())
+                            .map(|(&v, &m)| if m == 1 { f64::from(v) } else { 0.0 })
+                            .sum();
+                        sum as f32
+                    }
+                };
+            }
+            topk_row(&s.group_scores, r.topk_group as usize, &mut s.idx, &mut s.group_mask);
+            for g in (0..groups).filter(|&g| s.group_mask[g] == 0) {
+                s.candidates[g * per..(g + 1) * per].fill(r.masked_fill as f32);
+            }
+        }
+        topk_row(&s.candidates, usize::try_from(r.k).unwrap_or(usize::MAX), &mut s.idx, &mut s.mask);
+        let source = if r.weights_from_candidates { &s.candidates } else { &s.scores };
+        for i in 0..e {
+            weights[i] = if s.mask[i] == 1 { source[i] } else { 0.0 };
+        }
+        if r.normalize {
+            let sum = weights.iter().map(|&w| f64::from(w)).sum::<f64>() as f32;
+            let denominator = BinaryOp::Add.apply(sum, 1e-20);
+            weights.iter_mut().for_each(|w| *w = BinaryOp::Div.apply(*w, denominator));
+        }
+        if r.scale != 1.0 {
+            weights.iter_mut().for_each(|w| *w = BinaryOp::Mul.apply(*w, r.scale as f32));
+        }
+    }
+}
+
+/// The interpreter's softmax of one row: f32 exponentials, an f64 sum, one rounding per result.
+fn softmax_row(row: &[f32], out: &mut [f32]) {
+    let max = row.iter().fold(f32::NEG_INFINITY, |m, &s| if s > m { s } else { m });
+    if max == f32::NEG_INFINITY && row.iter().all(|v| !v.is_nan()) {
+        out.fill(0.0);
+        return;
+    }
+    let mut sum = 0f64;
+    for (o, &v) in out.iter_mut().zip(row) {
+        *o = (v - max).exp();
+        sum += f64::from(*o);
+    }
+    out.iter_mut().for_each(|o| *o = (f64::from(*o) / sum) as f32);
+}
+
+/// The weights of one gated MLP: `down(silu(gate x) * up x)`.
+#[derive(Clone, Copy)]
+pub struct Mlp<'a> {
+    pub gate: &'a [f32],
+    pub up: &'a [f32],
+    pub down: &'a [f32],
+    /// The hidden width (rows of `gate` and `up`).
+    pub inner: usize,
+}
+
+/// Reusable buffers of [`grouped_experts`].
+#[derive(Default)]
+pub struct ExpertScratch {
+    tokens: Vec<usize>,
+    block: Vec<f32>,
+    gate: Vec<f32>,
+    up: Vec<f32>,
+    y: Vec<f32>,
+}
+
+/// `grouped_experts`: `out [t, h] = sum_e routing[t, e] * mlp_e(x[t]) (+ shared(x[t]))`, the
+/// experts in index order, each on the block of tokens with a non-zero weight for it.
+/// `experts(e)` gives expert `e`'s weights.
+pub fn grouped_experts<'w>(
+    x: &[f32],
+    routing: &[f32],
+    (t, h, e): (usize, usize, usize),
+    experts: impl Fn(usize) -> Mlp<'w>,
+    shared: Option<Mlp<'_>>,
+    s: &mut ExpertScratch,
+    out: &mut [f32],
+) {
+    out[..t * h].fill(0.0);
+    for expert in 0..e {
+        s.tokens.clear();
+        s.tokens.extend((0..t).filter(|&tok| routing[tok * e + expert] != 0.0));
+        if s.tokens.is_empty() {
+            continue;
+        }
+        let rows = s.tokens.len();
+        s.block.resize(rows * h, 0.0);
+        for (dst, &tok) in s.block.chunks_exact_mut(h).zip(&s.tokens) {
+            dst.copy_from_slice(&x[tok * h..(tok + 1) * h]);
+        }
+        let mlp = experts(expert);
+        let block = std::mem::take(&mut s.block);
+        run_mlp(&block, rows, h, mlp, s);
+        s.block = block;
+        for (row, &tok) in s.tokens.iter().enumerate() {
+            let w = routing[tok * e + expert];
+            for (o, &y) in out[tok * h..(tok + 1) * h].iter_mut().zip(&s.y[row * h..(row + 1) * h]) {
+                *o += w * y;
+            }
+        }
+    }
+    if let Some(mlp) = shared {
+        run_mlp(x, t, h, mlp, s);
+        out[..t * h].iter_mut().zip(&s.y).for_each(|(o, &y)| *o += y);
+    }
+}
+
+/// `s.y [rows, h] = mlp(x [rows, h])`.
+fn run_mlp(x: &[f32], rows: usize, h: usize, mlp: Mlp, s: &mut ExpertScratch) {
+    let i = mlp.inner;
+    s.gate.resize(rows * i, 0.0);
+    s.up.resize(rows * i, 0.0);
+    s.y.resize(rows * h, 0.0);
+    gated(x, mlp.gate, mlp.up, (rows, h, i), &mut s.up, &mut s.gate);
+    linear(&s.gate, mlp.down, rows, i, h, &mut s.y);
+}
+
+/// `out [m, n] = silu(x w_gate^T) * (x w_up^T)`, with `up` as scratch of the same size.
+pub fn gated(
+    x: &[f32],
+    w_gate: &[f32],
+    w_up: &[f32],
+    (m, k, n): (usize, usize, usize),
+    up: &mut [f32],
+    out: &mut [f32],
+) {
+    linear(x, w_gate, m, k, n, out);
+    linear(x, w_up, m, k, n, up);
+    out[..m * n].iter_mut().zip(&up[..m * n]).for_each(|(g, &u)| *g = UnaryOp::Silu.apply(*g) * u);
+}

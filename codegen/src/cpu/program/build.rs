@@ -1,0 +1,412 @@
+//! Building a [`CpuProgram`] from a graph: storage and kernel per node, lifetimes.
+
+use std::collections::HashMap;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use saturn_ir::{DType, Graph, Node, Op, ParamSource, TensorData};
+
+use super::super::compile_elementwise;
+use super::super::layout::MAX_RANK;
+use super::exec::{Env, Kernel, Scratch, View, exec};
+use super::plan::{LinDim, Storage};
+use super::{CarriedSpec, CpuProgram, Elem, ProgramCache, Step, Value, elem_of};
+use crate::CodegenError;
+
+/// Gives each program an identity, so a workspace keeps one plan per program.
+static NEXT_ID: AtomicU64 = AtomicU64::new(0);
+
+fn unsupported(node: &Node, msg: impl Into<String>) -> CodegenError {
+    CodegenError::Unsupported { node: node.name.clone(), msg: msg.into() }
+}
+
+fn elem(node: &Node) -> Result<Elem, CodegenError> {
+    match node.ty.dtype {
+        DType::F32 => Ok(Elem::F32),
+        DType::I64 => Ok(Elem::I64),
+        DType::Bool => Ok(Elem::U8),
+        other => Err(unsupported(
+            node,
+            format!("{other} values are not supported by the cpu backend (use --backend interp)"),
+        )),
+    }
+}
+
+impl CpuProgram {
+    /// Compiles `graph`. Params come from `params` (through `cache`, which loads each key
+    /// once); inputs named `carried_prefix*` that have an output of the same name are carried
+    /// (see [`super::Carried`]).
+    pub fn compile(
+        graph: &Graph,
+        params: &dyn ParamSource,
+        cache: &mut ProgramCache,
+        carried_prefix: &str,
+    ) -> Result<CpuProgram, CodegenError> {
+        saturn_ir::verify(graph)
+            .map_err(|e| CodegenError::Unsupported { node: graph.name.clone(), msg: e.to_string() })?;
+        let mut b = Builder {
+            graph,
+            symbols: graph.symbols(),
+            values: Vec::new(),
+            steps: Vec::new(),
+            consts: Vec::new(),
+            value_of: HashMap::new(),
+            scratch: Scratch::default(),
+        };
+        let needed = needed(graph);
+        let constant = graph.constant_nodes();
+        let outputs: HashMap<&str, _> = graph.outputs().iter().map(|(n, id)| (n.as_str(), *id)).collect();
+        let mut carried = Vec::new();
+        let mut inputs = Vec::new();
+        // The carried outputs, by node: appended in place when they are `concat(input, new)`.
+        let mut carried_outputs: HashMap<saturn_ir::NodeId, usize> = HashMap::new();
+        for id in graph.node_ids().filter(|id| needed[id.index()]) {
+            let node = graph.node(id);
+            if node.ty.rank() > MAX_RANK {
+                return Err(unsupported(node, format!("rank {} is above {MAX_RANK}", node.ty.rank())));
+            }
+            let elem = elem(node)?;
+            let shape: Vec<LinDim> = node.ty.shape.iter().map(|d| LinDim::new(d, &b.symbols)).collect();
+            let args: Vec<usize> = graph.inputs(id).iter().map(|i| b.value_of[i]).collect();
+            let symbol_free = node.ty.shape.iter().all(|d| d.is_const());
+            let storage = match &node.op {
+                Op::Input => match outputs.get(node.name.as_str()) {
+                    Some(&out) if node.name.starts_with(carried_prefix) => {
+                        let row = carried_row(node)?;
+                        carried_outputs.insert(out, carried.len());
+                        carried.push(CarriedSpec {
+                            name: node.name.clone(),
+                            input: b.values.len(),
+                            output: usize::MAX,
+                            row,
+                            in_place: false,
+                        });
+                        Storage::Carried(carried.len() - 1)
+                    }
+                    _ => {
+                        inputs.push((node.name.clone(), b.values.len()));
+                        Storage::Arena
+                    }
+                },
+                Op::Param { key } => b.param(node, key, params, cache)?,
+                Op::Scalar { value } => b.push_const(match elem {
+                    Elem::F32 => TensorData::F32(vec![*value as f32]),
+                    Elem::I64 => TensorData::I64(vec![*value as i64]),
+                    Elem::U8 => TensorData::Bool(vec![*value != 0.0]),
+                }),
+                _ => match b.alias(node, id, &args) {
+                    Some(alias) => alias,
+                    None => {
+                        let in_place = carried_outputs.get(&id).copied().filter(|&c| {
+                            matches!(node.op, Op::Concat { axis: 0 })
+                                && args.len() == 2
+                                && args[0] == carried[c].input
+                        });
+                        let kernel = match in_place {
+                            Some(_) => Kernel::CarriedAppend,
+                            None => b.kernel(node, &args, cache)?,
+                        };
+                        if constant[id.index()] && symbol_free {
+                            b.compute_now(node, elem, &kernel, &args, cache)?
+                        } else {
+                            b.steps.push(Step { kernel, args: args.clone(), out: b.values.len() });
+                            match in_place {
+                                Some(c) => {
+                                    carried[c].in_place = true;
+                                    Storage::Carried(c)
+                                }
+                                None => Storage::Arena,
+                            }
+                        }
+                    }
+                },
+            };
+            if let Some(&c) = carried_outputs.get(&id) {
+                carried[c].output = b.values.len();
+            }
+            b.value_of.insert(id, b.values.len());
+            b.values.push(Value { name: node.name.clone(), elem, shape, storage });
+        }
+        let outputs: Vec<(String, usize)> =
+            graph.outputs().iter().map(|(n, id)| (n.clone(), b.value_of[id])).collect();
+        let live = lifetimes(&b.values, &b.steps, &outputs);
+        let dim_starts = b
+            .values
+            .iter()
+            .scan(0, |at, v| {
+                let start = *at;
+                *at += v.shape.len();
+                Some(start)
+            })
+            .collect();
+        Ok(CpuProgram {
+            name: graph.name.clone(),
+            id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
+            symbols: b.symbols,
+            values: b.values,
+            dim_starts,
+            steps: b.steps,
+            consts: b.consts,
+            inputs,
+            carried,
+            outputs,
+            live,
+            rows: cache.rows.clone(),
+        })
+    }
+}
+
+/// Elements per row of a carried input `[rows, ...]` (the dims after the first are constant).
+fn carried_row(node: &Node) -> Result<usize, CodegenError> {
+    if node.ty.dtype != DType::F32 || node.ty.shape.is_empty() {
+        return Err(unsupported(node, "a carried input must be f32 with rows along axis 0"));
+    }
+    node.ty.shape[1..].iter().try_fold(1usize, |acc, d| {
+        d.as_const()
+            .map(|v| acc * v as usize)
+            .ok_or_else(|| unsupported(node, "a carried input's dims after the first must be constant"))
+    })
+}
+
+/// The nodes the outputs depend on.
+fn needed(graph: &Graph) -> Vec<bool> {
+    let mut needed = vec![false; graph.len()];
+    for (_, id) in graph.outputs() {
+        needed[id.index()] = true;
+    }
+    for id in graph.node_ids().collect::<Vec<_>>().into_iter().rev() {
+        if needed[id.index()] {
+            for i in graph.inputs(id) {
+                needed[i.index()] = true;
+            }
+        }
+    }
+    needed
+}
+
+/// The step range each value must stay alive over: time 0 is the input copy, step `j` runs at
+/// time `j + 1`, outputs live to the end. An alias keeps the value it aliases alive.
+fn lifetimes(values: &[Value], steps: &[Step], outputs: &[(String, usize)]) -> Vec<(usize, usize)> {
+    let root = |mut v: usize| {
+        while let Storage::Alias { of, .. } = values[v].storage {
+            v = of;
+        }
+        v
+    };
+    let mut live = vec![(0usize, 0usize); values.len()];
+    for (j, step) in steps.iter().enumerate() {
+        live[step.out] = (j + 1, j + 1);
+    }
+    for (j, step) in steps.iter().enumerate() {
+        for &a in &step.args {
+            let r = root(a);
+            live[r].1 = live[r].1.max(j + 1);
+        }
+    }
+    for &(_, v) in outputs {
+        live[root(v)].1 = steps.len() + 1;
+    }
+    live
+}
+
+struct Builder<'g> {
+    graph: &'g Graph,
+    symbols: Vec<String>,
+    values: Vec<Value>,
+    steps: Vec<Step>,
+    consts: Vec<Arc<TensorData>>,
+    value_of: HashMap<saturn_ir::NodeId, usize>,
+    scratch: Scratch,
+}
+
+impl Builder<'_> {
+    fn push_const(&mut self, data: impl Into<Arc<TensorData>>) -> Storage {
+        self.consts.push(data.into());
+        Storage::Const(self.consts.len() - 1)
+    }
+
+    fn param(
+        &mut self,
+        node: &Node,
+        key: &str,
+        params: &dyn ParamSource,
+        cache: &mut ProgramCache,
+    ) -> Result<Storage, CodegenError> {
+        let shape =
+            node.ty.shape.iter().map(|d| d.as_const().map(|v| v as usize)).collect::<Option<Vec<_>>>();
+        let shape = shape.ok_or_else(|| unsupported(node, "a param's shape must be constant"))?;
+        let data = match cache.params.get(key) {
+            Some(d) => d.clone(),
+            None => {
+                let t = saturn_ir::load_param(node, key, &shape, params)
+                    .map_err(|e| CodegenError::Param { key: key.into(), msg: e.to_string() })?;
+                let d = Arc::new(t.data);
+                cache.params.insert(key.to_string(), d.clone());
+                d
+            }
+        };
+        if data.len() != shape.iter().product::<usize>() || elem_of(&data) != elem(node)? {
+            return Err(CodegenError::Param { key: key.into(), msg: format!("does not hold {}", node.ty) });
+        }
+        Ok(self.push_const(data))
+    }
+
+    /// Reshapes and contiguous slices read their operand's memory.
+    fn alias(&self, node: &Node, id: saturn_ir::NodeId, args: &[usize]) -> Option<Storage> {
+        let (of, offset) = match &node.op {
+            Op::Reshape { .. } => (args[0], LinDim::zero()),
+            Op::Slice { axis, start, .. } => {
+                let x = &self.graph.ty(self.graph.inputs(id)[0]).shape;
+                // Contiguous: every axis before `axis` has one element.
+                if !x[..*axis].iter().all(|d| d.as_const() == Some(1)) {
+                    return None;
+                }
+                let inner = x[axis + 1..].iter().try_fold(1i64, |acc, d| Some(acc * d.as_const()? as i64))?;
+                (args[0], LinDim::new(start, &self.symbols).scaled(inner))
+            }
+            _ => return None,
+        };
+        // Alias the root, so chains resolve in one step.
+        Some(match &self.values[of].storage {
+            Storage::Alias { of: root, offset: base } => {
+                Storage::Alias { of: *root, offset: base.plus(&offset) }
+            }
+            _ => Storage::Alias { of, offset },
+        })
+    }
+
+    fn kernel(&self, node: &Node, args: &[usize], cache: &mut ProgramCache) -> Result<Kernel, CodegenError> {
+        let kinds: Vec<Elem> = args.iter().map(|&a| self.values[a].elem).collect();
+        let all_f32 = |n: usize| kinds.len() == n && kinds.iter().all(|&k| k == Elem::F32);
+        let need = |ok: bool, what: &str| if ok { Ok(()) } else { Err(unsupported(node, what.to_string())) };
+        let out = elem(node)?;
+        let floats = |n: usize| need(all_f32(n) && out == Elem::F32, "expects f32 operands");
+        Ok(match &node.op {
+            Op::Unary(_) | Op::Binary(_) | Op::FusedElementwise { .. } => {
+                need(
+                    kinds.iter().all(|&k| k == Elem::F32) && out == Elem::F32,
+                    "only f32 elementwise math is compiled",
+                )?;
+                let expr =
+                    node.op.elementwise_expr().ok_or_else(|| unsupported(node, "no elementwise form"))?;
+                let key = (expr.to_string(), args.len());
+                let k = match cache.elementwise.get(&key) {
+                    Some(k) => k.clone(),
+                    None => {
+                        let k = Rc::new(compile_elementwise(&node.name, &expr, args.len())?);
+                        cache.elementwise.insert(key, k.clone());
+                        k
+                    }
+                };
+                Kernel::Elementwise(k)
+            }
+            Op::Where => {
+                need(kinds == [Elem::U8, Elem::F32, Elem::F32], "expects (bool, f32, f32)")?;
+                Kernel::Where
+            }
+            Op::Cast { .. } => Kernel::Cast { from: kinds[0], to: out },
+            Op::Reduce { op, axis, .. } => floats(1).map(|_| Kernel::Reduce { op: *op, axis: *axis })?,
+            Op::Softmax { axis } => floats(1).map(|_| Kernel::Softmax { axis: *axis })?,
+            Op::TopKMask { k } => need(all_f32(1), "expects f32").map(|_| Kernel::TopKMask { k: *k })?,
+            Op::RmsNorm { eps } => floats(2).map(|_| Kernel::RmsNorm { eps: *eps })?,
+            Op::MatMul => floats(2).map(|_| Kernel::MatMul)?,
+            Op::Linear => floats(2).map(|_| Kernel::Linear)?,
+            Op::Rope(r) => {
+                need(kinds == [Elem::F32, Elem::I64], "expects (f32, i64)")?;
+                Kernel::Rope(*r)
+            }
+            Op::CausalMask => floats(1).map(|_| Kernel::CausalMask)?,
+            Op::Gather => {
+                need(kinds == [Elem::F32, Elem::I64], "expects an f32 table and i64 indices")?;
+                Kernel::Gather
+            }
+            Op::Permute { perm } => Kernel::Permute(perm.clone()),
+            Op::Expand { .. } => Kernel::Expand,
+            Op::Slice { axis, start, .. } => {
+                Kernel::Slice { axis: *axis, start: LinDim::new(start, &self.symbols) }
+            }
+            Op::Concat { axis } => Kernel::Concat { axis: *axis },
+            Op::RmsNormLinear { eps } => floats(3).map(|_| Kernel::RmsNormLinear { eps: *eps })?,
+            Op::GatedLinear => floats(3).map(|_| Kernel::GatedLinear)?,
+            Op::RouterTopK(r) => floats(args.len()).map(|_| Kernel::RouterTopK(*r))?,
+            Op::GroupedExperts { .. } => floats(args.len()).map(|_| Kernel::GroupedExperts)?,
+            Op::MlaDecodeAttention { scale } => {
+                floats(4).map(|_| Kernel::MlaDecodeAttention { scale: *scale })?
+            }
+            Op::Arange { start, .. } => Kernel::Arange { start: LinDim::new(start, &self.symbols) },
+            Op::Reshape { .. } | Op::Input | Op::Param { .. } | Op::Scalar { .. } => {
+                return Err(unsupported(node, "has no kernel (a bug in the program builder)"));
+            }
+        })
+    }
+
+    /// Runs a constant node's kernel once, now, and keeps the result as a constant.
+    fn compute_now(
+        &mut self,
+        node: &Node,
+        elem: Elem,
+        kernel: &Kernel,
+        args: &[usize],
+        cache: &ProgramCache,
+    ) -> Result<Storage, CodegenError> {
+        let shape: Vec<usize> = node.ty.shape.iter().map(|d| d.as_const().unwrap_or(0) as usize).collect();
+        let n = shape.iter().product::<usize>();
+        let mut data = match elem {
+            Elem::F32 => TensorData::F32(vec![0.0; n]),
+            Elem::I64 => TensorData::I64(vec![0; n]),
+            Elem::U8 => TensorData::Bool(vec![false; n]),
+        };
+        let views: Vec<View> =
+            args.iter().map(|&a| self.const_view(a)).collect::<Option<_>>().ok_or_else(|| {
+                unsupported(node, "a constant operand has no memory yet (a bug in the program builder)")
+            })?;
+        let out = view(data_ptr_mut(&mut data), elem, &shape);
+        let mut env = Env { symbols: &[], rows: &cache.rows, scratch: &mut self.scratch };
+        exec(kernel, &views, &out, &mut env)
+            .map_err(|msg| CodegenError::Run { node: node.name.clone(), msg })?;
+        Ok(self.push_const(data))
+    }
+
+    /// The view of a constant (or an alias of one), with its concrete shape.
+    fn const_view(&self, v: usize) -> Option<View> {
+        let value = &self.values[v];
+        let shape: Vec<usize> = value.shape.iter().map(|d| d.eval(&[])).collect::<Option<_>>()?;
+        let ptr = match &value.storage {
+            Storage::Const(c) => data_ptr(&self.consts[*c]),
+            Storage::Alias { of, offset } => match &self.values[*of].storage {
+                // SAFETY: the offset is inside the constant (a slice of it, checked by the graph).
+                Storage::Const(c) => unsafe {
+                    data_ptr(&self.consts[*c]).add(offset.eval(&[])? * value.elem.size())
+                },
+                _ => return None,
+            },
+            _ => return None,
+        };
+        Some(view(ptr, value.elem, &shape))
+    }
+}
+
+/// A view of `shape` at `ptr`.
+pub(super) fn view(ptr: *mut u8, elem: Elem, shape: &[usize]) -> View {
+    let mut s = [0; MAX_RANK];
+    s[..shape.len()].copy_from_slice(shape);
+    View { ptr, elem, shape: s, rank: shape.len() }
+}
+
+/// The address of a constant's elements. Constants are only read through it.
+pub(super) fn data_ptr(d: &TensorData) -> *mut u8 {
+    match d {
+        TensorData::F32(v) => v.as_ptr() as *mut u8,
+        TensorData::I64(v) => v.as_ptr() as *mut u8,
+        TensorData::Bool(v) => v.as_ptr() as *mut u8,
+    }
+}
+
+fn data_ptr_mut(d: &mut TensorData) -> *mut u8 {
+    match d {
+        TensorData::F32(v) => v.as_mut_ptr() as *mut u8,
+        TensorData::I64(v) => v.as_mut_ptr() as *mut u8,
+        TensorData::Bool(v) => v.as_mut_ptr() as *mut u8,
+    }
+}

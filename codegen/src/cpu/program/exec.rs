@@ -1,0 +1,449 @@
+//! One step: a kernel on resolved operand views.
+
+use std::rc::Rc;
+
+use saturn_ir::{ReduceOp, Rope, Router};
+
+use super::super::ElementwiseKernel;
+use super::super::attention::{MlaOperands, mla_decode_attention};
+use super::super::layout::{MAX_RANK, Strided, broadcast_strides, copy_strided, gather, row_major};
+use super::super::linalg::{linear, matmul_batched};
+use super::super::masks::{causal_mask, topk_mask};
+use super::super::moe::{ExpertScratch, Mlp, RouterScratch, gated, grouped_experts, router_topk};
+use super::super::rows::{RowKernels, rope_tables};
+use super::Elem;
+use super::plan::LinDim;
+
+/// What a step runs. Operand and result kinds were checked when the program was built.
+pub(super) enum Kernel {
+    Elementwise(Rc<ElementwiseKernel>),
+    Where,
+    Cast {
+        from: Elem,
+        to: Elem,
+    },
+    Reduce {
+        op: ReduceOp,
+        axis: usize,
+    },
+    Softmax {
+        axis: usize,
+    },
+    TopKMask {
+        k: u64,
+    },
+    RmsNorm {
+        eps: f64,
+    },
+    MatMul,
+    Linear,
+    Rope(Rope),
+    CausalMask,
+    Gather,
+    Permute(Vec<usize>),
+    Expand,
+    Slice {
+        axis: usize,
+        start: LinDim,
+    },
+    Concat {
+        axis: usize,
+    },
+    RmsNormLinear {
+        eps: f64,
+    },
+    GatedLinear,
+    RouterTopK(Router),
+    GroupedExperts,
+    MlaDecodeAttention {
+        scale: f64,
+    },
+    Arange {
+        start: LinDim,
+    },
+    /// `concat(carried, new)` along axis 0, in place: the new rows are written after the
+    /// carried ones, which are already there.
+    CarriedAppend,
+}
+
+/// A value's memory and concrete shape during one step.
+#[derive(Clone, Copy)]
+pub(super) struct View {
+    pub(super) ptr: *mut u8,
+    pub(super) elem: Elem,
+    pub(super) shape: [usize; MAX_RANK],
+    pub(super) rank: usize,
+}
+
+impl View {
+    pub(super) fn shape(&self) -> &[usize] {
+        &self.shape[..self.rank]
+    }
+
+    fn numel(&self) -> usize {
+        self.shape().iter().product()
+    }
+
+    // SAFETY (for the accessors below): a view covers `numel` elements of its kind in memory the
+    // program owns for the whole step (the plan's invariant), and no view written by a step
+    // overlaps one it reads (values alive together never share memory; the in-place append
+    // writes only rows after the ones it reads).
+    fn f32(&self) -> &[f32] {
+        unsafe { std::slice::from_raw_parts(self.ptr as *const f32, self.numel()) }
+    }
+
+    #[allow(clippy::mut_from_ref)]
+    fn f32_mut(&self) -> &mut [f32] {
+        unsafe { std::slice::from_raw_parts_mut(self.ptr as *mut f32, self.numel()) }
+    }
+
+    fn i64(&self) -> &[i64] {
+        unsafe { std::slice::from_raw_parts(self.ptr as *const i64, self.numel()) }
+    }
+
+    #[allow(clippy::mut_from_ref)]
+    fn i64_mut(&self) -> &mut [i64] {
+        unsafe { std::slice::from_raw_parts_mut(self.ptr as *mut i64, self.numel()) }
+    }
+
+    fn u8(&self) -> &[u8] {
+        unsafe { std::slice::from_raw_parts(self.ptr as *const u8, self.numel()) }
+    }
+
+    #[allow(clippy::mut_from_ref)]
+    fn u8_mut(&self) -> &mut [u8] {
+        unsafe { std::slice::from_raw_parts_mut(self.ptr, self.numel()) }
+    }
+}
+
+/// Buffers kernels reuse from step to step (grown, never shrunk: no allocation per token once
+/// the largest step has run).
+#[derive(Default)]
+pub(super) struct Scratch {
+    a: Vec<f32>,
+    b: Vec<f32>,
+    idx: Vec<usize>,
+    pairs: Vec<(usize, usize)>,
+    router: RouterScratch,
+    experts: ExpertScratch,
+}
+
+/// What a step may use besides its operands.
+pub(super) struct Env<'a> {
+    pub(super) symbols: &'a [u64],
+    pub(super) rows: &'a RowKernels,
+    pub(super) scratch: &'a mut Scratch,
+}
+
+/// The product of `shape[from..to]`.
+fn span(shape: &[usize], from: usize, to: usize) -> usize {
+    shape[from..to].iter().product()
+}
+
+fn grow(v: &mut Vec<f32>, n: usize) -> &mut [f32] {
+    if v.len() < n {
+        v.resize(n, 0.0);
+    }
+    &mut v[..n]
+}
+
+/// Runs `kernel` on `args` into `out`; an error message for value-dependent failures.
+pub(super) fn exec(kernel: &Kernel, args: &[View], out: &View, env: &mut Env) -> Result<(), String> {
+    let s = &mut *env.scratch;
+    match kernel {
+        Kernel::Elementwise(k) => {
+            let mut operands: [(&[f32], &[usize]); 8] = [(&[], &[]); 8];
+            if args.len() > operands.len() {
+                return Err(format!("{} operands; at most 8 are supported", args.len()));
+            }
+            for (o, a) in operands.iter_mut().zip(args) {
+                *o = (a.f32(), a.shape());
+            }
+            k.run(&operands[..args.len()], out.shape(), out.f32_mut()).map_err(|e| e.to_string())?;
+        }
+        Kernel::Where => {
+            let shape = out.shape();
+            let dst = out.f32_mut();
+            let (c, a, b) = (args[0], args[1], args[2]);
+            let strides = [
+                broadcast_strides(c.shape(), shape),
+                broadcast_strides(a.shape(), shape),
+                broadcast_strides(b.shape(), shape),
+            ];
+            let (cv, av, bv) = (c.u8(), a.f32(), b.f32());
+            let mut o = 0;
+            for_each_index(shape, |index| {
+                let at = |st: &[usize; MAX_RANK]| index.iter().zip(st).map(|(i, s)| i * s).sum::<usize>();
+                dst[o] = if cv[at(&strides[0])] != 0 { av[at(&strides[1])] } else { bv[at(&strides[2])] };
+                o += 1;
+            });
+        }
+        Kernel::Cast { from, to } => cast(args[0], *from, out, *to),
+        Kernel::Reduce { op, axis } => {
+            let x = args[0].shape();
+            let (outer, n, inner) = (span(x, 0, *axis), x[*axis], span(x, axis + 1, x.len()));
+            env.rows.reduce(*op, args[0].f32(), outer, n, inner, out.f32_mut());
+        }
+        Kernel::Softmax { axis } => {
+            let x = args[0].shape();
+            let (outer, n, inner) = (span(x, 0, *axis), x[*axis], span(x, axis + 1, x.len()));
+            env.rows.softmax(args[0].f32(), outer, n, inner, out.f32_mut());
+        }
+        Kernel::TopKMask { k } => {
+            let n = *args[0].shape().last().unwrap_or(&0);
+            topk_mask(args[0].f32(), n, *k, &mut s.idx, out.u8_mut());
+        }
+        Kernel::RmsNorm { eps } => env.rows.rms_norm(args[0].f32(), args[1].f32(), *eps, out.f32_mut()),
+        Kernel::MatMul => matmul(args[0], args[1], out, s),
+        Kernel::Linear => {
+            let (k, n) = (*args[0].shape().last().unwrap_or(&0), args[1].shape()[0]);
+            let m = out.numel().checked_div(n).unwrap_or(0);
+            linear(args[0].f32(), args[1].f32(), m, k, n, out.f32_mut());
+        }
+        Kernel::Rope(rope) => {
+            let d = *args[0].shape().last().unwrap_or(&0);
+            let positions = args[1].i64();
+            let half = d / 2;
+            let (cos, sin) = (grow(&mut s.a, positions.len() * half), grow(&mut s.b, positions.len() * half));
+            rope_tables(rope, d, positions, cos, sin);
+            env.rows.rope(rope.layout, args[0].f32(), d, cos, sin, out.f32_mut());
+        }
+        Kernel::CausalMask => {
+            let x = args[0].shape();
+            let r = x.len();
+            causal_mask(args[0].f32(), x[r - 2], x[r - 1], out.f32_mut());
+        }
+        Kernel::Gather => {
+            let row = span(args[0].shape(), 1, args[0].rank);
+            gather(args[0].f32(), row, args[1].i64(), out.f32_mut())?;
+        }
+        Kernel::Permute(perm) => {
+            let own = row_major(args[0].shape());
+            let mut strides = [0; MAX_RANK];
+            for (i, &p) in perm.iter().enumerate() {
+                strides[i] = own[p];
+            }
+            copy_view(args[0], 0, &strides, out, 0, &row_major(out.shape()));
+        }
+        Kernel::Expand => {
+            let strides = broadcast_strides(args[0].shape(), out.shape());
+            copy_view(args[0], 0, &strides, out, 0, &row_major(out.shape()));
+        }
+        Kernel::Slice { axis, start } => {
+            let own = row_major(args[0].shape());
+            let start = start.eval(env.symbols).ok_or("the slice starts at a negative index")?;
+            copy_view(args[0], start * own[*axis], &own, out, 0, &row_major(out.shape()));
+        }
+        Kernel::Concat { axis } => {
+            let dst = row_major(out.shape());
+            let mut at = 0;
+            for a in args {
+                copy_view(*a, 0, &row_major(a.shape()), &with_shape(out, a.shape()), at * dst[*axis], &dst);
+                at += a.shape()[*axis];
+            }
+        }
+        Kernel::RmsNormLinear { eps } => {
+            let x = args[0];
+            let k = *x.shape().last().unwrap_or(&0);
+            let normed = grow(&mut s.a, x.numel());
+            env.rows.rms_norm(x.f32(), args[1].f32(), *eps, normed);
+            let n = args[2].shape()[0];
+            let m = out.numel().checked_div(n).unwrap_or(0);
+            linear(normed, args[2].f32(), m, k, n, out.f32_mut());
+        }
+        Kernel::GatedLinear => {
+            let k = *args[0].shape().last().unwrap_or(&0);
+            let n = args[1].shape()[0];
+            let m = out.numel().checked_div(n).unwrap_or(0);
+            let up = grow(&mut s.a, m * n);
+            gated(args[0].f32(), args[1].f32(), args[2].f32(), (m, k, n), up, out.f32_mut());
+        }
+        Kernel::RouterTopK(r) => {
+            let e = args[0].shape()[1];
+            let bias = args.get(1).map(|b| b.f32());
+            router_topk(r, args[0].f32(), bias, e, &mut s.router, out.f32_mut());
+        }
+        Kernel::GroupedExperts => experts(args, out, &mut s.experts),
+        Kernel::MlaDecodeAttention { scale } => {
+            let (q, qr, lat) = (args[0].shape(), args[1].shape(), args[2].shape());
+            let ops = MlaOperands {
+                q_latent: args[0].f32(),
+                q_rope: args[1].f32(),
+                latent: args[2].f32(),
+                k_pe: args[3].f32(),
+            };
+            mla_decode_attention(
+                &ops,
+                (q[0], q[1], q[2], qr[2], lat[0]),
+                *scale as f32,
+                &mut s.a,
+                out.f32_mut(),
+            );
+        }
+        Kernel::Arange { start } => {
+            let start = start.eval(env.symbols).ok_or("the range starts at a negative index")? as i64;
+            out.i64_mut().iter_mut().enumerate().for_each(|(i, v)| *v = start + i as i64);
+        }
+        Kernel::CarriedAppend => {
+            let (old, new) = (args[0], args[1]);
+            let row = span(new.shape(), 1, new.rank);
+            let at = old.shape()[0] * row;
+            // SAFETY: the carried buffer holds the output's rows (reserved before the run); rows
+            // from `at` on are written here and not read by `old`'s view.
+            let dst = unsafe { std::slice::from_raw_parts_mut((out.ptr as *mut f32).add(at), new.numel()) };
+            dst.copy_from_slice(new.f32());
+        }
+    }
+    Ok(())
+}
+
+/// `view` with another shape (same memory): a concat operand's block in the output.
+fn with_shape(view: &View, shape: &[usize]) -> View {
+    let mut v = *view;
+    v.shape[..shape.len()].copy_from_slice(shape);
+    v.rank = shape.len();
+    v
+}
+
+/// A strided copy between views of one element kind; `dst` covers the written elements' span.
+fn copy_view(
+    src: View,
+    src_offset: usize,
+    src_strides: &[usize; MAX_RANK],
+    dst: &View,
+    dst_offset: usize,
+    dst_strides: &[usize; MAX_RANK],
+) {
+    let shape = dst.shape();
+    let r = shape.len();
+    // The destination slice spans from its start to the last written element.
+    let reach = |strides: &[usize; MAX_RANK], offset: usize| {
+        if shape.contains(&0) {
+            offset
+        } else {
+            offset + shape.iter().zip(strides).map(|(d, s)| (d - 1) * s).sum::<usize>() + 1
+        }
+    };
+    let (src_len, dst_len) = (reach(src_strides, src_offset), reach(dst_strides, dst_offset));
+    // SAFETY: both spans are inside their values (the shapes come from the verified graph).
+    unsafe {
+        match src.elem {
+            Elem::F32 => copy_strided(
+                shape,
+                Strided {
+                    data: std::slice::from_raw_parts(src.ptr as *const f32, src_len),
+                    offset: src_offset,
+                    strides: &src_strides[..r],
+                },
+                std::slice::from_raw_parts_mut(dst.ptr as *mut f32, dst_len),
+                dst_offset,
+                &dst_strides[..r],
+            ),
+            Elem::I64 => copy_strided(
+                shape,
+                Strided {
+                    data: std::slice::from_raw_parts(src.ptr as *const i64, src_len),
+                    offset: src_offset,
+                    strides: &src_strides[..r],
+                },
+                std::slice::from_raw_parts_mut(dst.ptr as *mut i64, dst_len),
+                dst_offset,
+                &dst_strides[..r],
+            ),
+            Elem::U8 => copy_strided(
+                shape,
+                Strided {
+                    data: std::slice::from_raw_parts(src.ptr as *const u8, src_len),
+                    offset: src_offset,
+                    strides: &src_strides[..r],
+                },
+                std::slice::from_raw_parts_mut(dst.ptr, dst_len),
+                dst_offset,
+                &dst_strides[..r],
+            ),
+        }
+    }
+}
+
+/// Calls `f` with every index of `shape` in row-major order.
+fn for_each_index(shape: &[usize], mut f: impl FnMut(&[usize])) {
+    if shape.contains(&0) {
+        return;
+    }
+    let mut index = [0usize; MAX_RANK];
+    let r = shape.len();
+    loop {
+        f(&index[..r]);
+        let mut axis = r;
+        loop {
+            if axis == 0 {
+                return;
+            }
+            axis -= 1;
+            index[axis] += 1;
+            if index[axis] < shape[axis] {
+                break;
+            }
+            index[axis] = 0;
+        }
+    }
+}
+
+fn cast(x: View, from: Elem, out: &View, to: Elem) {
+    match (from, to) {
+        (Elem::F32, Elem::F32) => out.f32_mut().copy_from_slice(x.f32()),
+        (Elem::I64, Elem::I64) => out.i64_mut().copy_from_slice(x.i64()),
+        (Elem::U8, Elem::U8) => out.u8_mut().copy_from_slice(x.u8()),
+        (Elem::F32, Elem::I64) => out.i64_mut().iter_mut().zip(x.f32()).for_each(|(o, &v)| *o = v as i64),
+        (Elem::F32, Elem::U8) => {
+            out.u8_mut().iter_mut().zip(x.f32()).for_each(|(o, &v)| *o = u8::from(v != 0.0))
+        }
+        (Elem::I64, Elem::F32) => out.f32_mut().iter_mut().zip(x.i64()).for_each(|(o, &v)| *o = v as f32),
+        (Elem::I64, Elem::U8) => {
+            out.u8_mut().iter_mut().zip(x.i64()).for_each(|(o, &v)| *o = u8::from(v != 0))
+        }
+        (Elem::U8, Elem::F32) => out.f32_mut().iter_mut().zip(x.u8()).for_each(|(o, &v)| *o = f32::from(v)),
+        (Elem::U8, Elem::I64) => out.i64_mut().iter_mut().zip(x.u8()).for_each(|(o, &v)| *o = i64::from(v)),
+    }
+}
+
+/// `a [..., m, k] @ b [..., k, n]`, batch dims broadcast to the output's.
+fn matmul(a: View, b: View, out: &View, s: &mut Scratch) {
+    let (sa, sb, so) = (a.shape(), b.shape(), out.shape());
+    let (ra, rb, ro) = (sa.len(), sb.len(), so.len());
+    let (m, k, n) = (sa[ra - 2], sa[ra - 1], sb[rb - 1]);
+    let batch = &so[..ro - 2];
+    let (ba, bb) = (broadcast_strides(&sa[..ra - 2], batch), broadcast_strides(&sb[..rb - 2], batch));
+    s.pairs.clear();
+    for_each_index(batch, |index| {
+        let at = |st: &[usize; MAX_RANK], block: usize| {
+            index.iter().zip(st).map(|(i, s)| i * s).sum::<usize>() * block
+        };
+        s.pairs.push((at(&ba, m * k), at(&bb, k * n)));
+    });
+    if batch.is_empty() {
+        s.pairs.push((0, 0));
+    }
+    matmul_batched(a.f32(), b.f32(), &s.pairs, (m, k, n), out.f32_mut());
+}
+
+/// `grouped_experts(x, routing, w_gate, w_up, w_down [, shared gate, up, down])`.
+fn experts(args: &[View], out: &View, s: &mut ExpertScratch) {
+    let (x, routing) = (args[0], args[1]);
+    let (t, h) = (x.shape()[0], x.shape()[1]);
+    let (e, i) = (args[2].shape()[0], args[2].shape()[1]);
+    let (wg, wu, wd) = (args[2].f32(), args[3].f32(), args[4].f32());
+    let expert = |ex: usize| Mlp {
+        gate: &wg[ex * i * h..(ex + 1) * i * h],
+        up: &wu[ex * i * h..(ex + 1) * i * h],
+        down: &wd[ex * h * i..(ex + 1) * h * i],
+        inner: i,
+    };
+    let shared = (args.len() == 8).then(|| Mlp {
+        gate: args[5].f32(),
+        up: args[6].f32(),
+        down: args[7].f32(),
+        inner: args[5].shape()[0],
+    });
+    grouped_experts(x.f32(), routing.f32(), (t, h, e), expert, shared, s, out.f32_mut());
+}

@@ -1,0 +1,299 @@
+//! Running a [`CpuProgram`]: the workspace (arena, plans, scratch) and carried buffers.
+
+use std::collections::HashMap;
+
+use super::build::{data_ptr, view};
+use super::exec::{Env, Scratch, View, exec};
+use super::plan::{Plan, Storage, assign_offsets, grow_caps};
+use super::{CpuProgram, Elem};
+use crate::CodegenError;
+
+/// Memory a sequence's runs reuse: the arena, one plan per program, scratch buffers. Buffers
+/// grow to the largest run seen and are then reused, so steady-state runs allocate nothing.
+#[derive(Default)]
+pub struct Workspace {
+    /// The arena, as u64 words so every offset (a multiple of 64 bytes) is aligned.
+    arena: Vec<u64>,
+    plans: HashMap<u64, Plan>,
+    /// The concrete dims of every value of the last run, flat.
+    dims: Vec<usize>,
+    /// The address of every value of the last run.
+    addrs: Vec<*mut u8>,
+    scratch: Scratch,
+    /// The program whose outputs `dims` and `addrs` describe.
+    last: Option<u64>,
+}
+
+// SAFETY: the raw addresses point into memory the workspace, a program or a `Carried` owns;
+// they are recomputed at the start of every run and only dereferenced during it.
+unsafe impl Send for Workspace {}
+
+impl Workspace {
+    pub fn new() -> Workspace {
+        Workspace::default()
+    }
+
+    /// Bytes of arena memory held.
+    pub fn arena_bytes(&self) -> usize {
+        self.arena.len() * 8
+    }
+}
+
+/// The buffers that carry state from run to run (the KV cache): one per carried input of a
+/// program, rows appended in place. Reserve the rows a sequence needs up front to avoid any
+/// reallocation; otherwise capacity doubles as rows are added.
+pub struct Carried {
+    names: Vec<String>,
+    rows_per: Vec<usize>,
+    data: Vec<Vec<f32>>,
+    rows: usize,
+}
+
+impl Carried {
+    /// Empty buffers for `program`'s carried inputs.
+    pub fn new(program: &CpuProgram) -> Carried {
+        Carried {
+            names: program.carried.iter().map(|c| c.name.clone()).collect(),
+            rows_per: program.carried.iter().map(|c| c.row).collect(),
+            data: program.carried.iter().map(|_| Vec::new()).collect(),
+            rows: 0,
+        }
+    }
+
+    /// Rows held (the cached positions).
+    pub fn rows(&self) -> usize {
+        self.rows
+    }
+
+    /// Makes room for `rows` rows in every buffer.
+    pub fn reserve(&mut self, rows: usize) {
+        for (d, &row) in self.data.iter_mut().zip(&self.rows_per) {
+            if d.len() < rows * row {
+                d.resize(rows * row, 0.0);
+            }
+        }
+    }
+
+    /// The rows held in the buffer `name` (`rows * row` elements).
+    pub fn get(&self, name: &str) -> Option<&[f32]> {
+        let i = self.names.iter().position(|n| n == name)?;
+        Some(&self.data[i][..self.rows * self.rows_per[i]])
+    }
+
+    /// Bytes held.
+    pub fn bytes(&self) -> usize {
+        self.data.iter().map(|d| d.len() * 4).sum()
+    }
+}
+
+/// An input tensor's elements (its shape is the graph's, under the run's symbols).
+#[derive(Clone, Copy)]
+pub enum InputData<'a> {
+    F32(&'a [f32]),
+    I64(&'a [i64]),
+}
+
+impl CpuProgram {
+    /// Runs the program: `symbols` binds the graph's symbols by name (extra ones are ignored),
+    /// `inputs` its non-carried inputs by name; carried inputs are `carried`'s rows, and the
+    /// carried outputs become its new rows. Read outputs with [`CpuProgram::output`].
+    pub fn run(
+        &self,
+        ws: &mut Workspace,
+        carried: &mut Carried,
+        symbols: &[(&str, u64)],
+        inputs: &[(&str, InputData)],
+    ) -> Result<(), CodegenError> {
+        let bad = |node: &str, msg: String| CodegenError::Run { node: node.to_string(), msg };
+        let syms: Vec<u64> = self
+            .symbols
+            .iter()
+            .map(|s| {
+                symbols
+                    .iter()
+                    .find(|(n, _)| n == s)
+                    .map(|&(_, v)| v)
+                    .ok_or_else(|| bad(&self.name, format!("symbol `{s}` is not bound")))
+            })
+            .collect::<Result<_, _>>()?;
+        self.eval_dims(ws, &syms)?;
+        self.plan(ws, &syms);
+        let plan = &ws.plans[&self.id];
+        let words = plan.arena_bytes.div_ceil(8);
+        if ws.arena.len() < words {
+            ws.arena.resize(words, 0);
+        }
+        // Carried outputs need their rows before any address is taken.
+        for c in &self.carried {
+            let (input_rows, output_rows) =
+                (ws.dims[self.dim_start(c.input)], ws.dims[self.dim_start(c.output)]);
+            if input_rows != carried.rows {
+                return Err(bad(
+                    &c.name,
+                    format!("holds {} rows, the run expects {input_rows}", carried.rows),
+                ));
+            }
+            carried.reserve(output_rows);
+        }
+        self.resolve(ws, carried, &syms);
+        for (name, v) in &self.inputs {
+            let data = inputs
+                .iter()
+                .find(|(n, _)| n == name)
+                .map(|&(_, d)| d)
+                .ok_or_else(|| bad(name, "is not bound".into()))?;
+            let out = self.view(ws, *v);
+            let expected = out.shape().iter().product::<usize>();
+            match (data, self.values[*v].elem) {
+                (InputData::F32(d), Elem::F32) if d.len() == expected => {
+                    // SAFETY: the view is the input's arena slot of `expected` elements.
+                    unsafe { std::slice::from_raw_parts_mut(out.ptr as *mut f32, expected) }
+                        .copy_from_slice(d)
+                }
+                (InputData::I64(d), Elem::I64) if d.len() == expected => {
+                    // SAFETY: as above.
+                    unsafe { std::slice::from_raw_parts_mut(out.ptr as *mut i64, expected) }
+                        .copy_from_slice(d)
+                }
+                _ => {
+                    return Err(bad(
+                        name,
+                        format!("expected {expected} elements of {:?}", self.values[*v].elem),
+                    ));
+                }
+            }
+        }
+        let mut args: Vec<View> = Vec::with_capacity(8);
+        for step in &self.steps {
+            args.clear();
+            args.extend(step.args.iter().map(|&a| self.view(ws, a)));
+            let out = self.view(ws, step.out);
+            let mut env = Env { symbols: &syms, rows: &self.rows, scratch: &mut ws.scratch };
+            exec(&step.kernel, &args, &out, &mut env).map_err(|msg| bad(&self.values[step.out].name, msg))?;
+        }
+        for (i, c) in self.carried.iter().enumerate() {
+            if !c.in_place {
+                let out = self.view(ws, c.output);
+                let n = out.shape().iter().product::<usize>();
+                // SAFETY: the output is an arena value of `n` f32 elements.
+                let src = unsafe { std::slice::from_raw_parts(out.ptr as *const f32, n) };
+                carried.data[i][..n].copy_from_slice(src);
+            }
+        }
+        if let Some(c) = self.carried.first() {
+            carried.rows = ws.dims[self.dim_start(c.output)];
+        }
+        ws.last = Some(self.id);
+        Ok(())
+    }
+
+    /// An output of the last run of this program on `ws`: its f32 elements and shape.
+    pub fn output<'w>(&self, ws: &'w Workspace, name: &str) -> Option<(&'w [f32], Vec<usize>)> {
+        if ws.last != Some(self.id) {
+            return None;
+        }
+        let &(_, v) = self.outputs.iter().find(|(n, _)| n == name)?;
+        if self.values[v].elem != Elem::F32 || matches!(self.values[v].storage, Storage::Carried(_)) {
+            return None;
+        }
+        let view = self.view(ws, v);
+        let shape = view.shape().to_vec();
+        let n = shape.iter().product();
+        // SAFETY: the output lives in the workspace's arena (or a constant) until the next run,
+        // which needs `&mut Workspace` and so cannot happen while this borrow lives.
+        Some((unsafe { std::slice::from_raw_parts(view.ptr as *const f32, n) }, shape))
+    }
+
+    fn dim_start(&self, v: usize) -> usize {
+        self.dim_starts[v]
+    }
+
+    /// Evaluates every value's shape into `ws.dims`.
+    fn eval_dims(&self, ws: &mut Workspace, syms: &[u64]) -> Result<(), CodegenError> {
+        ws.dims.clear();
+        for value in &self.values {
+            for d in &value.shape {
+                let v = d.eval(syms).ok_or_else(|| CodegenError::Run {
+                    node: value.name.clone(),
+                    msg: "a dim evaluates negative under the run's symbols".into(),
+                })?;
+                ws.dims.push(v);
+            }
+        }
+        Ok(())
+    }
+
+    fn bytes(&self, ws: &Workspace, v: usize) -> usize {
+        let value = &self.values[v];
+        let start = self.dim_start(v);
+        ws.dims[start..start + value.shape.len()].iter().product::<usize>() * value.elem.size()
+    }
+
+    /// Makes sure `ws` holds a plan of this program that fits the run's sizes.
+    fn plan(&self, ws: &mut Workspace, syms: &[u64]) {
+        let fits = |plan: &Plan| {
+            syms.iter().zip(&plan.caps).all(|(v, c)| v <= c)
+                && (0..self.values.len()).all(|v| plan.sizes[v] >= self.arena_size(ws, v).unwrap_or(0))
+        };
+        let caps = match ws.plans.get(&self.id) {
+            Some(plan) if fits(plan) => return,
+            Some(plan) => grow_caps(Some(&plan.caps), syms),
+            None => grow_caps(None, syms),
+        };
+        let mut sizes = self.sizes_at(&caps);
+        // A dim that shrinks as a symbol grows can exceed its size at the caps: plan that
+        // value at the run's size.
+        for (v, size) in sizes.iter_mut().enumerate() {
+            if let (Some(s), Some(now)) = (size.as_mut(), self.arena_size(ws, v)) {
+                *s = (*s).max(now);
+            }
+        }
+        let (offsets, arena_bytes) = assign_offsets(&sizes, &self.live);
+        let sizes = sizes.into_iter().map(|s| s.unwrap_or(0)).collect();
+        ws.plans.insert(self.id, Plan { caps, offsets, sizes, arena_bytes });
+    }
+
+    /// The arena bytes of value `v` in the current run (`None` when it is not in the arena).
+    fn arena_size(&self, ws: &Workspace, v: usize) -> Option<usize> {
+        matches!(self.values[v].storage, Storage::Arena).then(|| self.bytes(ws, v))
+    }
+
+    /// Arena bytes per value with symbols at `caps`.
+    fn sizes_at(&self, caps: &[u64]) -> Vec<Option<usize>> {
+        self.values
+            .iter()
+            .map(|value| {
+                matches!(value.storage, Storage::Arena).then(|| {
+                    value.shape.iter().map(|d| d.eval(caps).unwrap_or(0)).product::<usize>()
+                        * value.elem.size()
+                })
+            })
+            .collect()
+    }
+
+    /// The address of every value for this run.
+    fn resolve(&self, ws: &mut Workspace, carried: &mut Carried, syms: &[u64]) {
+        let plan = &ws.plans[&self.id];
+        let base = ws.arena.as_mut_ptr() as *mut u8;
+        ws.addrs.clear();
+        for (v, value) in self.values.iter().enumerate() {
+            let addr = match &value.storage {
+                Storage::Const(c) => data_ptr(&self.consts[*c]),
+                // SAFETY: the plan's offsets lie inside the arena, sized to `arena_bytes` above.
+                Storage::Arena => unsafe { base.add(plan.offsets[v]) },
+                Storage::Carried(c) => carried.data[*c].as_mut_ptr() as *mut u8,
+                Storage::Alias { of, offset } => {
+                    let at = offset.eval(syms).unwrap_or(0) * self.values[*of].elem.size();
+                    // SAFETY: an alias is a reshape or an in-bounds slice of its operand.
+                    unsafe { ws.addrs[*of].add(at) }
+                }
+            };
+            ws.addrs.push(addr);
+        }
+    }
+
+    fn view(&self, ws: &Workspace, v: usize) -> View {
+        let start = self.dim_start(v);
+        view(ws.addrs[v], self.values[v].elem, &ws.dims[start..start + self.values[v].shape.len()])
+    }
+}
