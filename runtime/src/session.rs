@@ -62,6 +62,13 @@ impl CpuPrograms {
         self.cache.weight_bytes()
     }
 
+    /// Bytes of weights and KV cache a run of `tokens` new tokens after `position` cached ones
+    /// reads (see `CpuProgram::bytes_read`).
+    pub fn bytes_read(&self, position: u64, tokens: usize) -> Result<u64, RuntimeError> {
+        let symbols = [(TOKENS, tokens as u64), (CACHED, position)];
+        Ok(self.pick(position, tokens).bytes_read(&symbols)?)
+    }
+
     /// The program a run of `tokens` new tokens after `position` cached ones uses.
     fn pick(&self, position: u64, tokens: usize) -> &CpuProgram {
         let special = match (position, tokens) {

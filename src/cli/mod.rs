@@ -1,5 +1,6 @@
 //! Subcommands: argument definitions and dispatch. Each command lives in its own file.
 
+mod bench;
 mod dump;
 mod eval;
 mod generate;
@@ -75,6 +76,28 @@ enum Command {
         /// Keep generating after the end-of-sequence token.
         #[arg(long)]
         ignore_eos: bool,
+        #[command(flatten)]
+        run: RunArgs,
+    },
+    /// Measure prefill and decode throughput (and decode against the memory-bandwidth limit).
+    Bench {
+        /// A checkpoint folder or a spec (.toml).
+        model: PathBuf,
+        /// Comma-separated prompt ids [default: --prompt-tokens ids (1 + 7919 i) mod vocab].
+        #[arg(long)]
+        ids: Option<String>,
+        /// The prompt length when --ids is not given.
+        #[arg(long, default_value_t = 32)]
+        prompt_tokens: usize,
+        /// Greedy decode steps after the prompt.
+        #[arg(long, default_value_t = 32)]
+        decode_tokens: usize,
+        /// Timed rounds (after one warm-up round); the median is reported.
+        #[arg(long, default_value_t = 3)]
+        repeat: usize,
+        /// Print the results as JSON.
+        #[arg(long)]
+        json: bool,
         #[command(flatten)]
         run: RunArgs,
     },
@@ -220,6 +243,16 @@ pub fn run(cli: Cli) -> Result<()> {
             let prompts = ids.iter().map(|i| parse_ids("--ids", i)).collect::<Result<Vec<_>>>()?;
             let sampling = generate::SamplingArgs { temperature, top_k, top_p, seed };
             generate::run(&model, &prompts, max_new_tokens, sampling, ignore_eos, &run)
+        }
+        Command::Bench { model, ids, prompt_tokens, decode_tokens, repeat, json, run } => {
+            let prompt = match ids {
+                Some(ids) => parse_ids("--ids", &ids)?,
+                None => {
+                    let vocab = saturn_frontend::load_model(&model)?.config.vocab_size;
+                    (0..prompt_tokens as u64).map(|i| (1 + 7919 * i) % vocab).collect()
+                }
+            };
+            bench::run(&model, &bench::BenchArgs { prompt, decode_tokens, repeat, json }, &run)
         }
         Command::Memory { model, context, batch, json } => memory::run(&model, context, batch, json),
         Command::Compile { model, phase, emit, out_dir, opt } => {

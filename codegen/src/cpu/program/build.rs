@@ -330,7 +330,7 @@ impl Builder<'_> {
             Op::RmsNormLinear { eps } => floats(3).map(|_| Kernel::RmsNormLinear { eps: *eps })?,
             Op::GatedLinear => floats(3).map(|_| Kernel::GatedLinear)?,
             Op::RouterTopK(r) => floats(args.len()).map(|_| Kernel::RouterTopK(*r))?,
-            Op::GroupedExperts { .. } => floats(args.len()).map(|_| Kernel::GroupedExperts)?,
+            Op::GroupedExperts { k } => floats(args.len()).map(|_| Kernel::GroupedExperts { k: *k })?,
             Op::MlaDecodeAttention { scale } => {
                 floats(4).map(|_| Kernel::MlaDecodeAttention { scale: *scale })?
             }

@@ -54,7 +54,9 @@ pub(super) enum Kernel {
     },
     GatedLinear,
     RouterTopK(Router),
-    GroupedExperts,
+    GroupedExperts {
+        k: u64,
+    },
     MlaDecodeAttention {
         scale: f64,
     },
@@ -263,7 +265,7 @@ pub(super) fn exec(kernel: &Kernel, args: &[View], out: &View, env: &mut Env) ->
             let bias = args.get(1).map(|b| b.f32());
             router_topk(r, args[0].f32(), bias, e, &mut s.router, out.f32_mut());
         }
-        Kernel::GroupedExperts => experts(args, out, &mut s.experts),
+        Kernel::GroupedExperts { .. } => experts(args, out, &mut s.experts),
         Kernel::MlaDecodeAttention { scale } => {
             let (q, qr, lat) = (args[0].shape(), args[1].shape(), args[2].shape());
             let ops = MlaOperands {

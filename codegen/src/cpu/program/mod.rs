@@ -16,6 +16,7 @@ mod build;
 mod exec;
 mod plan;
 mod run;
+mod traffic;
 
 use std::collections::HashMap;
 use std::rc::Rc;

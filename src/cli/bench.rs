@@ -1,0 +1,196 @@
+//! `saturn bench`: prefill and decode throughput of a model, and how close decode comes to the
+//! machine's memory-bandwidth limit.
+//!
+//! Prefill: the prompt from an empty cache, timed over `--repeat` fresh sessions (median).
+//! Decode: after that prefill, `--decode-tokens` greedy steps of one token each (median over
+//! the repeats of the whole loop). The bandwidth limit of decode is the machine's copy
+//! bandwidth (measured here, STREAM-style: bytes read plus bytes written per second, over
+//! buffers far larger than the caches) divided by the bytes one decode step reads (weights
+//! once, the experts a token uses, the KV cache at the loop's middle position).
+
+use std::path::Path;
+use std::time::Instant;
+
+use anyhow::{Result, bail};
+use saturn_frontend::load_model;
+use saturn_runtime::{Limits, Session};
+use serde::Serialize;
+
+use super::RunArgs;
+use super::optimize::RunGraphs;
+
+#[derive(Serialize)]
+struct Report {
+    model: String,
+    backend: String,
+    threads: usize,
+    prompt_tokens: usize,
+    decode_tokens: usize,
+    repeat: usize,
+    load_seconds: f64,
+    prefill_seconds: f64,
+    prefill_tokens_per_s: f64,
+    decode_seconds: f64,
+    decode_tokens_per_s: f64,
+    decode_bytes_per_token: Option<u64>,
+    copy_bandwidth_bytes_per_s: Option<f64>,
+    bandwidth_limit_tokens_per_s: Option<f64>,
+    bandwidth_fraction: Option<f64>,
+    generated_ids: Vec<u64>,
+}
+
+pub struct BenchArgs {
+    pub prompt: Vec<u64>,
+    pub decode_tokens: usize,
+    pub repeat: usize,
+    pub json: bool,
+}
+
+pub fn run(model_path: &Path, args: &BenchArgs, run: &RunArgs) -> Result<()> {
+    if args.decode_tokens == 0 || args.repeat == 0 {
+        bail!("--decode-tokens and --repeat must be at least 1");
+    }
+    let start = Instant::now();
+    let model = load_model(model_path)?;
+    let graphs = RunGraphs::new(&model.config, run.opt_level, &run.opt_target)?;
+    let limits =
+        Limits { vocab_size: model.config.vocab_size, max_positions: model.config.max_position_embeddings };
+    let all = args.prompt.len() + args.decode_tokens;
+    saturn_runtime::check_ids(&args.prompt, limits)?;
+    if all as u64 > limits.max_positions {
+        bail!("{all} positions are beyond the model's max_position_embeddings ({})", limits.max_positions);
+    }
+    let weights = model.open_weights(&graphs.forward)?;
+    let prepared = graphs.prepare(weights.as_ref())?;
+    let programs = run.compile(&prepared)?;
+    let executor = super::executor(&prepared, programs.as_ref())?;
+    let load_seconds = start.elapsed().as_secs_f64();
+
+    let mut prefill = Vec::new();
+    let mut decode = Vec::new();
+    let mut generated_ids = Vec::new();
+    for _ in 0..args.repeat + 1 {
+        let mut session = executor.session(&prepared, limits)?;
+        session.reserve(all);
+        let t = Instant::now();
+        let mut next = argmax_last(session.prefill_in_place(&args.prompt)?, args.prompt.len());
+        prefill.push(t.elapsed().as_secs_f64());
+        let t = Instant::now();
+        let ids = decode_loop(&mut session, &mut next, args.decode_tokens)?;
+        decode.push(t.elapsed().as_secs_f64());
+        generated_ids = ids;
+    }
+    // The first round warms caches and page tables; it is not counted.
+    let (prefill_seconds, decode_seconds) = (median(&prefill[1..]), median(&decode[1..]));
+    let middle = (args.prompt.len() + args.decode_tokens / 2) as u64;
+    let decode_bytes_per_token = programs.as_ref().map(|p| p.bytes_read(middle, 1)).transpose()?;
+    let copy_bandwidth = decode_bytes_per_token.map(|_| copy_bandwidth());
+    let decode_tokens_per_s = args.decode_tokens as f64 / decode_seconds;
+    let limit = decode_bytes_per_token.zip(copy_bandwidth).map(|(b, bw)| bw / b as f64);
+    let report = Report {
+        model: model_path.display().to_string(),
+        backend: format!("{:?}", run.backend).to_lowercase(),
+        threads: rayon_threads(),
+        prompt_tokens: args.prompt.len(),
+        decode_tokens: args.decode_tokens,
+        repeat: args.repeat,
+        load_seconds,
+        prefill_seconds,
+        prefill_tokens_per_s: args.prompt.len() as f64 / prefill_seconds,
+        decode_seconds,
+        decode_tokens_per_s,
+        decode_bytes_per_token,
+        copy_bandwidth_bytes_per_s: copy_bandwidth,
+        bandwidth_limit_tokens_per_s: limit,
+        bandwidth_fraction: limit.map(|l| decode_tokens_per_s / l),
+        generated_ids,
+    };
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print_report(&report);
+    }
+    Ok(())
+}
+
+fn print_report(r: &Report) {
+    println!("{} on {} ({} threads), loaded in {:.2} s", r.model, r.backend, r.threads, r.load_seconds);
+    println!(
+        "prefill: {} tokens in {:.4} s: {:.1} tokens/s (median of {})",
+        r.prompt_tokens, r.prefill_seconds, r.prefill_tokens_per_s, r.repeat
+    );
+    println!(
+        "decode:  {} tokens in {:.4} s: {:.1} tokens/s (median of {})",
+        r.decode_tokens, r.decode_seconds, r.decode_tokens_per_s, r.repeat
+    );
+    if let (Some(b), Some(bw), Some(l), Some(f)) = (
+        r.decode_bytes_per_token,
+        r.copy_bandwidth_bytes_per_s,
+        r.bandwidth_limit_tokens_per_s,
+        r.bandwidth_fraction,
+    ) {
+        println!(
+            "decode reads {:.1} MB per token; copy bandwidth {:.1} GB/s; limit {:.1} tokens/s; reached {:.0}%",
+            b as f64 / 1e6,
+            bw / 1e9,
+            l,
+            100.0 * f
+        );
+    }
+}
+
+/// Greedy decode steps after a prefill whose choice is `next`; returns the generated ids.
+fn decode_loop(session: &mut Session, next: &mut u64, steps: usize) -> Result<Vec<u64>> {
+    let mut ids = Vec::with_capacity(steps + 1);
+    ids.push(*next);
+    for _ in 0..steps {
+        *next = argmax_last(session.extend_in_place(&[*next])?, 1);
+        ids.push(*next);
+    }
+    Ok(ids)
+}
+
+/// The most likely token of the last row of `tokens` rows of logits.
+fn argmax_last(logits: &[f32], tokens: usize) -> u64 {
+    let vocab = logits.len() / tokens.max(1);
+    let row = &logits[logits.len() - vocab..];
+    let mut best = 0;
+    for (i, &v) in row.iter().enumerate() {
+        if v > row[best] {
+            best = i;
+        }
+    }
+    best as u64
+}
+
+fn median(v: &[f64]) -> f64 {
+    let mut v = v.to_vec();
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+fn rayon_threads() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
+/// The machine's copy bandwidth in bytes (read + written) per second: the best of a few
+/// copies of a 256 MiB buffer, split across the available threads.
+fn copy_bandwidth() -> f64 {
+    const BYTES: usize = 256 << 20;
+    let src = vec![1u8; BYTES];
+    let mut dst = vec![0u8; BYTES];
+    let threads = rayon_threads();
+    let chunk = BYTES.div_ceil(threads);
+    let mut best = f64::INFINITY;
+    for _ in 0..5 {
+        let t = Instant::now();
+        std::thread::scope(|s| {
+            for (d, c) in dst.chunks_mut(chunk).zip(src.chunks(chunk)) {
+                s.spawn(move || d.copy_from_slice(c));
+            }
+        });
+        best = best.min(t.elapsed().as_secs_f64());
+    }
+    std::hint::black_box(&dst);
+    2.0 * BYTES as f64 / best
+}
