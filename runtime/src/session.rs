@@ -194,6 +194,21 @@ impl Session<'_> {
         }
     }
 
+    /// Times the compiled backend's steps by kernel kind from now on (see [`Session::profile`]).
+    pub fn enable_profile(&mut self) {
+        if let Engine::Cpu { ws, .. } = &mut self.engine {
+            ws.enable_profile();
+        }
+    }
+
+    /// Seconds and calls per kernel kind since [`Session::enable_profile`] (compiled backend).
+    pub fn profile(&self) -> Vec<(&'static str, f64, usize)> {
+        match &self.engine {
+            Engine::Cpu { ws, .. } => ws.profile(),
+            Engine::Interp { .. } => Vec::new(),
+        }
+    }
+
     /// Runs a prompt from an empty cache; returns its logits `[S, vocab]`.
     pub fn prefill(&mut self, ids: &[u64]) -> Result<Tensor, RuntimeError> {
         self.check(ids, 0)?;

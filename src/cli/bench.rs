@@ -44,6 +44,7 @@ pub struct BenchArgs {
     pub decode_tokens: usize,
     pub repeat: usize,
     pub json: bool,
+    pub profile: bool,
 }
 
 pub fn run(model_path: &Path, args: &BenchArgs, run: &RunArgs) -> Result<()> {
@@ -69,16 +70,39 @@ pub fn run(model_path: &Path, args: &BenchArgs, run: &RunArgs) -> Result<()> {
     let mut prefill = Vec::new();
     let mut decode = Vec::new();
     let mut generated_ids = Vec::new();
-    for _ in 0..args.repeat + 1 {
+    let mut profiles = Vec::new();
+    let rounds = args.repeat + 1 + usize::from(args.profile);
+    for round in 0..rounds {
         let mut session = executor.session(&prepared, limits)?;
         session.reserve(all);
+        // Profiling times every step, so only an extra last round is profiled.
+        let profiled = args.profile && round == rounds - 1;
+        if profiled {
+            session.enable_profile();
+        }
         let t = Instant::now();
         let mut next = argmax_last(session.prefill_in_place(&args.prompt)?, args.prompt.len());
         prefill.push(t.elapsed().as_secs_f64());
+        if profiled {
+            profiles.push(("prefill", session.profile()));
+        }
         let t = Instant::now();
         let ids = decode_loop(&mut session, &mut next, args.decode_tokens)?;
         decode.push(t.elapsed().as_secs_f64());
+        if profiled {
+            profiles.push(("prefill + decode", session.profile()));
+        }
         generated_ids = ids;
+    }
+    if args.profile {
+        prefill.pop();
+        decode.pop();
+        for (phase, profile) in &profiles {
+            eprintln!("profile of {phase} (seconds, calls):");
+            for (kernel, seconds, calls) in profile {
+                eprintln!("  {kernel:<22} {seconds:>9.4} {calls:>7}");
+            }
+        }
     }
     // The first round warms caches and page tables; it is not counted.
     let (prefill_seconds, decode_seconds) = (median(&prefill[1..]), median(&decode[1..]));

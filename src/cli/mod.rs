@@ -98,6 +98,9 @@ enum Command {
         /// Print the results as JSON.
         #[arg(long)]
         json: bool,
+        /// Also time every kernel kind (one extra, untimed round; on stderr).
+        #[arg(long)]
+        profile: bool,
         #[command(flatten)]
         run: RunArgs,
     },
@@ -179,7 +182,13 @@ impl RunArgs {
         }
         let (forward, phases) = optimize::RunGraphs::graphs(prepared)?;
         let start = std::time::Instant::now();
-        let programs = saturn_runtime::CpuPrograms::compile(forward, phases, prepared)?;
+        // Loading a large model's weights takes seconds; indicatif draws only on a terminal.
+        let spinner =
+            indicatif::ProgressBar::new_spinner().with_message("loading weights and compiling kernels");
+        spinner.enable_steady_tick(std::time::Duration::from_millis(120));
+        let programs = saturn_runtime::CpuPrograms::compile(forward, phases, prepared);
+        spinner.finish_and_clear();
+        let programs = programs?;
         tracing::info!(
             seconds = start.elapsed().as_secs_f64(),
             weight_bytes = programs.weight_bytes(),
@@ -244,7 +253,7 @@ pub fn run(cli: Cli) -> Result<()> {
             let sampling = generate::SamplingArgs { temperature, top_k, top_p, seed };
             generate::run(&model, &prompts, max_new_tokens, sampling, ignore_eos, &run)
         }
-        Command::Bench { model, ids, prompt_tokens, decode_tokens, repeat, json, run } => {
+        Command::Bench { model, ids, prompt_tokens, decode_tokens, repeat, json, profile, run } => {
             let prompt = match ids {
                 Some(ids) => parse_ids("--ids", &ids)?,
                 None => {
@@ -252,7 +261,7 @@ pub fn run(cli: Cli) -> Result<()> {
                     (0..prompt_tokens as u64).map(|i| (1 + 7919 * i) % vocab).collect()
                 }
             };
-            bench::run(&model, &bench::BenchArgs { prompt, decode_tokens, repeat, json }, &run)
+            bench::run(&model, &bench::BenchArgs { prompt, decode_tokens, repeat, json, profile }, &run)
         }
         Command::Memory { model, context, batch, json } => memory::run(&model, context, batch, json),
         Command::Compile { model, phase, emit, out_dir, opt } => {

@@ -10,8 +10,9 @@
 use rayon::prelude::*;
 
 /// Up to this many rows, a product is computed as dot products (each weight row is read once
-/// and stays in cache while it meets every row).
-const GEMV_MAX_ROWS: usize = 4;
+/// and stays in cache while it meets every row, four rows at a time): no packing, which for
+/// few rows costs as much as the product.
+const GEMV_MAX_ROWS: usize = 12;
 /// Work (multiply-adds) below which a product runs on the calling thread: a dispatch costs
 /// microseconds, more than a small product.
 const PARALLEL_MIN_WORK: usize = 1 << 16;
@@ -23,6 +24,29 @@ struct SharedOut(*mut f32);
 // region (rayon joins before returning).
 unsafe impl Send for SharedOut {}
 unsafe impl Sync for SharedOut {}
+
+/// A slice that parallel tasks write at disjoint indices.
+pub struct SharedSlice<'a> {
+    ptr: SharedOut,
+    len: usize,
+    _slice: std::marker::PhantomData<&'a mut [f32]>,
+}
+
+impl<'a> SharedSlice<'a> {
+    pub fn new(slice: &'a mut [f32]) -> SharedSlice<'a> {
+        SharedSlice { ptr: SharedOut(slice.as_mut_ptr()), len: slice.len(), _slice: std::marker::PhantomData }
+    }
+
+    /// Writes element `i`.
+    ///
+    /// # Safety
+    /// No other task reads or writes element `i` during the parallel region.
+    pub unsafe fn write(&self, i: usize, v: f32) {
+        assert!(i < self.len, "index {i} out of {}", self.len);
+        // SAFETY: in bounds (checked); exclusive per the caller's contract.
+        unsafe { *self.ptr.0.add(i) = v };
+    }
+}
 
 /// `out [m, n] = x [m, k] w [n, k]^T` (all row-major, contiguous).
 pub fn linear(x: &[f32], w: &[f32], m: usize, k: usize, n: usize, out: &mut [f32]) {
@@ -102,20 +126,111 @@ fn gemv_rows(x: &[f32], w: &[f32], m: usize, k: usize, n: usize, out: &mut [f32]
     let rows = |n0: usize, n1: usize| {
         for j in n0..n1 {
             let wj = &w[j * k..(j + 1) * k];
-            for r in 0..m {
-                // SAFETY: (r, j) is inside the m x n output and only this task writes column j.
-                unsafe { *{ dst }.0.add(r * n + j) = dot(&x[r * k..(r + 1) * k], wj) };
+            let mut r = 0;
+            while r < m {
+                let take = (m - r).min(4);
+                // Fewer than four rows repeat the last: one four-row pass beats several single
+                // ones (the extra results are dropped).
+                let mut xs = [&x[..0]; 4];
+                for (i, xr) in xs.iter_mut().enumerate() {
+                    let row = r + i.min(take - 1);
+                    *xr = &x[row * k..(row + 1) * k];
+                }
+                let d = if m == 1 { [dot(xs[0], wj); 4] } else { dots(&xs, wj) };
+                for (i, &v) in d.iter().enumerate().take(take) {
+                    // SAFETY: (r + i, j) is inside the m x n output and only this task writes
+                    // column j.
+                    unsafe { *{ dst }.0.add((r + i) * n + j) = v };
+                }
+                r += take;
             }
         }
     };
+    par_ranges(n, n * k * m, rows);
+}
+
+/// Runs `f` over `0..n` in chunks, split across threads when `work` (multiply-adds) pays for
+/// the dispatch; a few chunks per thread balance uneven progress.
+pub fn par_ranges(n: usize, work: usize, f: impl Fn(usize, usize) + Sync) {
     let threads = rayon::current_num_threads().max(1);
-    if n * k * m < PARALLEL_MIN_WORK || threads == 1 {
-        rows(0, n);
+    if work < PARALLEL_MIN_WORK || threads == 1 || n < 2 {
+        f(0, n);
         return;
     }
-    // A few chunks per thread balance uneven progress without many dispatches.
     let chunk = n.div_ceil(threads * 4).max(1);
-    (0..n.div_ceil(chunk)).into_par_iter().for_each(|c| rows(c * chunk, ((c + 1) * chunk).min(n)));
+    (0..n.div_ceil(chunk)).into_par_iter().for_each(|c| f(c * chunk, ((c + 1) * chunk).min(n)));
+}
+
+/// The dot products of up to four rows `xs` with `w`.
+pub fn dots(xs: &[&[f32]], w: &[f32]) -> [f32; 4] {
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
+        // SAFETY: the CPU has AVX2 and FMA, checked just above.
+        return unsafe { dots_avx2(xs, w) };
+    }
+    dots_lanes::<false>(xs, w)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn dots_avx2(xs: &[&[f32]], w: &[f32]) -> [f32; 4] {
+    use std::arch::x86_64::*;
+    let mut out = [0f32; 4];
+    if xs.len() != 4 {
+        for (o, x) in out.iter_mut().zip(xs) {
+            *o = dot_lanes::<true>(x, w);
+        }
+        return out;
+    }
+    let n = w.len();
+    let rows = [&xs[0][..n], &xs[1][..n], &xs[2][..n], &xs[3][..n]];
+    let full = n / 16 * 16;
+    // Two accumulators per row hide the FMA latency; each weight chunk is loaded once.
+    let mut acc = [_mm256_setzero_ps(); 8];
+    let mut c = 0;
+    while c < full {
+        // SAFETY: c + 16 <= n, and every row has n elements.
+        unsafe {
+            let (w0, w1) = (_mm256_loadu_ps(w.as_ptr().add(c)), _mm256_loadu_ps(w.as_ptr().add(c + 8)));
+            for (r, x) in rows.iter().enumerate() {
+                let p = x.as_ptr().add(c);
+                acc[2 * r] = _mm256_fmadd_ps(_mm256_loadu_ps(p), w0, acc[2 * r]);
+                acc[2 * r + 1] = _mm256_fmadd_ps(_mm256_loadu_ps(p.add(8)), w1, acc[2 * r + 1]);
+            }
+        }
+        c += 16;
+    }
+    for (r, x) in rows.iter().enumerate() {
+        let mut lanes = [0f32; 8];
+        // SAFETY: `lanes` holds 8 floats.
+        unsafe { _mm256_storeu_ps(lanes.as_mut_ptr(), _mm256_add_ps(acc[2 * r], acc[2 * r + 1])) };
+        let tail: f32 = (full..n).map(|i| x[i] * w[i]).sum();
+        out[r] = lanes.iter().sum::<f32>() + tail;
+    }
+    out
+}
+
+/// Up to four rows against one weight row, portably (one dot product each).
+#[inline(always)]
+fn dots_lanes<const FMA: bool>(xs: &[&[f32]], w: &[f32]) -> [f32; 4] {
+    let mut out = [0f32; 4];
+    for (o, x) in out.iter_mut().zip(xs) {
+        *o = dot_lanes::<FMA>(x, w);
+    }
+    out
+}
+
+/// The sum of 16 lanes as a halving tree (the order [`dot`] uses).
+#[inline(always)]
+fn reduce_lanes(acc: &mut [f32; 16]) -> f32 {
+    let mut width = 16;
+    while width > 1 {
+        width /= 2;
+        for l in 0..width {
+            acc[l] += acc[l + width];
+        }
+    }
+    acc[0]
 }
 
 /// `sum(a[i] * b[i])` over `a.len()` elements.
@@ -153,14 +268,7 @@ fn dot_lanes<const FMA: bool>(a: &[f32], b: &[f32]) -> f32 {
     for (x, y) in ta.iter().zip(tb) {
         tail += x * y;
     }
-    let mut width = LANES;
-    while width > 1 {
-        width /= 2;
-        for l in 0..width {
-            acc[l] += acc[l + width];
-        }
-    }
-    acc[0] + tail
+    reduce_lanes(&mut acc) + tail
 }
 
 /// `out[b] = a (m x k) times w (k x n)` for each `(a offset, w offset)` pair of row-major

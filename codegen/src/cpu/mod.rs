@@ -5,6 +5,7 @@ mod attention;
 mod elementwise;
 mod layout;
 mod linalg;
+pub use linalg::linear as probe_linear;
 mod masks;
 mod moe;
 mod program;

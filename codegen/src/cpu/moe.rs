@@ -7,7 +7,7 @@
 
 use saturn_ir::{BinaryOp, GroupScore, Router, RouterScoring, UnaryOp};
 
-use super::linalg::linear;
+use super::linalg::{SharedSlice, dot, linear, par_ranges};
 use super::masks::topk_row;
 
 /// Reusable buffers of the router (one token at a time).
@@ -121,6 +121,9 @@ pub struct Mlp<'a> {
 /// Reusable buffers of [`grouped_experts`].
 #[derive(Default)]
 pub struct ExpertScratch {
+    /// One token's active experts and their weights.
+    active: Vec<(usize, f32)>,
+    starts: Vec<usize>,
     tokens: Vec<usize>,
     block: Vec<f32>,
     gate: Vec<f32>,
@@ -135,11 +138,15 @@ pub fn grouped_experts<'w>(
     x: &[f32],
     routing: &[f32],
     (t, h, e): (usize, usize, usize),
-    experts: impl Fn(usize) -> Mlp<'w>,
+    experts: impl Fn(usize) -> Mlp<'w> + Sync,
     shared: Option<Mlp<'_>>,
     s: &mut ExpertScratch,
     out: &mut [f32],
 ) {
+    if t == 1 {
+        one_token(x, routing, (h, e), experts, shared, s, out);
+        return;
+    }
     out[..t * h].fill(0.0);
     for expert in 0..e {
         s.tokens.clear();
@@ -167,6 +174,61 @@ pub fn grouped_experts<'w>(
         run_mlp(x, t, h, mlp, s);
         out[..t * h].iter_mut().zip(&s.y).for_each(|(o, &y)| *o += y);
     }
+}
+
+/// [`grouped_experts`] for one token (decode): every active expert's gate and up rows in one
+/// parallel pass, then every output element's sum over the experts' down rows in another, so a
+/// layer costs two thread dispatches however many experts it runs. Sums run in expert order,
+/// then the shared expert, as in the general path.
+fn one_token<'w>(
+    x: &[f32],
+    routing: &[f32],
+    (h, e): (usize, usize),
+    experts: impl Fn(usize) -> Mlp<'w> + Sync,
+    shared: Option<Mlp<'_>>,
+    s: &mut ExpertScratch,
+    out: &mut [f32],
+) {
+    s.active.clear();
+    s.active.extend(routing[..e].iter().enumerate().filter(|(_, w)| **w != 0.0).map(|(i, &w)| (i, w)));
+    let active = &s.active;
+    // Expert `k` of the pass: the active ones in index order, then the shared one.
+    let mlp = |k: usize| if k < active.len() { experts(active[k].0) } else { shared.expect("k < count") };
+    let count = active.len() + usize::from(shared.is_some());
+    // Where each expert's hidden units start in one flat activation vector.
+    s.starts.clear();
+    s.starts.push(0);
+    for k in 0..count {
+        s.starts.push(s.starts[k] + mlp(k).inner);
+    }
+    let (starts, rows) = (&s.starts, s.starts[count]);
+    s.gate.resize(rows, 0.0);
+    let act = SharedSlice::new(&mut s.gate[..rows]);
+    par_ranges(rows, rows * h * 2, |r0, r1| {
+        for r in r0..r1 {
+            let k = starts.partition_point(|&st| st <= r) - 1;
+            let (m, i) = (mlp(k), r - starts[k]);
+            let g = dot(x, &m.gate[i * h..(i + 1) * h]);
+            let u = dot(x, &m.up[i * h..(i + 1) * h]);
+            // SAFETY: each hidden unit `r` is written by one task only.
+            unsafe { act.write(r, UnaryOp::Silu.apply(g) * u) };
+        }
+    });
+    let act = &s.gate[..rows];
+    let dst = SharedSlice::new(&mut out[..h]);
+    par_ranges(h, rows * h, |c0, c1| {
+        for c in c0..c1 {
+            let mut sum = 0f32;
+            for k in 0..count {
+                let m = mlp(k);
+                let y = dot(&act[starts[k]..starts[k + 1]], &m.down[c * m.inner..(c + 1) * m.inner]);
+                // The shared expert is added unweighted, after the routed ones.
+                sum += if k < active.len() { active[k].1 * y } else { y };
+            }
+            // SAFETY: each output element is written by one task only.
+            unsafe { dst.write(c, sum) };
+        }
+    });
 }
 
 /// `s.y [rows, h] = mlp(x [rows, h])`.

@@ -68,6 +68,37 @@ pub(super) enum Kernel {
     CarriedAppend,
 }
 
+impl Kernel {
+    /// The kernel's name in profiles.
+    pub(super) fn name(&self) -> &'static str {
+        match self {
+            Kernel::Elementwise(_) => "elementwise",
+            Kernel::Where => "where",
+            Kernel::Cast { .. } => "cast",
+            Kernel::Reduce { .. } => "reduce",
+            Kernel::Softmax { .. } => "softmax",
+            Kernel::TopKMask { .. } => "topk_mask",
+            Kernel::RmsNorm { .. } => "rms_norm",
+            Kernel::MatMul => "matmul",
+            Kernel::Linear => "linear",
+            Kernel::Rope(_) => "rope",
+            Kernel::CausalMask => "causal_mask",
+            Kernel::Gather => "gather",
+            Kernel::Permute(_) => "permute",
+            Kernel::Expand => "expand",
+            Kernel::Slice { .. } => "slice",
+            Kernel::Concat { .. } => "concat",
+            Kernel::RmsNormLinear { .. } => "rms_norm_linear",
+            Kernel::GatedLinear => "gated_linear",
+            Kernel::RouterTopK(_) => "router_topk",
+            Kernel::GroupedExperts { .. } => "grouped_experts",
+            Kernel::MlaDecodeAttention { .. } => "mla_decode_attention",
+            Kernel::Arange { .. } => "arange",
+            Kernel::CarriedAppend => "carried_append",
+        }
+    }
+}
+
 /// A value's memory and concrete shape during one step.
 #[derive(Clone, Copy)]
 pub(super) struct View {

@@ -22,6 +22,8 @@ pub struct Workspace {
     scratch: Scratch,
     /// The program whose outputs `dims` and `addrs` describe.
     last: Option<u64>,
+    /// Seconds and calls per kernel kind, when profiling.
+    profile: Option<Vec<(&'static str, f64, usize)>>,
 }
 
 // SAFETY: the raw addresses point into memory the workspace, a program or a `Carried` owns;
@@ -31,6 +33,18 @@ unsafe impl Send for Workspace {}
 impl Workspace {
     pub fn new() -> Workspace {
         Workspace::default()
+    }
+
+    /// Starts timing every step by kernel kind (see [`Workspace::profile`]).
+    pub fn enable_profile(&mut self) {
+        self.profile.get_or_insert_with(Vec::new);
+    }
+
+    /// Seconds and calls per kernel kind since profiling was enabled, most time first.
+    pub fn profile(&self) -> Vec<(&'static str, f64, usize)> {
+        let mut p = self.profile.clone().unwrap_or_default();
+        p.sort_by(|a, b| b.1.total_cmp(&a.1));
+        p
     }
 
     /// Bytes of arena memory held.
@@ -168,8 +182,20 @@ impl CpuProgram {
             args.clear();
             args.extend(step.args.iter().map(|&a| self.view(ws, a)));
             let out = self.view(ws, step.out);
+            let started = ws.profile.is_some().then(std::time::Instant::now);
             let mut env = Env { symbols: &syms, rows: &self.rows, scratch: &mut ws.scratch };
             exec(&step.kernel, &args, &out, &mut env).map_err(|msg| bad(&self.values[step.out].name, msg))?;
+            if let (Some(t), Some(profile)) = (started, ws.profile.as_mut()) {
+                let name = step.kernel.name();
+                let seconds = t.elapsed().as_secs_f64();
+                match profile.iter_mut().find(|(n, ..)| *n == name) {
+                    Some(entry) => {
+                        entry.1 += seconds;
+                        entry.2 += 1;
+                    }
+                    None => profile.push((name, seconds, 1)),
+                }
+            }
         }
         for (i, c) in self.carried.iter().enumerate() {
             if !c.in_place {
