@@ -28,6 +28,12 @@ pub struct ElementwiseKernel {
     _module: JITModule,
 }
 
+// SAFETY: once compiled, the module is never touched again (it only keeps the code's memory
+// alive), and running the kernel reads only its arguments, so it may be shared and sent
+// between threads.
+unsafe impl Send for ElementwiseKernel {}
+unsafe impl Sync for ElementwiseKernel {}
+
 extern "C" fn saturn_expf(x: f32) -> f32 {
     x.exp()
 }

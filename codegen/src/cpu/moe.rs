@@ -5,6 +5,7 @@
 //! masks, `where` and f64-accumulated sums computes, in the same order, so both choose the same
 //! experts with the same weights (bit for bit). Experts use the program's matrix products.
 
+use rayon::prelude::*;
 use saturn_ir::{BinaryOp, GroupScore, Router, RouterScoring, UnaryOp};
 
 use super::linalg::{SharedSlice, dot, linear, par_ranges};
@@ -147,23 +148,50 @@ pub fn grouped_experts<'w>(
         one_token(x, routing, (h, e), experts, shared, s, out);
         return;
     }
+    // Group the tokens by expert (expert order, token order within), as the rows of one
+    // block per expert; `starts[x]` is where expert x's rows begin.
+    s.tokens.clear();
+    s.starts.clear();
+    for expert in 0..e {
+        s.starts.push(s.tokens.len());
+        s.tokens.extend((0..t).filter(|&tok| routing[tok * e + expert] != 0.0));
+    }
+    s.starts.push(s.tokens.len());
+    let rows = s.tokens.len();
+    s.block.resize(rows * h, 0.0);
+    for (dst, &tok) in s.block.chunks_exact_mut(h).zip(&s.tokens) {
+        dst.copy_from_slice(&x[tok * h..(tok + 1) * h]);
+    }
+    let inner = (0..e).map(|x| experts(x).inner).max().unwrap_or(0);
+    s.gate.resize(rows * inner, 0.0);
+    s.up.resize(rows * inner, 0.0);
+    s.y.resize(rows * h, 0.0);
+    // Experts run in parallel, each on its own rows of the scratch buffers.
+    {
+        let (starts, block) = (&s.starts, &s.block);
+        let mut work: Vec<(usize, &mut [f32], &mut [f32], &mut [f32])> = Vec::with_capacity(e);
+        let (mut gate, mut up, mut y) = (&mut s.gate[..], &mut s.up[..], &mut s.y[..]);
+        for expert in 0..e {
+            let n = starts[expert + 1] - starts[expert];
+            let (g, gr) = std::mem::take(&mut gate).split_at_mut(n * inner);
+            let (u, ur) = std::mem::take(&mut up).split_at_mut(n * inner);
+            let (o, yr) = std::mem::take(&mut y).split_at_mut(n * h);
+            (gate, up, y) = (gr, ur, yr);
+            if n > 0 {
+                work.push((expert, g, u, o));
+            }
+        }
+        work.into_par_iter().for_each(|(expert, g, u, o)| {
+            let (mlp, n) = (experts(expert), starts[expert + 1] - starts[expert]);
+            let x = &block[starts[expert] * h..starts[expert + 1] * h];
+            gated(x, mlp.gate, mlp.up, (n, h, mlp.inner), u, g);
+            linear(g, mlp.down, n, mlp.inner, h, o);
+        });
+    }
     out[..t * h].fill(0.0);
     for expert in 0..e {
-        s.tokens.clear();
-        s.tokens.extend((0..t).filter(|&tok| routing[tok * e + expert] != 0.0));
-        if s.tokens.is_empty() {
-            continue;
-        }
-        let rows = s.tokens.len();
-        s.block.resize(rows * h, 0.0);
-        for (dst, &tok) in s.block.chunks_exact_mut(h).zip(&s.tokens) {
-            dst.copy_from_slice(&x[tok * h..(tok + 1) * h]);
-        }
-        let mlp = experts(expert);
-        let block = std::mem::take(&mut s.block);
-        run_mlp(&block, rows, h, mlp, s);
-        s.block = block;
-        for (row, &tok) in s.tokens.iter().enumerate() {
+        for row in s.starts[expert]..s.starts[expert + 1] {
+            let tok = s.tokens[row];
             let w = routing[tok * e + expert];
             for (o, &y) in out[tok * h..(tok + 1) * h].iter_mut().zip(&s.y[row * h..(row + 1) * h]) {
                 *o += w * y;

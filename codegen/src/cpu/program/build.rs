@@ -1,7 +1,6 @@
 //! Building a [`CpuProgram`] from a graph: storage and kernel per node, lifetimes.
 
 use std::collections::HashMap;
-use std::rc::Rc;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -294,7 +293,7 @@ impl Builder<'_> {
                 let k = match cache.elementwise.get(&key) {
                     Some(k) => k.clone(),
                     None => {
-                        let k = Rc::new(compile_elementwise(&node.name, &expr, args.len())?);
+                        let k = Arc::new(compile_elementwise(&node.name, &expr, args.len())?);
                         cache.elementwise.insert(key, k.clone());
                         k
                     }

@@ -1,6 +1,6 @@
 //! One step: a kernel on resolved operand views.
 
-use std::rc::Rc;
+use std::sync::Arc;
 
 use saturn_ir::{ReduceOp, Rope, Router};
 
@@ -16,7 +16,7 @@ use super::plan::LinDim;
 
 /// What a step runs. Operand and result kinds were checked when the program was built.
 pub(super) enum Kernel {
-    Elementwise(Rc<ElementwiseKernel>),
+    Elementwise(Arc<ElementwiseKernel>),
     Where,
     Cast {
         from: Elem,

@@ -19,7 +19,6 @@ mod run;
 mod traffic;
 
 use std::collections::HashMap;
-use std::rc::Rc;
 use std::sync::Arc;
 
 use saturn_ir::TensorData;
@@ -34,7 +33,7 @@ pub use run::{Carried, InputData, Workspace};
 /// What the programs of one model share: weights loaded once, kernels compiled once.
 pub struct ProgramCache {
     params: HashMap<String, Arc<TensorData>>,
-    elementwise: HashMap<(String, usize), Rc<ElementwiseKernel>>,
+    elementwise: HashMap<(String, usize), Arc<ElementwiseKernel>>,
     rows: Arc<RowKernels>,
 }
 

@@ -8,6 +8,21 @@ use super::plan::{Plan, Storage, assign_offsets, grow_caps};
 use super::{CpuProgram, Elem};
 use crate::CodegenError;
 
+/// The threads kernels split work across: one per core.
+fn pool() -> &'static rayon::ThreadPool {
+    static POOL: std::sync::OnceLock<rayon::ThreadPool> = std::sync::OnceLock::new();
+    POOL.get_or_init(|| {
+        let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+        rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .thread_name(|i| format!("saturn-cpu-{i}"))
+            .build()
+            .unwrap_or_else(|_| {
+                rayon::ThreadPoolBuilder::new().num_threads(1).build().expect("a one-thread pool")
+            })
+    })
+}
+
 /// Memory a sequence's runs reuse: the arena, one plan per program, scratch buffers. Buffers
 /// grow to the largest run seen and are then reused, so steady-state runs allocate nothing.
 #[derive(Default)]
@@ -177,26 +192,9 @@ impl CpuProgram {
                 }
             }
         }
-        let mut args: Vec<View> = Vec::with_capacity(8);
-        for step in &self.steps {
-            args.clear();
-            args.extend(step.args.iter().map(|&a| self.view(ws, a)));
-            let out = self.view(ws, step.out);
-            let started = ws.profile.is_some().then(std::time::Instant::now);
-            let mut env = Env { symbols: &syms, rows: &self.rows, scratch: &mut ws.scratch };
-            exec(&step.kernel, &args, &out, &mut env).map_err(|msg| bad(&self.values[step.out].name, msg))?;
-            if let (Some(t), Some(profile)) = (started, ws.profile.as_mut()) {
-                let name = step.kernel.name();
-                let seconds = t.elapsed().as_secs_f64();
-                match profile.iter_mut().find(|(n, ..)| *n == name) {
-                    Some(entry) => {
-                        entry.1 += seconds;
-                        entry.2 += 1;
-                    }
-                    None => profile.push((name, seconds, 1)),
-                }
-            }
-        }
+        // The steps run on a pool thread, so the kernels' parallel parts start on a warm pool
+        // instead of being injected from outside it at every step.
+        pool().install(|| self.run_steps(ws, &syms))?;
         for (i, c) in self.carried.iter().enumerate() {
             if !c.in_place {
                 let out = self.view(ws, c.output);
@@ -228,6 +226,32 @@ impl CpuProgram {
         // SAFETY: the output lives in the workspace's arena (or a constant) until the next run,
         // which needs `&mut Workspace` and so cannot happen while this borrow lives.
         Some((unsafe { std::slice::from_raw_parts(view.ptr as *const f32, n) }, shape))
+    }
+
+    /// Runs every step in order.
+    fn run_steps(&self, ws: &mut Workspace, syms: &[u64]) -> Result<(), CodegenError> {
+        let mut args: Vec<View> = Vec::with_capacity(8);
+        for step in &self.steps {
+            args.clear();
+            args.extend(step.args.iter().map(|&a| self.view(ws, a)));
+            let out = self.view(ws, step.out);
+            let started = ws.profile.is_some().then(std::time::Instant::now);
+            let mut env = Env { symbols: syms, rows: &self.rows, scratch: &mut ws.scratch };
+            exec(&step.kernel, &args, &out, &mut env)
+                .map_err(|msg| CodegenError::Run { node: self.values[step.out].name.clone(), msg })?;
+            if let (Some(t), Some(profile)) = (started, ws.profile.as_mut()) {
+                let name = step.kernel.name();
+                let seconds = t.elapsed().as_secs_f64();
+                match profile.iter_mut().find(|(n, ..)| *n == name) {
+                    Some(entry) => {
+                        entry.1 += seconds;
+                        entry.2 += 1;
+                    }
+                    None => profile.push((name, seconds, 1)),
+                }
+            }
+        }
+        Ok(())
     }
 
     fn dim_start(&self, v: usize) -> usize {
