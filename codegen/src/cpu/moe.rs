@@ -169,7 +169,7 @@ pub fn grouped_experts<'w>(
     // Experts run in parallel, each on its own rows of the scratch buffers.
     {
         let (starts, block) = (&s.starts, &s.block);
-        let mut work: Vec<(usize, &mut [f32], &mut [f32], &mut [f32])> = Vec::with_capacity(e);
+        let mut work: Vec<ExpertRows> = Vec::with_capacity(e);
         let (mut gate, mut up, mut y) = (&mut s.gate[..], &mut s.up[..], &mut s.y[..]);
         for expert in 0..e {
             let n = starts[expert + 1] - starts[expert];
@@ -258,6 +258,9 @@ fn one_token<'w>(
         }
     });
 }
+
+/// One expert's share of the scratch buffers: its index, gate, up and output rows.
+type ExpertRows<'a> = (usize, &'a mut [f32], &'a mut [f32], &'a mut [f32]);
 
 /// `s.y [rows, h] = mlp(x [rows, h])`.
 fn run_mlp(x: &[f32], rows: usize, h: usize, mlp: Mlp, s: &mut ExpertScratch) {
