@@ -10,6 +10,7 @@ mod masks;
 mod moe;
 mod program;
 mod rows;
+mod rows_ir;
 
 pub use elementwise::{ElementwiseKernel, compile_elementwise};
 pub use program::{Carried, CpuProgram, InputData, ProgramCache, Workspace};

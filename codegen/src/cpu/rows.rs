@@ -1,101 +1,226 @@
-//! TEMPORARY stand-in for the Cranelift row kernels (being written); same API.
+//! Row kernels: RMSNorm, softmax, the reductions and RoPE, each a loop nest compiled once with
+//! Cranelift into one JIT module ([`RowKernels`]).
+//!
+//! Every kernel repeats the interpreter's arithmetic (`ir/src/interp/reduce.rs` and `rope.rs`)
+//! operation for operation: the same f64 accumulations in the same order, the same roundings
+//! to f32, `exp` through the same Rust function (`f32::exp`, imported as elementwise kernels
+//! do) and square roots through Cranelift's correctly rounded `sqrt`, so results are
+//! bit-identical. Softmax and the reductions walk one `[outer, n, inner]` slice at a time with
+//! stride `inner` along `n`: the accumulator stays in a register, no scratch buffer is needed,
+//! and each output's sum runs over `k = 0..n` in the interpreter's order.
+//!
+//! The Rust wrappers never panic and never touch memory outside their slices: loop counts are
+//! derived from the slice lengths and clamped to them; lengths that do not fit the arguments
+//! trip a `debug_assert!` only.
+//!
+//! RoPE's cos/sin tables ([`rope_tables`]) are computed in Rust, once per call rather than once
+//! per vector, with the interpreter's f32 formulas; the kernel then repeats its rotation, so the
+//! result is bit-identical to the `rope` op as well.
 
-use saturn_ir::{ReduceOp, Rope, RopeLayout};
+use std::sync::{Mutex, PoisonError};
+
+use cranelift_codegen::ir::types;
+use cranelift_jit::JITModule;
+use saturn_ir::{ReduceOp, Rope, RopeLayout, rope_inv_freq};
 
 use super::CodegenError;
+use super::rows_ir::{Jit, emit_reduce, emit_rms_norm, emit_rope, emit_softmax};
 
-pub struct RowKernels;
+/// `(x, w, out, rows, d, eps)`.
+type RmsNormFn = unsafe extern "C" fn(*const f32, *const f32, *mut f32, usize, usize, f64);
+/// `(x, out, outer, n, inner)`: softmax and the reductions.
+type AxisFn = unsafe extern "C" fn(*const f32, *mut f32, usize, usize, usize);
+/// `(x, cos, sin, out, rows, vectors, d)`: `rows` table rows of `vectors` vectors of `d`.
+type RopeFn = unsafe extern "C" fn(*const f32, *const f32, *const f32, *mut f32, usize, usize, usize);
+
+/// Norm, softmax, reduction and RoPE loops compiled once with Cranelift (one JIT module).
+///
+/// `Send + Sync`: the kernels keep no state, so any number of threads may call them at once.
+pub struct RowKernels {
+    rms_norm: RmsNormFn,
+    softmax: AxisFn,
+    sum: AxisFn,
+    mean: AxisFn,
+    max: AxisFn,
+    rope_interleaved: RopeFn,
+    rope_half_split: RopeFn,
+    /// Owns the code. Cranelift's default memory provider leaks finalized code so that stray
+    /// pointers stay valid; every pointer into it is a field here, so [`Drop`] frees it. The
+    /// `Mutex` only makes the module (which holds a `RefCell`) `Sync`: it is never locked, as
+    /// nothing touches the module but `Drop`, through `&mut self`.
+    module: Mutex<Option<JITModule>>,
+}
 
 impl RowKernels {
+    /// Compiles every kernel; done once, the kernels serve any shape.
     pub fn compile() -> Result<RowKernels, CodegenError> {
-        Ok(RowKernels)
+        let mut jit = Jit::new()?;
+        let p = jit.pointer_type();
+        let rms_norm = jit.define("rms_norm", [p, p, p, p, p, types::F64], emit_rms_norm)?;
+        let softmax = jit.define("softmax", [p; 5], emit_softmax)?;
+        let sum = jit.define("reduce_sum", [p; 5], |e, a| emit_reduce(e, ReduceOp::Sum, a))?;
+        let mean = jit.define("reduce_mean", [p; 5], |e, a| emit_reduce(e, ReduceOp::Mean, a))?;
+        let max = jit.define("reduce_max", [p; 5], |e, a| emit_reduce(e, ReduceOp::Max, a))?;
+        let interleaved =
+            jit.define("rope_interleaved", [p; 7], |e, a| emit_rope(e, RopeLayout::Interleaved, a))?;
+        let half_split =
+            jit.define("rope_half_split", [p; 7], |e, a| emit_rope(e, RopeLayout::HalfSplit, a))?;
+        let module = jit.finish()?;
+        let [rms_norm, softmax, sum, mean, max, interleaved, half_split] =
+            [rms_norm, softmax, sum, mean, max, interleaved, half_split]
+                .map(|id| module.get_finalized_function(id));
+        // SAFETY: each pointer is a function finalized just above from a signature matching its
+        // type (pointer-sized ints for the pointers and counts, f64 for `eps`, no result, the
+        // platform's C convention), and the code lives until `Drop` frees `module`.
+        unsafe {
+            Ok(RowKernels {
+                rms_norm: std::mem::transmute::<*const u8, RmsNormFn>(rms_norm),
+                softmax: std::mem::transmute::<*const u8, AxisFn>(softmax),
+                sum: std::mem::transmute::<*const u8, AxisFn>(sum),
+                mean: std::mem::transmute::<*const u8, AxisFn>(mean),
+                max: std::mem::transmute::<*const u8, AxisFn>(max),
+                rope_interleaved: std::mem::transmute::<*const u8, RopeFn>(interleaved),
+                rope_half_split: std::mem::transmute::<*const u8, RopeFn>(half_split),
+                module: Mutex::new(Some(module)),
+            })
+        }
     }
 
+    /// RMSNorm of each contiguous row of length `d = w.len()`: `out[r] = (x[r] * rinv) * w` with
+    /// `rinv = 1 / sqrt(mean(x[r]^2) + eps)` taken in f64 and rounded to f32 once.
+    /// `x.len() == out.len()`, a multiple of `d`.
     pub fn rms_norm(&self, x: &[f32], w: &[f32], eps: f64, out: &mut [f32]) {
         let d = w.len();
-        if d == 0 {
-            return;
-        }
-        for (row, o) in x.chunks_exact(d).zip(out.chunks_exact_mut(d)) {
-            let ms = row.iter().map(|&s| f64::from(s) * f64::from(s)).sum::<f64>() / d as f64;
-            let r = (1.0 / (ms + eps).sqrt()) as f32;
-            for ((o, &s), &wk) in o.iter_mut().zip(row).zip(w) {
-                *o = (s * r) * wk;
-            }
-        }
+        debug_assert!(
+            x.len() == out.len() && x.len().is_multiple_of(d),
+            "rms_norm: {} into {} by {d}",
+            x.len(),
+            out.len()
+        );
+        let rows = x.len().min(out.len()).checked_div(d).unwrap_or(0);
+        // SAFETY: the kernel reads `x[..rows * d]` and `w[..d]` and writes `out[..rows * d]`.
+        unsafe { (self.rms_norm)(x.as_ptr(), w.as_ptr(), out.as_mut_ptr(), rows, d, eps) }
     }
 
+    /// Softmax of `x` viewed as `[outer, n, inner]`, along `n`, into `out` (same size): the
+    /// max, `e = exp(x - max)` in f32, their sum in f64, `p = (e as f64 / sum) as f32`; a slice
+    /// that is all `-inf` (no NaN) gives zeros.
     pub fn softmax(&self, x: &[f32], outer: usize, n: usize, inner: usize, out: &mut [f32]) {
-        for o in 0..outer {
-            for i in 0..inner {
-                let at = |k: usize| (o * n + k) * inner + i;
-                let max = (0..n).map(|k| x[at(k)]).fold(f32::NEG_INFINITY, |m, s| if s > m { s } else { m });
-                if max == f32::NEG_INFINITY && (0..n).all(|k| !x[at(k)].is_nan()) {
-                    (0..n).for_each(|k| out[at(k)] = 0.0);
-                    continue;
-                }
-                let mut sum = 0f64;
-                for k in 0..n {
-                    out[at(k)] = (x[at(k)] - max).exp();
-                    sum += f64::from(out[at(k)]);
-                }
-                for k in 0..n {
-                    out[at(k)] = (f64::from(out[at(k)]) / sum) as f32;
-                }
-            }
-        }
-    }
-
-    pub fn reduce(&self, op: ReduceOp, x: &[f32], outer: usize, n: usize, inner: usize, out: &mut [f32]) {
-        for o in 0..outer {
-            for i in 0..inner {
-                let vals = (0..n).map(|k| x[(o * n + k) * inner + i]);
-                out[o * inner + i] =
-                    match op {
-                        ReduceOp::Sum => vals.map(f64::from).sum::<f64>() as f32,
-                        ReduceOp::Mean => (vals.map(f64::from).sum::<f64>() / n as f64) as f32,
-                        ReduceOp::Max => vals.fold(f32::NEG_INFINITY, |a, s| {
-                            if !a.is_nan() && (s.is_nan() || s > a) { s } else { a }
-                        }),
-                    };
-            }
-        }
-    }
-
-    pub fn rope(&self, layout: RopeLayout, x: &[f32], d: usize, cos: &[f32], sin: &[f32], out: &mut [f32]) {
-        out.copy_from_slice(x);
-        let half = d / 2;
-        let s = cos.len() / half.max(1);
-        if s == 0 || d == 0 {
+        let per = n.checked_mul(inner);
+        debug_assert!(
+            per.and_then(|p| p.checked_mul(outer)) == Some(x.len()) && x.len() == out.len(),
+            "softmax: [{outer}, {n}, {inner}] over {} into {}",
+            x.len(),
+            out.len()
+        );
+        let len = x.len().min(out.len());
+        if len == 0 {
             return;
         }
-        let per_row = out.len() / s;
-        for (p, block) in out.chunks_exact_mut(per_row).enumerate() {
-            let (c, sn) = (&cos[p * half..(p + 1) * half], &sin[p * half..(p + 1) * half]);
-            for v in block.chunks_exact_mut(d) {
-                for j in 0..half {
-                    let (a, b) = match layout {
-                        RopeLayout::Interleaved => (2 * j, 2 * j + 1),
-                        RopeLayout::HalfSplit => (j, j + half),
-                    };
-                    let (x0, x1) = (v[a], v[b]);
-                    v[a] = x0 * c[j] - x1 * sn[j];
-                    v[b] = x1 * c[j] + x0 * sn[j];
-                }
-            }
+        let outer = fit(outer, per, len);
+        // SAFETY: the kernel touches elements below `outer * n * inner <= len` of `x` and `out`.
+        unsafe { (self.softmax)(x.as_ptr(), out.as_mut_ptr(), outer, n, inner) }
+    }
+
+    /// Reduces `x` viewed as `[outer, n, inner]` along `n` into `out` `[outer, inner]`: `Sum`
+    /// and `Mean` accumulate in f64 and round once (`Mean` divides by `n` in f64, NaN over an
+    /// empty axis); `Max` propagates NaN and gives `-inf` over an empty axis.
+    pub fn reduce(&self, op: ReduceOp, x: &[f32], outer: usize, n: usize, inner: usize, out: &mut [f32]) {
+        debug_assert!(
+            n.checked_mul(inner).and_then(|p| p.checked_mul(outer)) == Some(x.len())
+                && outer.checked_mul(inner) == Some(out.len()),
+            "{}: [{outer}, {n}, {inner}] over {} into {}",
+            op.name(),
+            x.len(),
+            out.len()
+        );
+        if out.is_empty() {
+            return;
+        }
+        let outer = fit(fit(outer, n.checked_mul(inner), x.len()), Some(inner), out.len());
+        let kernel = match op {
+            ReduceOp::Sum => self.sum,
+            ReduceOp::Mean => self.mean,
+            ReduceOp::Max => self.max,
+        };
+        // SAFETY: the kernel reads `x` below `outer * n * inner <= x.len()` and writes `out`
+        // below `outer * inner <= out.len()`.
+        unsafe { kernel(x.as_ptr(), out.as_mut_ptr(), outer, n, inner) }
+    }
+
+    /// RoPE of `x` `[S, rest.., d]` (row-major) into `out` (same size): every vector in row `s`
+    /// of axis 0 uses row `s` of the `[S, d/2]` tables from [`rope_tables`]
+    /// (scaled by the attention factor). Pair `j` is `(x[2j], x[2j+1])` (`Interleaved`) or
+    /// `(x[j], x[j + d/2])` (`HalfSplit`), rotated to `(x0 cos - x1 sin, x1 cos + x0 sin)`.
+    pub fn rope(&self, layout: RopeLayout, x: &[f32], d: usize, cos: &[f32], sin: &[f32], out: &mut [f32]) {
+        let half = d / 2;
+        let rows = cos.len().min(sin.len()).checked_div(half).unwrap_or(0);
+        let vectors = x.len().min(out.len()).checked_div(rows * d).unwrap_or(0);
+        debug_assert!(
+            d.is_multiple_of(2)
+                && cos.len() == sin.len()
+                && x.len() == out.len()
+                && rows * vectors * d == x.len(),
+            "rope: {} by {d} with tables of {} and {} into {}",
+            x.len(),
+            cos.len(),
+            sin.len(),
+            out.len()
+        );
+        let kernel = match layout {
+            RopeLayout::Interleaved => self.rope_interleaved,
+            RopeLayout::HalfSplit => self.rope_half_split,
+        };
+        // SAFETY: the kernel reads `cos` and `sin` below `rows * d/2` and touches `x` and `out`
+        // below `rows * vectors * d`, all within the slices.
+        unsafe { kernel(x.as_ptr(), cos.as_ptr(), sin.as_ptr(), out.as_mut_ptr(), rows, vectors, d) }
+    }
+}
+
+/// The cos/sin tables `[S, d/2]` of `positions` (`S` of them), as the interpreter computes
+/// them: `angle = (pos as f32) * inv_freq[j]` in f32, `cos = angle.cos() * af` and
+/// `sin = angle.sin() * af` with `af = rope.attention_factor as f32`, `inv_freq` from
+/// [`rope_inv_freq`]. Writes `cos` and `sin` (`S * d/2` each) so that a caller can reuse them.
+pub fn rope_tables(rope: &Rope, d: usize, positions: &[i64], cos: &mut [f32], sin: &mut [f32]) {
+    let half = d / 2;
+    debug_assert!(
+        cos.len() == positions.len() * half && sin.len() == cos.len(),
+        "rope_tables: {} positions by {half} into {} and {}",
+        positions.len(),
+        cos.len(),
+        sin.len()
+    );
+    if half == 0 {
+        return;
+    }
+    let inv_freq = rope_inv_freq(rope, d);
+    let af = rope.attention_factor as f32;
+    for ((cos, sin), &position) in cos.chunks_exact_mut(half).zip(sin.chunks_exact_mut(half)).zip(positions) {
+        let position = position as f32;
+        for ((c, s), &f) in cos.iter_mut().zip(sin.iter_mut()).zip(&inv_freq) {
+            let angle = position * f;
+            *c = angle.cos() * af;
+            *s = angle.sin() * af;
         }
     }
 }
 
-pub fn rope_tables(rope: &Rope, d: usize, positions: &[i64], cos: &mut [f32], sin: &mut [f32]) {
-    let half = d / 2;
-    let inv = saturn_ir::rope_inv_freq(rope, d);
-    let af = rope.attention_factor as f32;
-    for (s, &p) in positions.iter().enumerate() {
-        for j in 0..half {
-            let a = p as f32 * inv[j];
-            cos[s * half + j] = a.cos() * af;
-            sin[s * half + j] = a.sin() * af;
+impl Drop for RowKernels {
+    fn drop(&mut self) {
+        if let Some(module) = self.module.get_mut().unwrap_or_else(PoisonError::into_inner).take() {
+            // SAFETY: the only pointers into the module are `self`'s, which die with it, and no
+            // call is running: calls borrow `self`.
+            unsafe { module.free_memory() };
         }
+    }
+}
+
+/// `outer` clamped so that `outer` blocks of `per` elements fit in `len`; an overflowing `per`
+/// fits none, and blocks of no elements fit any number.
+fn fit(outer: usize, per: Option<usize>, len: usize) -> usize {
+    match per {
+        Some(0) => outer,
+        Some(per) => outer.min(len / per),
+        None => 0,
     }
 }

@@ -1,0 +1,369 @@
+//! The Cranelift side of [`RowKernels`](super::RowKernels): the JIT module, helpers that
+//! build loop nests, and the IR of RMSNorm, softmax, the reductions and RoPE. Each emitter follows its interpreter function line by line; the comments
+//! say where the two could look different but are not.
+
+use cranelift_codegen::ir::condcodes::{FloatCC, IntCC};
+use cranelift_codegen::ir::{AbiParam, FuncRef, InstBuilder, MemFlagsData, Type, UserFuncName, Value, types};
+use cranelift_codegen::settings::{self, Configurable};
+use cranelift_frontend::{FunctionBuilder, FunctionBuilderContext, Variable};
+use cranelift_jit::{JITBuilder, JITModule};
+use cranelift_module::{FuncId, Linkage, Module, default_libcall_names};
+use saturn_ir::{ReduceOp, RopeLayout};
+
+use super::CodegenError;
+
+/// The interpreter's `exp` (`f32::exp`), called by the softmax kernel.
+extern "C" fn saturn_expf(x: f32) -> f32 {
+    x.exp()
+}
+
+fn compile_error(kernel: &str, msg: String) -> CodegenError {
+    CodegenError::Compile { kernel: format!("rows.{kernel}"), msg }
+}
+
+/// The module being filled, with what every kernel definition needs.
+pub(super) struct Jit {
+    module: JITModule,
+    exp: FuncId,
+    fctx: FunctionBuilderContext,
+}
+
+impl Jit {
+    /// A JIT module for the host (set up as the elementwise kernels' is) that imports
+    /// `saturn_expf`.
+    pub(super) fn new() -> Result<Jit, CodegenError> {
+        let err = |msg: String| compile_error("setup", msg);
+        let mut flags = settings::builder();
+        flags.set("opt_level", "speed").map_err(|e| err(e.to_string()))?;
+        flags.set("is_pic", "false").map_err(|e| err(e.to_string()))?;
+        flags.set("use_colocated_libcalls", "false").map_err(|e| err(e.to_string()))?;
+        let isa = cranelift_native::builder()
+            .map_err(|e| err(format!("this machine is not supported: {e}")))?
+            .finish(settings::Flags::new(flags))
+            .map_err(|e| err(e.to_string()))?;
+        let mut builder = JITBuilder::with_isa(isa, default_libcall_names());
+        builder.symbol("saturn_expf", saturn_expf as *const u8);
+        let mut module = JITModule::new(builder);
+        let mut unary = module.make_signature();
+        unary.params.push(AbiParam::new(types::F32));
+        unary.returns.push(AbiParam::new(types::F32));
+        let exp = module
+            .declare_function("saturn_expf", Linkage::Import, &unary)
+            .map_err(|e| err(e.to_string()))?;
+        Ok(Jit { module, exp, fctx: FunctionBuilderContext::new() })
+    }
+
+    /// The type of pointers, and of the counts passed as `usize`.
+    pub(super) fn pointer_type(&self) -> Type {
+        self.module.target_config().pointer_type()
+    }
+
+    /// Finalizes every definition: the module now owns their executable code.
+    pub(super) fn finish(mut self) -> Result<JITModule, CodegenError> {
+        self.module.finalize_definitions().map_err(|e| compile_error("finalize", e.to_string()))?;
+        Ok(self.module)
+    }
+
+    /// Defines `name(params) -> ()` with the body `body` builds from the parameter values.
+    pub(super) fn define<const N: usize>(
+        &mut self,
+        name: &str,
+        params: [Type; N],
+        body: impl FnOnce(&mut Emit, [Value; N]),
+    ) -> Result<FuncId, CodegenError> {
+        let err = |msg: String| compile_error(name, msg);
+        let mut sig = self.module.make_signature();
+        sig.params.extend(params.map(AbiParam::new));
+        let id = self.module.declare_function(name, Linkage::Local, &sig).map_err(|e| err(e.to_string()))?;
+        let mut ctx = self.module.make_context();
+        ctx.func.signature = sig;
+        ctx.func.name = UserFuncName::user(0, id.as_u32());
+        let config = self.module.target_config();
+        let mut b = FunctionBuilder::new(&mut ctx.func, &mut self.fctx);
+        let exp = self.module.declare_func_in_func(self.exp, b.func);
+        let entry = b.create_block();
+        b.append_block_params_for_function_params(entry);
+        b.switch_to_block(entry);
+        let args: [Value; N] = b
+            .block_params(entry)
+            .try_into()
+            .map_err(|_| err("the entry block lost its parameters".into()))?;
+        let mut e = Emit { b, exp, ptr: config.pointer_type() };
+        body(&mut e, args);
+        e.b.ins().return_(&[]);
+        e.b.seal_all_blocks();
+        e.b.finalize(config);
+        self.module.define_function(id, &mut ctx).map_err(|e| err(format!("{e:?}")))?;
+        self.module.clear_context(&mut ctx);
+        Ok(id)
+    }
+}
+
+/// Builds one kernel body: the function builder plus the loop and memory helpers.
+pub(super) struct Emit<'a> {
+    b: FunctionBuilder<'a>,
+    exp: FuncRef,
+    /// The pointer type, also that of counts and indices (`usize` in the kernels' ABI).
+    ptr: Type,
+}
+
+impl Emit<'_> {
+    /// `for i in 0..n { body(i) }`; the builder continues after the loop.
+    fn for_range(&mut self, n: Value, body: impl FnOnce(&mut Self, Value)) {
+        let (header, block, exit) = (self.b.create_block(), self.b.create_block(), self.b.create_block());
+        let i = self.b.append_block_param(header, self.ptr);
+        let zero = self.b.ins().iconst(self.ptr, 0);
+        self.b.ins().jump(header, &[zero.into()]);
+        self.b.switch_to_block(header);
+        let more = self.b.ins().icmp(IntCC::UnsignedLessThan, i, n);
+        self.b.ins().brif(more, block, &[], exit, &[]);
+        self.b.switch_to_block(block);
+        body(self, i);
+        let next = self.b.ins().iadd_imm_u(i, 1);
+        self.b.ins().jump(header, &[next.into()]);
+        self.b.switch_to_block(exit);
+    }
+
+    /// `if cond { then } else { otherwise }`; the builder continues after both.
+    fn if_else(&mut self, cond: Value, then: impl FnOnce(&mut Self), otherwise: impl FnOnce(&mut Self)) {
+        let (yes, no, merge) = (self.b.create_block(), self.b.create_block(), self.b.create_block());
+        self.b.ins().brif(cond, yes, &[], no, &[]);
+        self.b.switch_to_block(yes);
+        then(self);
+        self.b.ins().jump(merge, &[]);
+        self.b.switch_to_block(no);
+        otherwise(self);
+        self.b.ins().jump(merge, &[]);
+        self.b.switch_to_block(merge);
+    }
+
+    /// A mutable local (an SSA variable) starting at `init`.
+    fn var(&mut self, init: Value) -> Variable {
+        let ty = self.b.func.dfg.value_type(init);
+        let var = self.b.declare_var(ty);
+        self.b.def_var(var, init);
+        var
+    }
+
+    /// `base + k * stride`: element `k` along a strided axis.
+    fn at(&mut self, base: Value, k: Value, stride: Value) -> Value {
+        let offset = self.b.ins().imul(k, stride);
+        self.b.ins().iadd(base, offset)
+    }
+
+    /// `base[index]`, an f32.
+    fn load(&mut self, base: Value, index: Value) -> Value {
+        let address = self.address(base, index);
+        self.b.ins().load(types::F32, MemFlagsData::trusted(), address, 0)
+    }
+
+    /// `base[index] = value`, an f32.
+    fn store(&mut self, base: Value, index: Value, value: Value) {
+        let address = self.address(base, index);
+        self.b.ins().store(MemFlagsData::trusted(), value, address, 0);
+    }
+
+    /// `base + 4 * index`: the address of f32 element `index`.
+    fn address(&mut self, base: Value, index: Value) -> Value {
+        let offset = self.b.ins().ishl_imm_u(index, 2);
+        self.b.ins().iadd(base, offset)
+    }
+}
+
+/// `interp::reduce::rms_norm`, one row at a time.
+pub(super) fn emit_rms_norm(e: &mut Emit, [x, w, out, rows, d, eps]: [Value; 6]) {
+    e.for_range(rows, |e, r| {
+        let base = e.b.ins().imul(r, d);
+        let zero = e.b.ins().f64const(0.0);
+        // The interpreter's `sum::<f64>()` may start at -0.0; the first square (never -0.0)
+        // makes that the same as starting at 0.0.
+        let acc = e.var(zero);
+        e.for_range(d, |e, k| {
+            let i = e.b.ins().iadd(base, k);
+            let v = e.load(x, i);
+            let v = e.b.ins().fpromote(types::F64, v);
+            let square = e.b.ins().fmul(v, v);
+            let sum = e.b.use_var(acc);
+            let sum = e.b.ins().fadd(sum, square);
+            e.b.def_var(acc, sum);
+        });
+        let sum = e.b.use_var(acc);
+        let count = e.b.ins().fcvt_from_uint(types::F64, d);
+        let mean = e.b.ins().fdiv(sum, count);
+        let shifted = e.b.ins().fadd(mean, eps);
+        let root = e.b.ins().sqrt(shifted);
+        let one = e.b.ins().f64const(1.0);
+        let rinv = e.b.ins().fdiv(one, root);
+        let rinv = e.b.ins().fdemote(types::F32, rinv);
+        e.for_range(d, |e, k| {
+            let i = e.b.ins().iadd(base, k);
+            let v = e.load(x, i);
+            let wk = e.load(w, k);
+            let scaled = e.b.ins().fmul(v, rinv);
+            let y = e.b.ins().fmul(scaled, wk);
+            e.store(out, i, y);
+        });
+    });
+}
+
+/// `interp::reduce::softmax`, one `(outer, inner)` slice at a time. The exponentials are kept
+/// in `out` (the interpreter's scratch vector) and normalized in place.
+pub(super) fn emit_softmax(e: &mut Emit, [x, out, outer, n, inner]: [Value; 5]) {
+    e.for_range(outer, |e, o| {
+        let slab = e.b.ins().imul(o, n);
+        let slab = e.b.ins().imul(slab, inner);
+        e.for_range(inner, |e, i| {
+            let base = e.b.ins().iadd(slab, i);
+            let minus_inf = e.b.ins().f32const(f32::NEG_INFINITY);
+            let max = e.var(minus_inf);
+            let no = e.b.ins().iconst(types::I8, 0);
+            let any_nan = e.var(no);
+            e.for_range(n, |e, k| {
+                let at = e.at(base, k, inner);
+                let v = e.load(x, at);
+                // `if s > m { s } else { m }`: NaN never wins.
+                let m = e.b.use_var(max);
+                let wins = e.b.ins().fcmp(FloatCC::GreaterThan, v, m);
+                let m = e.b.ins().select(wins, v, m);
+                e.b.def_var(max, m);
+                let nan = e.b.ins().fcmp(FloatCC::Unordered, v, v);
+                let seen = e.b.use_var(any_nan);
+                let seen = e.b.ins().bor(seen, nan);
+                e.b.def_var(any_nan, seen);
+            });
+            let m = e.b.use_var(max);
+            let seen = e.b.use_var(any_nan);
+            let above = e.b.ins().fcmp(FloatCC::NotEqual, m, minus_inf);
+            let normalize = e.b.ins().bor(above, seen);
+            e.if_else(
+                normalize,
+                |e| {
+                    let zero = e.b.ins().f64const(0.0);
+                    let sum = e.var(zero);
+                    e.for_range(n, |e, k| {
+                        let at = e.at(base, k, inner);
+                        let v = e.load(x, at);
+                        let shifted = e.b.ins().fsub(v, m);
+                        let call = e.b.ins().call(e.exp, &[shifted]);
+                        let ek = e.b.inst_results(call)[0];
+                        e.store(out, at, ek);
+                        let wide = e.b.ins().fpromote(types::F64, ek);
+                        let s = e.b.use_var(sum);
+                        let s = e.b.ins().fadd(s, wide);
+                        e.b.def_var(sum, s);
+                    });
+                    let total = e.b.use_var(sum);
+                    e.for_range(n, |e, k| {
+                        let at = e.at(base, k, inner);
+                        let ek = e.load(out, at);
+                        let wide = e.b.ins().fpromote(types::F64, ek);
+                        let p = e.b.ins().fdiv(wide, total);
+                        let p = e.b.ins().fdemote(types::F32, p);
+                        e.store(out, at, p);
+                    });
+                },
+                |e| {
+                    // All -inf (or empty): zeros, which the interpreter's output starts as.
+                    let zero = e.b.ins().f32const(0.0);
+                    e.for_range(n, |e, k| {
+                        let at = e.at(base, k, inner);
+                        e.store(out, at, zero);
+                    });
+                },
+            );
+        });
+    });
+}
+
+/// `interp::reduce::reduce`, one output element at a time (its inputs in the same order).
+pub(super) fn emit_reduce(e: &mut Emit, op: ReduceOp, [x, out, outer, n, inner]: [Value; 5]) {
+    e.for_range(outer, |e, o| {
+        let slab = e.b.ins().imul(o, n);
+        let slab = e.b.ins().imul(slab, inner);
+        let row = e.b.ins().imul(o, inner);
+        e.for_range(inner, |e, i| {
+            let base = e.b.ins().iadd(slab, i);
+            let result = match op {
+                ReduceOp::Sum | ReduceOp::Mean => {
+                    let zero = e.b.ins().f64const(0.0);
+                    let acc = e.var(zero);
+                    e.for_range(n, |e, k| {
+                        let at = e.at(base, k, inner);
+                        let v = e.load(x, at);
+                        let v = e.b.ins().fpromote(types::F64, v);
+                        let a = e.b.use_var(acc);
+                        let a = e.b.ins().fadd(a, v);
+                        e.b.def_var(acc, a);
+                    });
+                    let mut a = e.b.use_var(acc);
+                    if op == ReduceOp::Mean {
+                        let count = e.b.ins().fcvt_from_uint(types::F64, n);
+                        a = e.b.ins().fdiv(a, count);
+                    }
+                    e.b.ins().fdemote(types::F32, a)
+                }
+                ReduceOp::Max => {
+                    let minus_inf = e.b.ins().f32const(f32::NEG_INFINITY);
+                    let acc = e.var(minus_inf);
+                    e.for_range(n, |e, k| {
+                        let at = e.at(base, k, inner);
+                        let s = e.load(x, at);
+                        // `!a.is_nan() && (s.is_nan() || s > a)`: `s > a` already fails on a NaN `a`.
+                        let a = e.b.use_var(acc);
+                        let greater = e.b.ins().fcmp(FloatCC::GreaterThan, s, a);
+                        let s_nan = e.b.ins().fcmp(FloatCC::Unordered, s, s);
+                        let a_number = e.b.ins().fcmp(FloatCC::Ordered, a, a);
+                        let first_nan = e.b.ins().band(s_nan, a_number);
+                        let take = e.b.ins().bor(greater, first_nan);
+                        let a = e.b.ins().select(take, s, a);
+                        e.b.def_var(acc, a);
+                    });
+                    e.b.use_var(acc)
+                }
+            };
+            let at = e.b.ins().iadd(row, i);
+            e.store(out, at, result);
+        });
+    });
+}
+
+/// The rotation, `fn(x, cos, sin, out, rows, vectors, d)`: `rows` table rows, each applied to
+/// `vectors` consecutive vectors of `d`. The layout is fixed per compiled function, so the pair
+/// offsets are constants in the loop.
+pub(super) fn emit_rope(e: &mut Emit, layout: RopeLayout, [x, cos, sin, out, rows, vectors, d]: [Value; 7]) {
+    let half = e.b.ins().ushr_imm_u(d, 1);
+    e.for_range(rows, |e, r| {
+        let table = e.b.ins().imul(r, half);
+        let first = e.b.ins().imul(r, vectors);
+        e.for_range(vectors, |e, v| {
+            let vector = e.b.ins().iadd(first, v);
+            let base = e.b.ins().imul(vector, d);
+            e.for_range(half, |e, j| {
+                let t = e.b.ins().iadd(table, j);
+                let c = e.load(cos, t);
+                let s = e.load(sin, t);
+                let (i0, i1) = match layout {
+                    RopeLayout::Interleaved => {
+                        let twice = e.b.ins().ishl_imm_u(j, 1);
+                        let i0 = e.b.ins().iadd(base, twice);
+                        (i0, e.b.ins().iadd_imm_u(i0, 1))
+                    }
+                    RopeLayout::HalfSplit => {
+                        let i0 = e.b.ins().iadd(base, j);
+                        (i0, e.b.ins().iadd(i0, half))
+                    }
+                };
+                let x0 = e.load(x, i0);
+                let x1 = e.load(x, i1);
+                let x0c = e.b.ins().fmul(x0, c);
+                let x1s = e.b.ins().fmul(x1, s);
+                let y0 = e.b.ins().fsub(x0c, x1s);
+                let x1c = e.b.ins().fmul(x1, c);
+                let x0s = e.b.ins().fmul(x0, s);
+                let y1 = e.b.ins().fadd(x1c, x0s);
+                e.store(out, i0, y0);
+                e.store(out, i1, y1);
+            });
+        });
+    });
+}
