@@ -10,10 +10,9 @@
 
 use cranelift_codegen::ir::condcodes::FloatCC;
 use cranelift_codegen::ir::{AbiParam, InstBuilder, MemFlagsData, Signature, UserFuncName, Value, types};
-use cranelift_codegen::settings::{self, Configurable};
 use cranelift_frontend::{FunctionBuilder, FunctionBuilderContext};
-use cranelift_jit::{JITBuilder, JITModule};
-use cranelift_module::{FuncId, Linkage, Module, default_libcall_names};
+use cranelift_jit::JITModule;
+use cranelift_module::{FuncId, Linkage, Module};
 use saturn_ir::{BinaryOp, ElementwiseExpr, UnaryOp};
 
 use super::CodegenError;
@@ -34,18 +33,6 @@ pub struct ElementwiseKernel {
 unsafe impl Send for ElementwiseKernel {}
 unsafe impl Sync for ElementwiseKernel {}
 
-extern "C" fn saturn_expf(x: f32) -> f32 {
-    x.exp()
-}
-
-extern "C" fn saturn_logf(x: f32) -> f32 {
-    x.ln()
-}
-
-extern "C" fn saturn_tanhf(x: f32) -> f32 {
-    x.tanh()
-}
-
 /// Compiles `expr` over `inputs` operands into a kernel named `name` (for error messages).
 pub fn compile_elementwise(
     name: &str,
@@ -56,19 +43,7 @@ pub fn compile_elementwise(
     if expr.max_input().is_some_and(|i| i >= inputs) {
         return Err(err(format!("the expression `{expr}` uses more than {inputs} operands")));
     }
-    let mut flags = settings::builder();
-    flags.set("opt_level", "speed").map_err(|e| err(e.to_string()))?;
-    flags.set("is_pic", "false").map_err(|e| err(e.to_string()))?;
-    flags.set("use_colocated_libcalls", "false").map_err(|e| err(e.to_string()))?;
-    let isa = cranelift_native::builder()
-        .map_err(|e| err(format!("this machine is not supported: {e}")))?
-        .finish(settings::Flags::new(flags))
-        .map_err(|e| err(e.to_string()))?;
-    let mut builder = JITBuilder::with_isa(isa, default_libcall_names());
-    builder.symbol("saturn_expf", saturn_expf as *const u8);
-    builder.symbol("saturn_logf", saturn_logf as *const u8);
-    builder.symbol("saturn_tanhf", saturn_tanhf as *const u8);
-    let mut module = JITModule::new(builder);
+    let mut module = super::jit::host_module(name)?;
 
     let ptr = module.target_config().pointer_type();
     let mut unary = module.make_signature();
@@ -78,9 +53,9 @@ pub fn compile_elementwise(
         module.declare_function(symbol, Linkage::Import, sig).map_err(|e| err(e.to_string()))
     };
     let libm = Libm {
-        exp: declare("saturn_expf", &unary)?,
-        log: declare("saturn_logf", &unary)?,
-        tanh: declare("saturn_tanhf", &unary)?,
+        exp: declare(super::jit::EXP, &unary)?,
+        log: declare(super::jit::LOG, &unary)?,
+        tanh: declare(super::jit::TANH, &unary)?,
     };
 
     let mut sig = module.make_signature();

@@ -4,18 +4,14 @@
 
 use cranelift_codegen::ir::condcodes::{FloatCC, IntCC};
 use cranelift_codegen::ir::{AbiParam, FuncRef, InstBuilder, MemFlagsData, Type, UserFuncName, Value, types};
-use cranelift_codegen::settings::{self, Configurable};
 use cranelift_frontend::{FunctionBuilder, FunctionBuilderContext, Variable};
-use cranelift_jit::{JITBuilder, JITModule};
-use cranelift_module::{FuncId, Linkage, Module, default_libcall_names};
+use cranelift_jit::JITModule;
+use cranelift_module::{FuncId, Linkage, Module};
 use saturn_ir::{ReduceOp, RopeLayout};
 
 use super::CodegenError;
 
 /// The interpreter's `exp` (`f32::exp`), called by the softmax kernel.
-extern "C" fn saturn_expf(x: f32) -> f32 {
-    x.exp()
-}
 
 fn compile_error(kernel: &str, msg: String) -> CodegenError {
     CodegenError::Compile { kernel: format!("rows.{kernel}"), msg }
@@ -29,26 +25,15 @@ pub(super) struct Jit {
 }
 
 impl Jit {
-    /// A JIT module for the host (set up as the elementwise kernels' is) that imports
-    /// `saturn_expf`.
+    /// A JIT module for the host that imports `exp`.
     pub(super) fn new() -> Result<Jit, CodegenError> {
         let err = |msg: String| compile_error("setup", msg);
-        let mut flags = settings::builder();
-        flags.set("opt_level", "speed").map_err(|e| err(e.to_string()))?;
-        flags.set("is_pic", "false").map_err(|e| err(e.to_string()))?;
-        flags.set("use_colocated_libcalls", "false").map_err(|e| err(e.to_string()))?;
-        let isa = cranelift_native::builder()
-            .map_err(|e| err(format!("this machine is not supported: {e}")))?
-            .finish(settings::Flags::new(flags))
-            .map_err(|e| err(e.to_string()))?;
-        let mut builder = JITBuilder::with_isa(isa, default_libcall_names());
-        builder.symbol("saturn_expf", saturn_expf as *const u8);
-        let mut module = JITModule::new(builder);
+        let mut module = super::jit::host_module("setup")?;
         let mut unary = module.make_signature();
         unary.params.push(AbiParam::new(types::F32));
         unary.returns.push(AbiParam::new(types::F32));
         let exp = module
-            .declare_function("saturn_expf", Linkage::Import, &unary)
+            .declare_function(super::jit::EXP, Linkage::Import, &unary)
             .map_err(|e| err(e.to_string()))?;
         Ok(Jit { module, exp, fctx: FunctionBuilderContext::new() })
     }
