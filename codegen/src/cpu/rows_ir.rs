@@ -11,8 +11,6 @@ use saturn_ir::{ReduceOp, RopeLayout};
 
 use super::CodegenError;
 
-/// The interpreter's `exp` (`f32::exp`), called by the softmax kernel.
-
 fn compile_error(kernel: &str, msg: String) -> CodegenError {
     CodegenError::Compile { kernel: format!("rows.{kernel}"), msg }
 }
