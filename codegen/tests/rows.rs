@@ -166,7 +166,7 @@ proptest! {
             .collect();
         let x = rng.values(shape.iter().product());
         let (mut cos, mut sin) = (vec![0f32; rows * d / 2], vec![0f32; rows * d / 2]);
-        rope_tables(&rope, d, &positions, &mut cos, &mut sin);
+        rope_tables(&rope, &saturn_ir::rope_inv_freq(&rope, d), &positions, &mut cos, &mut sin);
         let mut out = vec![f32::NAN; x.len()];
         kernels().rope(rope.layout, &x, d, &cos, &sin, &mut out);
         let want = interpret(

@@ -189,8 +189,9 @@ impl Session<'_> {
     /// Makes room for `positions` cached positions up front, so later steps do not grow the
     /// cache (compiled backend; the interpreter builds a new cache every step).
     pub fn reserve(&mut self, positions: usize) {
-        if let Engine::Cpu { carried, .. } = &mut self.engine {
+        if let Engine::Cpu { carried, ws, .. } = &mut self.engine {
             carried.reserve(positions);
+            ws.reserve_symbol(CACHED, positions as u64);
         }
     }
 
@@ -310,7 +311,7 @@ impl Session<'_> {
             }
             Engine::Cpu { programs, ws, carried, started } => {
                 if fresh {
-                    *carried = Carried::new(&programs.forward);
+                    carried.clear();
                     *started = false;
                 }
                 let program = programs.pick(position, ids.len());

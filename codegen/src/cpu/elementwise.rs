@@ -17,6 +17,10 @@ use saturn_ir::{BinaryOp, ElementwiseExpr, UnaryOp};
 
 use super::CodegenError;
 
+/// The most operands and axes a kernel call takes (the buffers of a call are fixed arrays).
+const MAX_OPERANDS: usize = 8;
+const MAX_RANK: usize = 8;
+
 type KernelFn = unsafe extern "C" fn(*const *const f32, *const u64, *mut f32, u64);
 
 /// A compiled elementwise kernel (it owns its JIT module, so the code lives as long as it).
@@ -223,8 +227,12 @@ impl ElementwiseKernel {
                 out.len()
             )));
         }
+        if inputs.len() > MAX_OPERANDS || rank > MAX_RANK {
+            return Err(bad(format!("at most {MAX_OPERANDS} operands of rank {MAX_RANK} are supported")));
+        }
         // Per operand: element strides aligned to the output's axes (0 where it broadcasts).
-        let mut strides: Vec<Vec<usize>> = Vec::with_capacity(inputs.len());
+        // Fixed-size arrays: a call allocates nothing.
+        let mut strides = [[0usize; MAX_RANK]; MAX_OPERANDS];
         for (k, (data, shape)) in inputs.iter().enumerate() {
             let fits = shape.len() <= rank
                 && shape.iter().rev().zip(out_shape.iter().rev()).all(|(&d, &o)| d == o || d == 1)
@@ -234,27 +242,28 @@ impl ElementwiseKernel {
                     "operand {k} of shape {shape:?} does not broadcast to {out_shape:?}"
                 )));
             }
-            let mut st = vec![0usize; rank];
             let mut step = 1;
             for (axis, &d) in shape.iter().enumerate().rev() {
                 let out_axis = axis + rank - shape.len();
-                st[out_axis] = if d == 1 { 0 } else { step };
+                strides[k][out_axis] = if d == 1 { 0 } else { step };
                 step *= d;
             }
-            strides.push(st);
         }
         if total == 0 {
             return Ok(());
         }
         let inner = if rank == 0 { 1 } else { out_shape[rank - 1] };
         let rows = total / inner;
-        let inner_stride: Vec<u64> =
-            strides.iter().map(|st| if rank == 0 { 0 } else { st[rank - 1].min(1) as u64 }).collect();
-        let mut index = vec![0usize; rank.saturating_sub(1)];
-        let mut pointers: Vec<*const f32> = vec![std::ptr::null(); inputs.len()];
+        let mut inner_stride = [0u64; MAX_OPERANDS];
+        for (k, st) in inner_stride.iter_mut().zip(&strides) {
+            *k = if rank == 0 { 0 } else { st[rank - 1].min(1) as u64 };
+        }
+        let outer = rank.saturating_sub(1);
+        let mut index = [0usize; MAX_RANK];
+        let mut pointers = [std::ptr::null::<f32>(); MAX_OPERANDS];
         for row in 0..rows {
             for (k, (data, _)) in inputs.iter().enumerate() {
-                let base: usize = index.iter().zip(&strides[k]).map(|(i, s)| i * s).sum();
+                let base: usize = index[..outer].iter().zip(&strides[k]).map(|(i, s)| i * s).sum();
                 // SAFETY: `base` plus the row's reads stay inside the operand (checked shapes).
                 pointers[k] = unsafe { data.as_ptr().add(base) };
             }
@@ -264,7 +273,7 @@ impl ElementwiseKernel {
             unsafe {
                 (self.function)(pointers.as_ptr(), inner_stride.as_ptr(), dst.as_mut_ptr(), inner as u64)
             };
-            for axis in (0..index.len()).rev() {
+            for axis in (0..outer).rev() {
                 index[axis] += 1;
                 if index[axis] < out_shape[axis] {
                     break;

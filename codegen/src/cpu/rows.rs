@@ -21,7 +21,7 @@ use std::sync::{Mutex, PoisonError};
 
 use cranelift_codegen::ir::types;
 use cranelift_jit::JITModule;
-use saturn_ir::{ReduceOp, Rope, RopeLayout, rope_inv_freq};
+use saturn_ir::{ReduceOp, Rope, RopeLayout};
 
 use super::CodegenError;
 use super::rows_ir::{Jit, emit_reduce, emit_rms_norm, emit_rope, emit_softmax};
@@ -179,10 +179,11 @@ impl RowKernels {
 
 /// The cos/sin tables `[S, d/2]` of `positions` (`S` of them), as the interpreter computes
 /// them: `angle = (pos as f32) * inv_freq[j]` in f32, `cos = angle.cos() * af` and
-/// `sin = angle.sin() * af` with `af = rope.attention_factor as f32`, `inv_freq` from
-/// [`rope_inv_freq`]. Writes `cos` and `sin` (`S * d/2` each) so that a caller can reuse them.
-pub fn rope_tables(rope: &Rope, d: usize, positions: &[i64], cos: &mut [f32], sin: &mut [f32]) {
-    let half = d / 2;
+/// `sin = angle.sin() * af` with `af = rope.attention_factor as f32`, `inv_freq` (`d/2` of
+/// them) from `saturn_ir::rope_inv_freq`, computed once by the caller. Writes `cos` and `sin`
+/// (`S * d/2` each) so that a caller can reuse them: nothing is allocated.
+pub fn rope_tables(rope: &Rope, inv_freq: &[f32], positions: &[i64], cos: &mut [f32], sin: &mut [f32]) {
+    let half = inv_freq.len();
     debug_assert!(
         cos.len() == positions.len() * half && sin.len() == cos.len(),
         "rope_tables: {} positions by {half} into {} and {}",
@@ -193,11 +194,10 @@ pub fn rope_tables(rope: &Rope, d: usize, positions: &[i64], cos: &mut [f32], si
     if half == 0 {
         return;
     }
-    let inv_freq = rope_inv_freq(rope, d);
     let af = rope.attention_factor as f32;
     for ((cos, sin), &position) in cos.chunks_exact_mut(half).zip(sin.chunks_exact_mut(half)).zip(positions) {
         let position = position as f32;
-        for ((c, s), &f) in cos.iter_mut().zip(sin.iter_mut()).zip(&inv_freq) {
+        for ((c, s), &f) in cos.iter_mut().zip(sin.iter_mut()).zip(inv_freq) {
             let angle = position * f;
             *c = angle.cos() * af;
             *s = angle.sin() * af;

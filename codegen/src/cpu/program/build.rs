@@ -313,7 +313,11 @@ impl Builder<'_> {
             Op::Linear => floats(2).map(|_| Kernel::Linear)?,
             Op::Rope(r) => {
                 need(kinds == [Elem::F32, Elem::I64], "expects (f32, i64)")?;
-                Kernel::Rope(*r)
+                let d =
+                    node.ty.shape.last().and_then(|d| d.as_const()).ok_or_else(|| {
+                        unsupported(node, "the rotary dim (the last axis) must be constant")
+                    })?;
+                Kernel::Rope(*r, saturn_ir::rope_inv_freq(r, d as usize))
             }
             Op::CausalMask => floats(1).map(|_| Kernel::CausalMask)?,
             Op::Gather => {

@@ -37,7 +37,8 @@ pub(super) enum Kernel {
     },
     MatMul,
     Linear,
-    Rope(Rope),
+    /// RoPE with its inverse frequencies, computed once when the program is built.
+    Rope(Rope, Vec<f32>),
     CausalMask,
     Gather,
     Permute(Vec<usize>),
@@ -81,7 +82,7 @@ impl Kernel {
             Kernel::RmsNorm { .. } => "rms_norm",
             Kernel::MatMul => "matmul",
             Kernel::Linear => "linear",
-            Kernel::Rope(_) => "rope",
+            Kernel::Rope(..) => "rope",
             Kernel::CausalMask => "causal_mask",
             Kernel::Gather => "gather",
             Kernel::Permute(_) => "permute",
@@ -161,6 +162,14 @@ pub(super) struct Scratch {
     experts: ExpertScratch,
 }
 
+impl Scratch {
+    /// Makes room for `floats` attention scores, so runs up to a plan's capacities do not grow
+    /// the buffer step by step.
+    pub(super) fn reserve_scores(&mut self, floats: usize) {
+        self.a.reserve(floats.saturating_sub(self.a.len()));
+    }
+}
+
 /// What a step may use besides its operands.
 pub(super) struct Env<'a> {
     pub(super) symbols: &'a [u64],
@@ -233,12 +242,12 @@ pub(super) fn exec(kernel: &Kernel, args: &[View], out: &View, env: &mut Env) ->
             let m = out.numel().checked_div(n).unwrap_or(0);
             linear(args[0].f32(), args[1].f32(), m, k, n, out.f32_mut());
         }
-        Kernel::Rope(rope) => {
+        Kernel::Rope(rope, inv_freq) => {
             let d = *args[0].shape().last().unwrap_or(&0);
             let positions = args[1].i64();
             let half = d / 2;
             let (cos, sin) = (grow(&mut s.a, positions.len() * half), grow(&mut s.b, positions.len() * half));
-            rope_tables(rope, d, positions, cos, sin);
+            rope_tables(rope, inv_freq, positions, cos, sin);
             env.rows.rope(rope.layout, args[0].f32(), d, cos, sin, out.f32_mut());
         }
         Kernel::CausalMask => {

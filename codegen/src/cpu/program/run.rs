@@ -3,7 +3,7 @@
 use std::collections::HashMap;
 
 use super::build::{data_ptr, view};
-use super::exec::{Env, Scratch, View, exec};
+use super::exec::{Env, Kernel, Scratch, View, exec};
 use super::plan::{Plan, Storage, assign_offsets, grow_caps};
 use super::{CpuProgram, Elem};
 use crate::CodegenError;
@@ -37,6 +37,11 @@ pub struct Workspace {
     scratch: Scratch,
     /// The program whose outputs `dims` and `addrs` describe.
     last: Option<u64>,
+    /// Least capacities to plan symbols for (see [`Workspace::reserve_symbol`]).
+    hints: Vec<(String, u64)>,
+    /// Reused per run: the symbols' values and a step's operand views.
+    syms: Vec<u64>,
+    args: Vec<View>,
     /// Seconds and calls per kernel kind, when profiling.
     profile: Option<Vec<(&'static str, f64, usize)>>,
 }
@@ -48,6 +53,15 @@ unsafe impl Send for Workspace {}
 impl Workspace {
     pub fn new() -> Workspace {
         Workspace::default()
+    }
+
+    /// Plans every program for `symbol` up to `value` from the start, so runs that stay below
+    /// it never plan again (a session that knows its length allocates nothing per token).
+    pub fn reserve_symbol(&mut self, symbol: &str, value: u64) {
+        match self.hints.iter_mut().find(|(s, _)| s == symbol) {
+            Some(h) => h.1 = h.1.max(value),
+            None => self.hints.push((symbol.to_string(), value)),
+        }
     }
 
     /// Starts timing every step by kernel kind (see [`Workspace::profile`]).
@@ -87,6 +101,11 @@ impl Carried {
             data: program.carried.iter().map(|_| Vec::new()).collect(),
             rows: 0,
         }
+    }
+
+    /// Drops every row, keeping the memory.
+    pub fn clear(&mut self) {
+        self.rows = 0;
     }
 
     /// Rows held (the cached positions).
@@ -134,19 +153,30 @@ impl CpuProgram {
         inputs: &[(&str, InputData)],
     ) -> Result<(), CodegenError> {
         let bad = |node: &str, msg: String| CodegenError::Run { node: node.to_string(), msg };
-        let syms: Vec<u64> = self
-            .symbols
-            .iter()
-            .map(|s| {
-                symbols
-                    .iter()
-                    .find(|(n, _)| n == s)
-                    .map(|&(_, v)| v)
-                    .ok_or_else(|| bad(&self.name, format!("symbol `{s}` is not bound")))
-            })
-            .collect::<Result<_, _>>()?;
-        self.eval_dims(ws, &syms)?;
-        self.plan(ws, &syms);
+        let mut syms = std::mem::take(&mut ws.syms);
+        syms.clear();
+        for s in &self.symbols {
+            match symbols.iter().find(|(n, _)| n == s) {
+                Some(&(_, v)) => syms.push(v),
+                None => return Err(bad(&self.name, format!("symbol `{s}` is not bound"))),
+            }
+        }
+        let result = self.run_with(ws, carried, &syms, inputs);
+        ws.syms = syms;
+        result
+    }
+
+    /// [`CpuProgram::run`] with the symbols' values in program order.
+    fn run_with(
+        &self,
+        ws: &mut Workspace,
+        carried: &mut Carried,
+        syms: &[u64],
+        inputs: &[(&str, InputData)],
+    ) -> Result<(), CodegenError> {
+        let bad = |node: &str, msg: String| CodegenError::Run { node: node.to_string(), msg };
+        self.eval_dims(ws, syms)?;
+        self.plan(ws, syms);
         let plan = &ws.plans[&self.id];
         let words = plan.arena_bytes.div_ceil(8);
         if ws.arena.len() < words {
@@ -164,7 +194,7 @@ impl CpuProgram {
             }
             carried.reserve(output_rows);
         }
-        self.resolve(ws, carried, &syms);
+        self.resolve(ws, carried, syms);
         for (name, v) in &self.inputs {
             let data = inputs
                 .iter()
@@ -194,7 +224,7 @@ impl CpuProgram {
         }
         // The steps run on a pool thread, so the kernels' parallel parts start on a warm pool
         // instead of being injected from outside it at every step.
-        pool().install(|| self.run_steps(ws, &syms))?;
+        pool().install(|| self.run_steps(ws, syms))?;
         for (i, c) in self.carried.iter().enumerate() {
             if !c.in_place {
                 let out = self.view(ws, c.output);
@@ -212,7 +242,7 @@ impl CpuProgram {
     }
 
     /// An output of the last run of this program on `ws`: its f32 elements and shape.
-    pub fn output<'w>(&self, ws: &'w Workspace, name: &str) -> Option<(&'w [f32], Vec<usize>)> {
+    pub fn output<'w>(&self, ws: &'w Workspace, name: &str) -> Option<(&'w [f32], &'w [usize])> {
         if ws.last != Some(self.id) {
             return None;
         }
@@ -220,9 +250,10 @@ impl CpuProgram {
         if self.values[v].elem != Elem::F32 || matches!(self.values[v].storage, Storage::Carried(_)) {
             return None;
         }
-        let view = self.view(ws, v);
-        let shape = view.shape().to_vec();
+        let start = self.dim_start(v);
+        let shape = &ws.dims[start..start + self.values[v].shape.len()];
         let n = shape.iter().product();
+        let view = self.view(ws, v);
         // SAFETY: the output lives in the workspace's arena (or a constant) until the next run,
         // which needs `&mut Workspace` and so cannot happen while this borrow lives.
         Some((unsafe { std::slice::from_raw_parts(view.ptr as *const f32, n) }, shape))
@@ -230,14 +261,25 @@ impl CpuProgram {
 
     /// Runs every step in order.
     fn run_steps(&self, ws: &mut Workspace, syms: &[u64]) -> Result<(), CodegenError> {
-        let mut args: Vec<View> = Vec::with_capacity(8);
+        let mut args = std::mem::take(&mut ws.args);
+        let result = self.run_steps_with(ws, syms, &mut args);
+        ws.args = args;
+        result
+    }
+
+    fn run_steps_with(
+        &self,
+        ws: &mut Workspace,
+        syms: &[u64],
+        args: &mut Vec<View>,
+    ) -> Result<(), CodegenError> {
         for step in &self.steps {
             args.clear();
             args.extend(step.args.iter().map(|&a| self.view(ws, a)));
             let out = self.view(ws, step.out);
             let started = ws.profile.is_some().then(std::time::Instant::now);
             let mut env = Env { symbols: syms, rows: &self.rows, scratch: &mut ws.scratch };
-            exec(&step.kernel, &args, &out, &mut env)
+            exec(&step.kernel, args, &out, &mut env)
                 .map_err(|msg| CodegenError::Run { node: self.values[step.out].name.clone(), msg })?;
             if let (Some(t), Some(profile)) = (started, ws.profile.as_mut()) {
                 let name = step.kernel.name();
@@ -290,6 +332,12 @@ impl CpuProgram {
             Some(plan) => grow_caps(Some(&plan.caps), syms),
             None => grow_caps(None, syms),
         };
+        let mut caps = caps;
+        for (cap, name) in caps.iter_mut().zip(&self.symbols) {
+            if let Some((_, hint)) = ws.hints.iter().find(|(s, _)| s == name) {
+                *cap = (*cap).max(*hint);
+            }
+        }
         let mut sizes = self.sizes_at(&caps);
         // A dim that shrinks as a symbol grows can exceed its size at the caps: plan that
         // value at the run's size.
@@ -298,6 +346,7 @@ impl CpuProgram {
                 *s = (*s).max(now);
             }
         }
+        ws.scratch.reserve_scores(self.scores_at(&caps));
         let (offsets, arena_bytes) = assign_offsets(&sizes, &self.live);
         let sizes = sizes.into_iter().map(|s| s.unwrap_or(0)).collect();
         ws.plans.insert(self.id, Plan { caps, offsets, sizes, arena_bytes });
@@ -306,6 +355,23 @@ impl CpuProgram {
     /// The arena bytes of value `v` in the current run (`None` when it is not in the arena).
     fn arena_size(&self, ws: &Workspace, v: usize) -> Option<usize> {
         matches!(self.values[v].storage, Storage::Arena).then(|| self.bytes(ws, v))
+    }
+
+    /// The most attention scores a step holds with symbols at `caps` (`h * s * t` floats of an
+    /// `mla_decode_attention`).
+    fn scores_at(&self, caps: &[u64]) -> usize {
+        let dims =
+            |v: usize| self.values[v].shape.iter().map(|d| d.eval(caps).unwrap_or(0)).collect::<Vec<_>>();
+        self.steps
+            .iter()
+            .filter(|s| matches!(s.kernel, Kernel::MlaDecodeAttention { .. }))
+            .map(|s| {
+                let (q, latent) = (dims(s.args[0]), dims(s.args[2]));
+                q[..q.len().saturating_sub(1)].iter().product::<usize>()
+                    * latent.first().copied().unwrap_or(0)
+            })
+            .max()
+            .unwrap_or(0)
     }
 
     /// Arena bytes per value with symbols at `caps`.
