@@ -463,9 +463,6 @@ fn matmul(a: View, b: View, out: &View, s: &mut Scratch) {
         };
         s.pairs.push((at(&ba, m * k), at(&bb, k * n)));
     });
-    if batch.is_empty() {
-        s.pairs.push((0, 0));
-    }
     matmul_batched(a.f32(), b.f32(), &s.pairs, (m, k, n), out.f32_mut());
 }
 
