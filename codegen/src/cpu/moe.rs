@@ -205,8 +205,8 @@ pub fn grouped_experts<'w>(
 }
 
 /// [`grouped_experts`] for one token (decode): every active expert's gate and up rows in one
-/// parallel pass, then every output element's sum over the experts' down rows in another, so a
-/// layer costs two thread dispatches however many experts it runs. Sums run in expert order,
+/// parallel pass, then every expert's down projection in another, so a layer costs two thread
+/// dispatches however many experts it runs. Sums run in expert order,
 /// then the shared expert, as in the general path.
 fn one_token<'w>(
     x: &[f32],
@@ -242,21 +242,29 @@ fn one_token<'w>(
             unsafe { act.write(r, UnaryOp::Silu.apply(g) * u) };
         }
     });
+    // Each expert's output, its down matrix read front to back (one stream per task, which the
+    // prefetcher follows), then the weighted sum in expert order.
     let act = &s.gate[..rows];
-    let dst = SharedSlice::new(&mut out[..h]);
-    par_ranges(h, rows * h, |c0, c1| {
-        for c in c0..c1 {
-            let mut sum = 0f32;
-            for k in 0..count {
-                let m = mlp(k);
-                let y = dot(&act[starts[k]..starts[k + 1]], &m.down[c * m.inner..(c + 1) * m.inner]);
-                // The shared expert is added unweighted, after the routed ones.
-                sum += if k < active.len() { active[k].1 * y } else { y };
-            }
-            // SAFETY: each output element is written by one task only.
-            unsafe { dst.write(c, sum) };
+    s.y.resize(count * h, 0.0);
+    let ys = SharedSlice::new(&mut s.y[..count * h]);
+    par_ranges(count * h, rows * h, |r0, r1| {
+        for r in r0..r1 {
+            let (k, c) = (r / h, r % h);
+            let m = mlp(k);
+            let y = dot(&act[starts[k]..starts[k + 1]], &m.down[c * m.inner..(c + 1) * m.inner]);
+            // SAFETY: each (expert, output) element is written by one task only.
+            unsafe { ys.write(r, y) };
         }
     });
+    for (c, o) in out[..h].iter_mut().enumerate() {
+        let mut sum = 0f32;
+        for k in 0..count {
+            let y = s.y[k * h + c];
+            // The shared expert is added unweighted, after the routed ones.
+            sum += if k < active.len() { active[k].1 * y } else { y };
+        }
+        *o = sum;
+    }
 }
 
 /// One expert's share of the scratch buffers: its index, gate, up and output rows.
