@@ -139,7 +139,9 @@ impl CpuProgram {
                 Some(start)
             })
             .collect();
+        let weight_bytes: usize = b.consts.iter().map(|c| c.len() * elem_of(c).size()).sum();
         Ok(CpuProgram {
+            large: weight_bytes >= super::LARGE_WEIGHT_BYTES,
             name: graph.name.clone(),
             id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
             symbols: b.symbols,

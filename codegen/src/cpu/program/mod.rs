@@ -125,7 +125,12 @@ pub struct CpuProgram {
     /// Per value, the steps it must stay alive over (inclusive; inputs from step 0).
     live: Vec<(usize, usize)>,
     rows: Arc<RowKernels>,
+    /// Whether the weights are large enough for the kernels to split work across threads.
+    large: bool,
 }
+
+/// Weights from which a program's kernels have parallel work (see `CpuProgram::run`).
+const LARGE_WEIGHT_BYTES: usize = 4 << 20;
 
 impl CpuProgram {
     /// The graph's name.

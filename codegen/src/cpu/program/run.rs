@@ -222,9 +222,14 @@ impl CpuProgram {
                 }
             }
         }
-        // The steps run on a pool thread, so the kernels' parallel parts start on a warm pool
-        // instead of being injected from outside it at every step.
-        pool().install(|| self.run_steps(ws, syms))?;
+        // A program with large weights runs its steps on a pool thread, so the kernels'
+        // parallel parts start on a warm pool instead of being injected from outside it at
+        // every step; a small one stays on this thread (the handoff would cost more).
+        if self.large {
+            pool().install(|| self.run_steps(ws, syms))?;
+        } else {
+            self.run_steps(ws, syms)?;
+        }
         for (i, c) in self.carried.iter().enumerate() {
             if !c.in_place {
                 let out = self.view(ws, c.output);
