@@ -14,8 +14,11 @@ use rayon::prelude::*;
 /// few rows costs as much as the product.
 const GEMV_MAX_ROWS: usize = 12;
 /// Work (multiply-adds) below which a product runs on the calling thread: a dispatch costs
-/// microseconds, more than a small product.
+/// microseconds (tens of them from outside the pool), more than a small product. Dot products
+/// are bound by memory (this is 256 KiB of weights); a GEMM computes far faster per
+/// multiply-add, so it splits only above [`PARALLEL_MIN_GEMM`].
 const PARALLEL_MIN_WORK: usize = 1 << 16;
+const PARALLEL_MIN_GEMM: usize = 1 << 22;
 
 /// A raw pointer that may cross threads: each task writes a disjoint set of elements.
 #[derive(Clone, Copy)]
@@ -83,7 +86,7 @@ pub fn gemm(m: usize, k: usize, n: usize, a: Operand, b: Operand, out: &mut [f32
         return;
     }
     let threads = rayon::current_num_threads().max(1);
-    let parts = if m * n * k < PARALLEL_MIN_WORK { 1 } else { threads.min(n.div_ceil(16)) };
+    let parts = if m * n * k < PARALLEL_MIN_GEMM { 1 } else { threads.min(n.div_ceil(16)) };
     let per = n.div_ceil(parts);
     let dst = SharedOut(out.as_mut_ptr());
     let part = |p: usize| {
