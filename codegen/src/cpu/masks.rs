@@ -1,8 +1,6 @@
-//! Masks and selections: `topk_mask`, `causal_mask`, `where`, and the top-k choice the router
-//! shares with them. Semantics are the interpreter's (`Op` docs): ties go to the lower index
-//! and NaN ranks below everything.
-
-use std::cmp::Ordering;
+//! Masks: `topk_mask`, `causal_mask`, and the top-k choice the router shares with them (the
+//! interpreter's own `select_topk`, so both choose the same elements: ties go to the lower
+//! index and NaN ranks below everything).
 
 /// Marks the `k` largest of `row` in `mask` (1 = chosen); `idx` is reusable scratch.
 pub fn topk_row(row: &[f32], k: usize, idx: &mut Vec<usize>, mask: &mut [u8]) {
@@ -16,20 +14,7 @@ pub fn topk_row(row: &[f32], k: usize, idx: &mut Vec<usize>, mask: &mut [u8]) {
         mask.fill(1);
         return;
     }
-    idx.clear();
-    idx.extend(0..n);
-    // A strict total order: larger first, NaN last, then lower index first.
-    let rank = |&i: &usize, &j: &usize| -> Ordering {
-        let (a, b) = (row[i], row[j]);
-        let by_value = match (a.is_nan(), b.is_nan()) {
-            (true, true) => Ordering::Equal,
-            (true, false) => Ordering::Greater,
-            (false, true) => Ordering::Less,
-            (false, false) => b.partial_cmp(&a).unwrap_or(Ordering::Equal),
-        };
-        by_value.then(i.cmp(&j))
-    };
-    idx.select_nth_unstable_by(k - 1, rank);
+    saturn_ir::select_topk(row, k, idx);
     for &i in &idx[..k] {
         mask[i] = 1;
     }

@@ -21,25 +21,32 @@ pub(super) fn topk_mask(x: &Tensor, k: u64) -> OpResult {
             mask.fill(true);
             continue;
         }
-        idx.clear();
-        idx.extend(0..n);
-        // A strict total order: larger first, NaN last, then lower index first.
-        let rank = |&i: &usize, &j: &usize| -> Ordering {
-            let (a, b) = (row[i], row[j]);
-            let by_value = match (a.is_nan(), b.is_nan()) {
-                (true, true) => Ordering::Equal,
-                (true, false) => Ordering::Greater,
-                (false, true) => Ordering::Less,
-                (false, false) => b.partial_cmp(&a).unwrap_or(Ordering::Equal),
-            };
-            by_value.then(i.cmp(&j))
-        };
-        idx.select_nth_unstable_by(k - 1, rank);
+        select_topk(row, k, &mut idx);
         for &i in &idx[..k] {
             mask[i] = true;
         }
     }
     Ok(Tensor { shape: x.shape.clone(), data: TensorData::Bool(out) })
+}
+
+/// Leaves the indices of the `k` largest elements of `row` in `idx[..k]` (in no particular
+/// order), for `1 <= k <= row.len()`: ties go to the lower index and NaN ranks below
+/// everything. `idx` is the caller's buffer, so a backend can reuse it.
+pub fn select_topk(row: &[f32], k: usize, idx: &mut Vec<usize>) {
+    idx.clear();
+    idx.extend(0..row.len());
+    // A strict total order: larger first, NaN last, then lower index first.
+    let rank = |&i: &usize, &j: &usize| -> Ordering {
+        let (a, b) = (row[i], row[j]);
+        let by_value = match (a.is_nan(), b.is_nan()) {
+            (true, true) => Ordering::Equal,
+            (true, false) => Ordering::Greater,
+            (false, true) => Ordering::Less,
+            (false, false) => b.partial_cmp(&a).unwrap_or(Ordering::Equal),
+        };
+        by_value.then(i.cmp(&j))
+    };
+    idx.select_nth_unstable_by(k - 1, rank);
 }
 
 /// For `x [..., Sq, Sk]`: entries with key `j > i + Sk - Sq` become `-inf`.

@@ -367,42 +367,39 @@ fn copy_view(
         }
     };
     let (src_len, dst_len) = (reach(src_strides, src_offset), reach(dst_strides, dst_offset));
-    // SAFETY: both spans are inside their values (the shapes come from the verified graph).
+    /// The copy for one element type.
+    ///
+    /// # Safety
+    /// `src` and `dst` hold `src_len` and `dst_len` elements of `T`.
+    unsafe fn typed<T: Copy>(
+        shape: &[usize],
+        (src, src_len, src_offset, src_strides): (*const u8, usize, usize, &[usize]),
+        (dst, dst_len, dst_offset, dst_strides): (*mut u8, usize, usize, &[usize]),
+    ) {
+        // SAFETY: per the function's contract.
+        let (data, out) = unsafe {
+            (
+                std::slice::from_raw_parts(src as *const T, src_len),
+                std::slice::from_raw_parts_mut(dst as *mut T, dst_len),
+            )
+        };
+        copy_strided(
+            shape,
+            Strided { data, offset: src_offset, strides: src_strides },
+            out,
+            dst_offset,
+            dst_strides,
+        );
+    }
+    let from = (src.ptr as *const u8, src_len, src_offset, &src_strides[..r]);
+    let to = (dst.ptr, dst_len, dst_offset, &dst_strides[..r]);
+    // SAFETY: both spans are inside their values (the shapes come from the verified graph), and
+    // both views hold elements of `src.elem`.
     unsafe {
         match src.elem {
-            Elem::F32 => copy_strided(
-                shape,
-                Strided {
-                    data: std::slice::from_raw_parts(src.ptr as *const f32, src_len),
-                    offset: src_offset,
-                    strides: &src_strides[..r],
-                },
-                std::slice::from_raw_parts_mut(dst.ptr as *mut f32, dst_len),
-                dst_offset,
-                &dst_strides[..r],
-            ),
-            Elem::I64 => copy_strided(
-                shape,
-                Strided {
-                    data: std::slice::from_raw_parts(src.ptr as *const i64, src_len),
-                    offset: src_offset,
-                    strides: &src_strides[..r],
-                },
-                std::slice::from_raw_parts_mut(dst.ptr as *mut i64, dst_len),
-                dst_offset,
-                &dst_strides[..r],
-            ),
-            Elem::U8 => copy_strided(
-                shape,
-                Strided {
-                    data: std::slice::from_raw_parts(src.ptr as *const u8, src_len),
-                    offset: src_offset,
-                    strides: &src_strides[..r],
-                },
-                std::slice::from_raw_parts_mut(dst.ptr, dst_len),
-                dst_offset,
-                &dst_strides[..r],
-            ),
+            Elem::F32 => typed::<f32>(shape, from, to),
+            Elem::I64 => typed::<i64>(shape, from, to),
+            Elem::U8 => typed::<u8>(shape, from, to),
         }
     }
 }
