@@ -12,7 +12,7 @@ use petgraph::Direction;
 use petgraph::graph::{DiGraph, NodeIndex};
 use petgraph::visit::EdgeRef;
 
-use crate::dim::{Shape, SymBindings, fmt_shape};
+use crate::dim::{Dim, Shape, SymBindings, fmt_shape};
 use crate::dtype::DType;
 use crate::error::IrError;
 use crate::infer::infer_type;
@@ -175,13 +175,20 @@ impl Graph {
         &self.g
     }
 
-    /// All symbols mentioned by any node type or attribute, sorted.
+    /// All symbols mentioned by any node type or attribute, sorted. (Reshape and expand shapes
+    /// are their nodes' types; a slice's bounds and a range's start need not be.)
     pub fn symbols(&self) -> Vec<String> {
-        let mut syms: Vec<String> = self
-            .g
-            .node_weights()
-            .flat_map(|n| n.ty.shape.iter().flat_map(|d| d.symbols().map(str::to_string)).collect::<Vec<_>>())
-            .collect();
+        let mut syms: Vec<String> = Vec::new();
+        for n in self.g.node_weights() {
+            let attrs: &[&Dim] = match &n.op {
+                Op::Slice { start, end, .. } => &[start, end],
+                Op::Arange { start, len } => &[start, len],
+                _ => &[],
+            };
+            for d in n.ty.shape.iter().chain(attrs.iter().copied()) {
+                syms.extend(d.symbols().map(str::to_string));
+            }
+        }
         syms.sort();
         syms.dedup();
         syms

@@ -46,7 +46,7 @@ impl CpuProgram {
             .map_err(|e| CodegenError::Unsupported { node: graph.name.clone(), msg: e.to_string() })?;
         let mut b = Builder {
             graph,
-            symbols: symbols(graph),
+            symbols: graph.symbols(),
             values: Vec::new(),
             steps: Vec::new(),
             consts: Vec::new(),
@@ -156,26 +156,6 @@ impl CpuProgram {
             rows: cache.rows.clone(),
         })
     }
-}
-
-/// Every symbol of `graph`: those of its types and of its ops' attributes (a slice may start
-/// at `P` with no type mentioning `P`).
-fn symbols(graph: &Graph) -> Vec<String> {
-    let mut all = graph.symbols();
-    for id in graph.node_ids() {
-        let dims: Vec<&saturn_ir::Dim> = match &graph.node(id).op {
-            Op::Slice { start, end, .. } => vec![start, end],
-            Op::Arange { start, len } => vec![start, len],
-            _ => continue,
-        };
-        for s in dims.into_iter().flat_map(|d| d.symbols()) {
-            if !all.iter().any(|a| a == s) {
-                all.push(s.to_string());
-            }
-        }
-    }
-    all.sort();
-    all
 }
 
 /// Elements per row of a carried input `[rows, ...]` (the dims after the first are constant).
