@@ -10,6 +10,10 @@
 //! offset). A graph with symbols runs several times on one workspace with other symbol values,
 //! so plans that grow and shrink are checked too.
 
+mod common;
+
+use common::Rng;
+
 use std::collections::{BTreeMap, HashMap};
 
 use proptest::collection::vec;
@@ -35,24 +39,13 @@ fn cfg(cases: u32) -> ProptestConfig {
 }
 
 /// A small deterministic generator for tensor values (xorshift).
-struct Rng(u64);
+/// Test data of this file, drawn from the shared generator.
+trait OpData {
+    fn chance(&mut self, p: f64) -> bool;
+    fn unit(&mut self) -> f32;
+}
 
-impl Rng {
-    fn new(seed: u64) -> Rng {
-        Rng((seed ^ 0x9E37_79B9_7F4A_7C15) | 1)
-    }
-
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n.max(1) as u64) as usize
-    }
-
+impl OpData for Rng {
     fn chance(&mut self, p: f64) -> bool {
         (self.next() >> 11) as f64 / (1u64 << 53) as f64 <= p && p > 0.0
     }
