@@ -27,7 +27,7 @@ use thiserror::Error;
 
 pub use generate::{GenerateOptions, generate};
 pub use hoist::{DERIVED_PREFIX, Prepared};
-pub use sampling::Sampler;
+pub use sampling::{Sampler, argmax};
 pub use session::{Backend, CpuPrograms, Executor, Limits, PhaseGraphs, Session, check_ids};
 
 /// The graph input that holds the new tokens' ids.

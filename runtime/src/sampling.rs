@@ -92,7 +92,8 @@ pub(crate) fn pick(sampler: &Sampler, logits: &[f32], rng: &mut Rng) -> u64 {
     }
 }
 
-fn argmax(logits: &[f32]) -> u64 {
+/// The greedy choice: the index of the largest logit, the first one on ties.
+pub fn argmax(logits: &[f32]) -> u64 {
     let mut best = 0;
     for (i, &x) in logits.iter().enumerate() {
         if x > logits[best] {

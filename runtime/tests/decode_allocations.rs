@@ -61,10 +61,7 @@ fn decode_steps_allocate_nothing_on_the_cpu_backend() {
     let mut session = executor.session(&prepared, limits).unwrap();
     session.reserve(40);
     let vocab = model.config.vocab_size as usize;
-    let argmax = |logits: &[f32]| {
-        let row = &logits[logits.len() - vocab..];
-        (0..row.len()).fold(0, |best, i| if row[i] > row[best] { i } else { best }) as u64
-    };
+    let argmax = |logits: &[f32]| saturn_runtime::argmax(&logits[logits.len() - vocab..]);
     let mut next = argmax(session.prefill_in_place(&[3, 17, 42]).unwrap());
     // Warm up: the first decode step plans the decode program and grows the scratch buffers.
     for _ in 0..2 {

@@ -89,7 +89,7 @@ pub fn run(model_path: &Path, args: &BenchArgs, run: &RunArgs) -> Result<()> {
             session.enable_profile();
         }
         let t = Instant::now();
-        let mut next = argmax_last(session.prefill_in_place(&args.prompt)?, args.prompt.len());
+        let mut next = last_row_choice(session.prefill_in_place(&args.prompt)?, args.prompt.len());
         prefill.push(t.elapsed().as_secs_f64());
         if profiled {
             profiles.push(("prefill", session.profile()));
@@ -186,23 +186,16 @@ fn decode_loop(session: &mut Session, next: &mut u64, steps: usize) -> Result<Ve
     let mut ids = Vec::with_capacity(steps + 1);
     ids.push(*next);
     for _ in 0..steps {
-        *next = argmax_last(session.extend_in_place(&[*next])?, 1);
+        *next = last_row_choice(session.extend_in_place(&[*next])?, 1);
         ids.push(*next);
     }
     Ok(ids)
 }
 
-/// The most likely token of the last row of `tokens` rows of logits.
-fn argmax_last(logits: &[f32], tokens: usize) -> u64 {
+/// The greedy choice from the last row of `tokens` rows of logits.
+fn last_row_choice(logits: &[f32], tokens: usize) -> u64 {
     let vocab = logits.len() / tokens.max(1);
-    let row = &logits[logits.len() - vocab..];
-    let mut best = 0;
-    for (i, &v) in row.iter().enumerate() {
-        if v > row[best] {
-            best = i;
-        }
-    }
-    best as u64
+    saturn_runtime::argmax(&logits[logits.len() - vocab..])
 }
 
 fn median(v: &[f64]) -> f64 {

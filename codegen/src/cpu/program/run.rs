@@ -152,18 +152,31 @@ impl CpuProgram {
         symbols: &[(&str, u64)],
         inputs: &[(&str, InputData)],
     ) -> Result<(), CodegenError> {
-        let bad = |node: &str, msg: String| CodegenError::Run { node: node.to_string(), msg };
         let mut syms = std::mem::take(&mut ws.syms);
-        syms.clear();
-        for s in &self.symbols {
-            match symbols.iter().find(|(n, _)| n == s) {
-                Some(&(_, v)) => syms.push(v),
-                None => return Err(bad(&self.name, format!("symbol `{s}` is not bound"))),
-            }
-        }
-        let result = self.run_with(ws, carried, &syms, inputs);
+        let result =
+            self.symbol_values(symbols, &mut syms).and_then(|()| self.run_with(ws, carried, &syms, inputs));
         ws.syms = syms;
         result
+    }
+
+    /// The values of the program's symbols, in program order, from bindings by name (into a
+    /// reused buffer; extra bindings are ignored).
+    pub(super) fn symbol_values(
+        &self,
+        symbols: &[(&str, u64)],
+        out: &mut Vec<u64>,
+    ) -> Result<(), CodegenError> {
+        out.clear();
+        for s in &self.symbols {
+            match symbols.iter().find(|(n, _)| n == s) {
+                Some(&(_, v)) => out.push(v),
+                None => {
+                    let msg = format!("symbol `{s}` is not bound");
+                    return Err(CodegenError::Run { node: self.name.clone(), msg });
+                }
+            }
+        }
+        Ok(())
     }
 
     /// [`CpuProgram::run`] with the symbols' values in program order.

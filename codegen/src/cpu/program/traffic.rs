@@ -13,16 +13,8 @@ impl CpuProgram {
     /// gathered table only at the gathered rows, an expert stack only for the experts the
     /// tokens can use (`k` per token), carried buffers at their rows.
     pub fn bytes_read(&self, symbols: &[(&str, u64)]) -> Result<u64, CodegenError> {
-        let syms: Vec<u64> = self
-            .symbols
-            .iter()
-            .map(|s| {
-                symbols.iter().find(|(n, _)| n == s).map(|&(_, v)| v).ok_or_else(|| CodegenError::Run {
-                    node: self.name.clone(),
-                    msg: format!("symbol `{s}` is not bound"),
-                })
-            })
-            .collect::<Result<_, _>>()?;
+        let mut syms = Vec::new();
+        self.symbol_values(symbols, &mut syms)?;
         let numel = |v: usize| -> f64 {
             self.values[v].shape.iter().map(|d| d.eval(&syms).unwrap_or(0) as f64).product()
         };
