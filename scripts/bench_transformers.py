@@ -246,14 +246,22 @@ def show(cmd: list) -> str:
     return " ".join(words)
 
 
-def saturn_bench(model: Path, ids: list, decode_tokens: int) -> dict:
-    cmd = [SATURN, "bench", model, "--ids", ",".join(map(str, ids)), "--decode-tokens", decode_tokens, "--json"]
+def run_saturn(cmd: list):
+    """Runs a saturn command: (process, wall seconds, an error result if it failed)."""
     log(show(cmd))
     start = time.perf_counter()
     proc = run_capture(cmd)
     wall = time.perf_counter() - start
     if proc.returncode != 0:
-        return {"error": f"exit {proc.returncode}: {tail(proc.stderr, 10)}", "wall_seconds": wall}
+        return proc, wall, {"error": f"exit {proc.returncode}: {tail(proc.stderr, 10)}", "wall_seconds": wall}
+    return proc, wall, None
+
+
+def saturn_bench(model: Path, ids: list, decode_tokens: int) -> dict:
+    cmd = [SATURN, "bench", model, "--ids", ",".join(map(str, ids)), "--decode-tokens", decode_tokens, "--json"]
+    proc, wall, failed = run_saturn(cmd)
+    if failed:
+        return failed
     result = parse_json_object(proc.stdout)
     if result is None:
         return {"error": f"no JSON object on stdout: {proc.stdout[-500:]!r}", "wall_seconds": wall}
@@ -267,12 +275,9 @@ def saturn_bench(model: Path, ids: list, decode_tokens: int) -> dict:
 def saturn_generate(model: Path, ids: list, max_new_tokens: int) -> dict:
     cmd = [SATURN, "generate", model, "--ids", ",".join(map(str, ids)), "--max-new-tokens", max_new_tokens,
            "--ignore-eos"]
-    log(show(cmd))
-    start = time.perf_counter()
-    proc = run_capture(cmd)
-    wall = time.perf_counter() - start
-    if proc.returncode != 0:
-        return {"error": f"exit {proc.returncode}: {tail(proc.stderr, 10)}", "wall_seconds": wall}
+    proc, wall, failed = run_saturn(cmd)
+    if failed:
+        return failed
     try:
         out = [int(x) for x in proc.stdout.strip().splitlines()[0].split(",")]
     except (IndexError, ValueError):
