@@ -10,7 +10,9 @@
 //! CUDA C (NVRTC to PTX) lands beside it. This crate depends on `ir` only; the runtime decides
 //! what runs when.
 
+mod arena;
 pub mod cpu;
+pub mod cuda;
 
 pub use cpu::{
     Carried, CodegenError, CpuProgram, ElementwiseKernel, InputData, ProgramCache, RowKernels, Workspace,

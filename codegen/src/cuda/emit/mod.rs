@@ -1,0 +1,146 @@
+//! CUDA C for one fusion group (one node of the optimised graph): its kernels, their launch
+//! geometry and the scratch memory they share.
+//!
+//! Every kernel has the signature `(const long long* sym, <params>)`: `sym` holds the values of
+//! the program's symbols (so one compiled kernel serves every sequence length, and a captured
+//! CUDA graph stays valid as `P` grows), then one pointer per [`Param`]. A family lives in its
+//! own file next to the ops it concerns; [`emit`] picks the family.
+
+mod index;
+
+use saturn_ir::{DType, Dim, Node, Op, TensorType};
+
+use super::extent::{Extent, c_dim, c_product};
+use crate::CodegenError;
+
+/// What a kernel parameter is bound to when the group is launched.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Bind {
+    /// The node's operand `i`.
+    Operand(usize),
+    /// The node's result.
+    Out,
+    /// The group's scratch buffer `i`.
+    Scratch(usize),
+}
+
+/// One pointer parameter of a kernel.
+#[derive(Clone, Debug)]
+pub(crate) struct Param {
+    pub cty: &'static str,
+    pub name: String,
+    pub bind: Bind,
+    /// Written by the kernel (else `const`).
+    pub written: bool,
+}
+
+/// One kernel of a group: its code and how it is launched.
+#[derive(Clone, Debug)]
+pub(crate) struct KernelDef {
+    /// What the kernel is (`rms_norm`, `mla_decode_split`): the start of its name.
+    pub stem: String,
+    pub params: Vec<Param>,
+    /// The statements of the kernel's body.
+    pub body: String,
+    pub block: u32,
+    pub grid: [Extent; 3],
+    pub shared_bytes: u32,
+}
+
+impl KernelDef {
+    /// The kernel's full CUDA C text under `name`.
+    pub(crate) fn source(&self, name: &str) -> String {
+        let mut params = vec!["const long long* __restrict__ sym".to_string()];
+        for p in &self.params {
+            let constness = if p.written { "" } else { "const " };
+            params.push(format!("{constness}{}* __restrict__ {}", p.cty, p.name));
+        }
+        format!(
+            "extern \"C\" __global__ void __launch_bounds__({block}) {name}({params}) {{\n{body}}}\n",
+            block = self.block,
+            params = params.join(", "),
+            body = self.body,
+        )
+    }
+}
+
+/// The kernels of one group, launched in order, and its scratch buffers (bytes each).
+#[derive(Clone, Debug, Default)]
+pub(crate) struct Group {
+    pub kernels: Vec<KernelDef>,
+    pub scratch: Vec<Extent>,
+}
+
+/// What an emitter sees of a node: its op, result and operand types, and the program symbols.
+pub(crate) struct NodeCtx<'a> {
+    pub node: &'a Node,
+    pub operands: Vec<&'a TensorType>,
+    pub symbols: &'a [String],
+}
+
+impl NodeCtx<'_> {
+    pub(crate) fn unsupported(&self, msg: impl Into<String>) -> CodegenError {
+        CodegenError::Unsupported { node: self.node.name.clone(), msg: msg.into() }
+    }
+
+    /// A dim as a C expression.
+    pub(crate) fn dim(&self, d: &Dim) -> String {
+        c_dim(d, self.symbols)
+    }
+
+    /// The product of dims as a C expression.
+    pub(crate) fn product(&self, dims: &[Dim]) -> String {
+        c_product(dims, self.symbols)
+    }
+
+    pub(crate) fn out_shape(&self) -> &[Dim] {
+        &self.node.ty.shape
+    }
+
+    /// The parameter for operand `i`, named `name`.
+    pub(crate) fn operand(&self, i: usize, name: &str) -> Param {
+        Param { cty: cty(self.operands[i].dtype), name: name.into(), bind: Bind::Operand(i), written: false }
+    }
+
+    /// The parameter for the result, named `out`.
+    pub(crate) fn out(&self) -> Param {
+        Param { cty: cty(self.node.ty.dtype), name: "out".into(), bind: Bind::Out, written: true }
+    }
+}
+
+/// The C type of a dtype's elements (bool is one byte, 0 or 1).
+pub(crate) fn cty(dtype: DType) -> &'static str {
+    match dtype {
+        DType::F32 => "float",
+        DType::I64 => "long long",
+        DType::Bool => "unsigned char",
+        _ => "void",
+    }
+}
+
+/// Threads per block of the one-thread-per-element kernels.
+pub(crate) const ELEMENT_BLOCK: u32 = 256;
+
+/// A grid of one thread per element of `shape`, in blocks of [`ELEMENT_BLOCK`].
+pub(crate) fn element_grid(shape: &[Dim]) -> [Extent; 3] {
+    [Extent::of(shape.iter().cloned()).ceil_div(u64::from(ELEMENT_BLOCK)), Extent::one(), Extent::one()]
+}
+
+/// The group for `ctx.node`. Dtypes were checked by the caller: every float is f32.
+pub(crate) fn emit(ctx: &NodeCtx) -> Result<Group, CodegenError> {
+    let one = |k: KernelDef| Ok(Group { kernels: vec![k], scratch: Vec::new() });
+    match &ctx.node.op {
+        Op::Unary(_) | Op::Binary(_) | Op::FusedElementwise { .. } => one(index::elementwise(ctx)?),
+        Op::Where => one(index::select(ctx)),
+        Op::Cast { .. } => one(index::cast(ctx)),
+        Op::Arange { start, .. } => one(index::arange(ctx, start)),
+        Op::CausalMask => one(index::causal_mask(ctx)),
+        Op::Expand { .. } => one(index::expand(ctx)),
+        Op::Permute { perm } => one(index::permute(ctx, perm)),
+        Op::Slice { axis, start, .. } => one(index::slice(ctx, *axis, start)),
+        Op::Concat { axis } => one(index::concat(ctx, *axis)),
+        Op::Gather => one(index::gather(ctx)),
+        Op::Reshape { .. } => one(index::copy(ctx)),
+        _ => Err(ctx.unsupported(format!("`{}` has no CUDA kernel yet", ctx.node.op.name()))),
+    }
+}

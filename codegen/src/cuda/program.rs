@@ -1,0 +1,382 @@
+//! [`CudaProgram`]: a graph turned into CUDA C kernels, their launches, and the buffers they use.
+//!
+//! Building mirrors the CPU program: params, inputs and scalars are buffers the runtime fills;
+//! reshapes and contiguous slices alias their operand; carried inputs (the KV cache) live in
+//! buffers that outlive runs, and `concat(cache, new)` along axis 0 appends in place; constant
+//! subexpressions run once (`init`); every other node is a group of launches over arena buffers
+//! with lifetimes. Kernels with the same source are generated once.
+
+use std::collections::HashMap;
+
+use saturn_ir::{DType, Dim, Graph, Node, NodeId, Op};
+use serde::Serialize;
+
+use super::emit::{self, Bind, Group, KernelDef, NodeCtx, Param};
+use super::extent::Extent;
+use crate::CodegenError;
+
+/// Where a buffer's memory comes from.
+#[derive(Clone, Debug, Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Storage {
+    /// A checkpoint weight, uploaded once.
+    Param { key: String },
+    /// A rank-0 constant, uploaded once.
+    Scalar { value: f64 },
+    /// A graph input, uploaded by each run.
+    Input,
+    /// A carried buffer (the KV cache): it outlives runs, rows `0..shape[0]`.
+    Carried,
+    /// Computed once by the `init` launches (a constant subexpression).
+    Persistent,
+    /// Planned in the arena, alive from launch `first` to `last` (inclusive) of a run.
+    Arena { first: usize, last: usize },
+    /// The elements of buffer `of` from element `offset` on.
+    Alias {
+        of: usize,
+        #[serde(serialize_with = "serialize_dim")]
+        offset: Dim,
+    },
+}
+
+fn serialize_dim<S: serde::Serializer>(d: &Dim, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&d.to_string())
+}
+
+/// One buffer: a value of the graph, or a group's scratch memory.
+#[derive(Clone, Debug, Serialize)]
+pub struct Buffer {
+    pub name: String,
+    pub dtype: String,
+    /// Its size: the product of its dims times the element size.
+    pub bytes: Extent,
+    pub storage: Storage,
+}
+
+/// One generated kernel.
+#[derive(Clone, Debug, Serialize)]
+pub struct CudaKernel {
+    pub name: String,
+    /// The node whose group first produced it.
+    pub node: String,
+    #[serde(skip)]
+    pub source: String,
+}
+
+/// One kernel launch: grid, block, dynamic shared memory, and the buffers after `sym`.
+#[derive(Clone, Debug, Serialize)]
+pub struct Launch {
+    pub kernel: String,
+    pub node: String,
+    pub grid: [Extent; 3],
+    pub block: u32,
+    pub shared_bytes: u32,
+    pub args: Vec<usize>,
+}
+
+/// A graph compiled to CUDA C. See the module docs.
+#[derive(Clone, Debug, Serialize)]
+pub struct CudaProgram {
+    pub name: String,
+    /// The symbols, in the order of the `sym` array every kernel reads.
+    pub symbols: Vec<String>,
+    pub buffers: Vec<Buffer>,
+    #[serde(skip)]
+    pub kernels: Vec<CudaKernel>,
+    /// Launches run once, after the params are uploaded (constant subexpressions).
+    pub init: Vec<Launch>,
+    /// Launches of every run, in order.
+    pub launches: Vec<Launch>,
+    pub inputs: Vec<(String, usize)>,
+    pub outputs: Vec<(String, usize)>,
+}
+
+/// The shared device helpers every kernel is compiled with.
+pub const PRELUDE: &str = include_str!("prelude.cu");
+
+impl CudaProgram {
+    /// Generates the CUDA program of `graph`. Inputs named `carried_prefix*` with an output of
+    /// the same name are carried (the KV cache).
+    pub fn generate(graph: &Graph, carried_prefix: &str) -> Result<CudaProgram, CodegenError> {
+        saturn_ir::verify(graph)
+            .map_err(|e| CodegenError::Unsupported { node: graph.name.clone(), msg: e.to_string() })?;
+        let symbols = graph.symbols();
+        let mut b = Builder {
+            graph,
+            buffers: Vec::new(),
+            buffer_of: HashMap::new(),
+            kernels: Vec::new(),
+            kernel_by_source: HashMap::new(),
+            init: Vec::new(),
+            launches: Vec::new(),
+        };
+        let needed = needed(graph);
+        let constant = graph.constant_nodes();
+        let outputs: HashMap<&str, NodeId> =
+            graph.outputs().iter().map(|(n, id)| (n.as_str(), *id)).collect();
+        // Carried outputs: node -> the carried input's buffer.
+        let mut carried_outputs: HashMap<NodeId, usize> = HashMap::new();
+        let mut inputs = Vec::new();
+        for id in graph.node_ids().filter(|id| needed[id.index()]) {
+            let node = graph.node(id);
+            check_dtype(node)?;
+            let args: Vec<usize> = graph.inputs(id).iter().map(|i| b.buffer_of[i]).collect();
+            let storage = match &node.op {
+                Op::Input => match outputs.get(node.name.as_str()) {
+                    Some(&out) if node.name.starts_with(carried_prefix) => {
+                        carried_outputs.insert(out, b.buffers.len());
+                        Storage::Carried
+                    }
+                    _ => {
+                        inputs.push((node.name.clone(), b.buffers.len()));
+                        Storage::Input
+                    }
+                },
+                Op::Param { key } => Storage::Param { key: key.clone() },
+                Op::Scalar { value } => Storage::Scalar { value: *value },
+                _ => match b.alias(node, id, &args) {
+                    Some(alias) => alias,
+                    None => {
+                        let append = carried_outputs.get(&id).copied().filter(|&c| {
+                            matches!(node.op, Op::Concat { axis: 0 }) && args.len() == 2 && args[0] == c
+                        });
+                        let init = constant[id.index()] && node.ty.shape.iter().all(Dim::is_const);
+                        let ctx = NodeCtx {
+                            node,
+                            operands: graph.inputs(id).iter().map(|&i| graph.ty(i)).collect(),
+                            symbols: &symbols,
+                        };
+                        match append {
+                            Some(cache) => {
+                                let group = Group { kernels: vec![append_rows(&ctx)], scratch: Vec::new() };
+                                b.add_group(&ctx, group, &args, init)?;
+                                Storage::Alias { of: cache, offset: Dim::constant(0) }
+                            }
+                            None => {
+                                let group = emit::emit(&ctx)?;
+                                b.add_group(&ctx, group, &args, init)?;
+                                if init { Storage::Persistent } else { Storage::Arena { first: 0, last: 0 } }
+                            }
+                        }
+                    }
+                },
+            };
+            b.buffer_of.insert(id, b.buffers.len());
+            b.buffers.push(Buffer {
+                name: node.name.clone(),
+                dtype: node.ty.dtype.name().into(),
+                bytes: Extent::of(node.ty.shape.iter().cloned()).times(node.ty.dtype.size_bytes() as u64),
+                storage,
+            });
+        }
+        let outputs: Vec<(String, usize)> =
+            graph.outputs().iter().map(|(n, id)| (n.clone(), b.buffer_of[id])).collect();
+        lifetimes(&mut b.buffers, &b.launches, &outputs);
+        Ok(CudaProgram {
+            name: graph.name.clone(),
+            symbols,
+            buffers: b.buffers,
+            kernels: b.kernels,
+            init: b.init,
+            launches: b.launches,
+            inputs,
+            outputs,
+        })
+    }
+
+    /// `kernels.cu`: the prelude, then every kernel once.
+    pub fn source(&self) -> String {
+        let mut s = format!("// saturn: CUDA kernels of `{}`, generated; do not edit.\n", self.name);
+        s.push_str(PRELUDE);
+        for k in &self.kernels {
+            s.push_str(&format!("\n// {} (first for node %{})\n", k.name, k.node));
+            s.push_str(&k.source);
+        }
+        s
+    }
+
+    /// One kernel's compilable source: the prelude and the kernel.
+    pub fn kernel_source(kernel: &CudaKernel) -> String {
+        format!("{PRELUDE}\n{}", kernel.source)
+    }
+}
+
+fn check_dtype(node: &Node) -> Result<(), CodegenError> {
+    match node.ty.dtype {
+        DType::F32 | DType::I64 | DType::Bool => Ok(()),
+        other => Err(CodegenError::Unsupported {
+            node: node.name.clone(),
+            msg: format!("{other} values are not generated for CUDA yet"),
+        }),
+    }
+}
+
+/// `concat(cache, new)` along axis 0 into the carried buffer: the new rows go after the cached.
+fn append_rows(ctx: &NodeCtx) -> KernelDef {
+    let (cache, new) = (&ctx.operands[0].shape, &ctx.operands[1].shape);
+    let rows = ctx.dim(&cache[0]);
+    let row = ctx.product(&cache[1..]);
+    let body = format!(
+        "  const long long n = {n};\n  const long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x;\n  if (i < n) out[{rows} * {row} + i] = x[i];\n",
+        n = ctx.product(new),
+    );
+    KernelDef {
+        stem: "append_rows".into(),
+        params: vec![
+            Param {
+                cty: emit::cty(ctx.node.ty.dtype),
+                name: "x".into(),
+                bind: Bind::Operand(1),
+                written: false,
+            },
+            ctx.out(),
+        ],
+        body,
+        block: emit::ELEMENT_BLOCK,
+        grid: emit::element_grid(new),
+        shared_bytes: 0,
+    }
+}
+
+/// The nodes the outputs depend on.
+fn needed(graph: &Graph) -> Vec<bool> {
+    let mut needed = vec![false; graph.len()];
+    for (_, id) in graph.outputs() {
+        needed[id.index()] = true;
+    }
+    for id in graph.node_ids().collect::<Vec<_>>().into_iter().rev() {
+        if needed[id.index()] {
+            for i in graph.inputs(id) {
+                needed[i.index()] = true;
+            }
+        }
+    }
+    needed
+}
+
+/// Sets each arena buffer's lifetime: from the launch that first writes it to the last that
+/// reads it (through aliases); outputs live to the end.
+fn lifetimes(buffers: &mut [Buffer], launches: &[Launch], outputs: &[(String, usize)]) {
+    let root = |buffers: &[Buffer], mut v: usize| {
+        while let Storage::Alias { of, .. } = buffers[v].storage {
+            v = of;
+        }
+        v
+    };
+    let mut live: Vec<Option<(usize, usize)>> = vec![None; buffers.len()];
+    for (j, launch) in launches.iter().enumerate() {
+        for &a in &launch.args {
+            let r = root(buffers, a);
+            let l = live[r].get_or_insert((j, j));
+            l.0 = l.0.min(j);
+            l.1 = l.1.max(j);
+        }
+    }
+    for &(_, v) in outputs {
+        let r = root(buffers, v);
+        if let Some(l) = live[r].as_mut() {
+            l.1 = launches.len();
+        }
+    }
+    for (b, l) in buffers.iter_mut().zip(live) {
+        if let (Storage::Arena { first, last }, Some((f, e))) = (&mut b.storage, l) {
+            (*first, *last) = (f, e);
+        }
+    }
+}
+
+struct Builder<'g> {
+    graph: &'g Graph,
+    buffers: Vec<Buffer>,
+    buffer_of: HashMap<NodeId, usize>,
+    kernels: Vec<CudaKernel>,
+    /// Kernel source (under a placeholder name) -> index in `kernels`.
+    kernel_by_source: HashMap<String, usize>,
+    init: Vec<Launch>,
+    launches: Vec<Launch>,
+}
+
+impl Builder<'_> {
+    /// Reshapes and contiguous slices read their operand's memory.
+    fn alias(&self, node: &Node, id: NodeId, args: &[usize]) -> Option<Storage> {
+        let (of, offset) = match &node.op {
+            Op::Reshape { .. } => (args[0], Dim::constant(0)),
+            Op::Slice { axis, start, .. } => {
+                let x = &self.graph.ty(self.graph.inputs(id)[0]).shape;
+                if !x[..*axis].iter().all(|d| d.as_const() == Some(1)) {
+                    return None;
+                }
+                let inner = x[axis + 1..].iter().try_fold(1i64, |acc, d| Some(acc * d.as_const()? as i64))?;
+                let scaled = Dim::linear(
+                    start.constant_part() * inner,
+                    start.terms().map(|(s, c)| (s.to_string(), c * inner)),
+                );
+                (args[0], scaled)
+            }
+            _ => return None,
+        };
+        Some(match &self.buffers[of].storage {
+            Storage::Alias { of: root, offset: base } => {
+                Storage::Alias { of: *root, offset: base.add(&offset) }
+            }
+            _ => Storage::Alias { of, offset },
+        })
+    }
+
+    /// Adds a group's scratch buffers, kernels (once per source) and launches. The node's own
+    /// buffer is the next one pushed after the scratch buffers.
+    fn add_group(
+        &mut self,
+        ctx: &NodeCtx,
+        group: Group,
+        args: &[usize],
+        init: bool,
+    ) -> Result<(), CodegenError> {
+        let first_scratch = self.buffers.len();
+        for (i, bytes) in group.scratch.iter().enumerate() {
+            self.buffers.push(Buffer {
+                name: format!("{}.scratch{i}", ctx.node.name),
+                dtype: "u8".into(),
+                bytes: bytes.clone(),
+                storage: if init { Storage::Persistent } else { Storage::Arena { first: 0, last: 0 } },
+            });
+        }
+        let out = self.buffers.len();
+        for k in group.kernels {
+            let name = self.kernel(&k, &ctx.node.name);
+            let bind = |p: &Param| match p.bind {
+                Bind::Operand(i) => args[i],
+                Bind::Out => out,
+                Bind::Scratch(i) => first_scratch + i,
+            };
+            let launch = Launch {
+                kernel: name,
+                node: ctx.node.name.clone(),
+                grid: k.grid.clone(),
+                block: k.block,
+                shared_bytes: k.shared_bytes,
+                args: k.params.iter().map(bind).collect(),
+            };
+            if init { self.init.push(launch) } else { self.launches.push(launch) }
+        }
+        Ok(())
+    }
+
+    /// The name of `k`'s kernel, generating it the first time its source is seen.
+    fn kernel(&mut self, k: &KernelDef, node: &str) -> String {
+        let key = k.source("KERNEL");
+        if let Some(&i) = self.kernel_by_source.get(&key) {
+            return self.kernels[i].name.clone();
+        }
+        let taken = |n: &str| self.kernels.iter().any(|k| k.name == n);
+        let mut name = k.stem.clone();
+        let mut n = 2;
+        while taken(&name) {
+            name = format!("{}_{n}", k.stem);
+            n += 1;
+        }
+        self.kernel_by_source.insert(key, self.kernels.len());
+        self.kernels.push(CudaKernel { name: name.clone(), node: node.into(), source: k.source(&name) });
+        name
+    }
+}
