@@ -235,6 +235,7 @@ fn append_rows(ctx: &NodeCtx) -> KernelDef {
         block: emit::ELEMENT_BLOCK,
         grid: emit::element_grid(new),
         shared_bytes: 0,
+        globals: String::new(),
     }
 }
 

@@ -27,6 +27,7 @@ fn per_element(ctx: &NodeCtx, stem: &str, mut params: Vec<Param>, body: &str) ->
         block: ELEMENT_BLOCK,
         grid: element_grid(shape),
         shared_bytes: 0,
+        globals: String::new(),
     }
 }
 

@@ -7,6 +7,7 @@
 //! own file next to the ops it concerns; [`emit`] picks the family.
 
 mod index;
+mod rows;
 
 use saturn_ir::{DType, Dim, Node, Op, TensorType};
 
@@ -45,6 +46,9 @@ pub(crate) struct KernelDef {
     pub block: u32,
     pub grid: [Extent; 3],
     pub shared_bytes: u32,
+    /// Module-scope declarations the kernel uses (`__constant__` tables); `$NAME` in them and in
+    /// the body stands for the kernel's name, which keeps them unique in `kernels.cu`.
+    pub globals: String,
 }
 
 impl KernelDef {
@@ -55,12 +59,14 @@ impl KernelDef {
             let constness = if p.written { "" } else { "const " };
             params.push(format!("{constness}{}* __restrict__ {}", p.cty, p.name));
         }
-        format!(
-            "extern \"C\" __global__ void __launch_bounds__({block}) {name}({params}) {{\n{body}}}\n",
+        let text = format!(
+            "{globals}extern \"C\" __global__ void __launch_bounds__({block}) {name}({params}) {{\n{body}}}\n",
+            globals = self.globals,
             block = self.block,
             params = params.join(", "),
             body = self.body,
-        )
+        );
+        text.replace("$NAME", name)
     }
 }
 
@@ -141,6 +147,11 @@ pub(crate) fn emit(ctx: &NodeCtx) -> Result<Group, CodegenError> {
         Op::Concat { axis } => one(index::concat(ctx, *axis)),
         Op::Gather => one(index::gather(ctx)),
         Op::Reshape { .. } => one(index::copy(ctx)),
+        Op::Reduce { op, axis, .. } => one(rows::reduce(ctx, *op, *axis)),
+        Op::Softmax { axis } => one(rows::softmax(ctx, *axis)),
+        Op::RmsNorm { eps } => one(rows::rms_norm(ctx, *eps)),
+        Op::TopKMask { k } => one(rows::topk_mask(ctx, *k)),
+        Op::Rope(r) => one(rows::rope(ctx, r)?),
         _ => Err(ctx.unsupported(format!("`{}` has no CUDA kernel yet", ctx.node.op.name()))),
     }
 }
