@@ -1,12 +1,14 @@
 //! Subcommands: argument definitions and dispatch. Each command lives in its own file.
 
 mod bench;
+mod cuda;
 mod dump;
 mod eval;
 mod generate;
 mod memory;
 mod optimize;
 mod output;
+mod ptx;
 
 use std::path::PathBuf;
 
@@ -111,9 +113,17 @@ enum Command {
         /// Which graph to optimise.
         #[arg(long, value_enum, default_value_t = PhaseArg::Decode)]
         phase: PhaseArg,
-        /// What to write: `ir` (lowered.ir, optimized.ir, report.json).
+        /// What to write besides report.json: `ir` (lowered.ir, optimized.ir), `cuda`
+        /// (kernels.cu, plan.json), `ptx` (with cuda: ptx/<arch>/<kernel>.ptx for sm_80 and
+        /// sm_90a through NVRTC, and cuda_report.json with each kernel's registers and spills
+        /// from `ptxas -v`).
         #[arg(long, value_delimiter = ',', default_value = "ir")]
         emit: Vec<String>,
+        /// The CUDA tools for `--emit ptx`: a folder with lib/libnvrtc.so.13 and bin/ptxas
+        /// (default: $SATURN_CUDA_HOME, else ptxas on PATH; scripts/install-cuda-tools.sh
+        /// installs them).
+        #[arg(long)]
+        cuda_home: Option<PathBuf>,
         /// The output folder.
         #[arg(short = 'o', long = "out-dir")]
         out_dir: PathBuf,
@@ -264,8 +274,8 @@ pub fn run(cli: Cli) -> Result<()> {
             bench::run(&model, &bench::BenchArgs { prompt, decode_tokens, repeat, json, profile }, &run)
         }
         Command::Memory { model, context, batch, json } => memory::run(&model, context, batch, json),
-        Command::Compile { model, phase, emit, out_dir, opt } => {
-            optimize::compile(&model, phase.into(), &opt, &emit, &out_dir)
+        Command::Compile { model, phase, emit, cuda_home, out_dir, opt } => {
+            optimize::compile(&model, phase.into(), &opt, &emit, cuda_home.as_deref(), &out_dir)
         }
         Command::Explain { model, phase, json, opt } => optimize::explain(&model, phase.into(), &opt, json),
     }

@@ -161,18 +161,36 @@ impl RunGraphs {
     }
 }
 
-/// `saturn compile`: the lowered and optimised IR and the report, written to `dir`.
-pub fn compile(model: &Path, phase: Phase, opt: &OptArgs, emit: &[String], dir: &Path) -> Result<()> {
+/// `saturn compile`: the optimiser's report, and what `emit` names (`ir`: the lowered and
+/// optimised IR; `cuda`, `ptx`: see [`super::cuda`]), written to `dir`.
+pub fn compile(
+    model: &Path,
+    phase: Phase,
+    opt: &OptArgs,
+    emit: &[String],
+    cuda_home: Option<&Path>,
+    dir: &Path,
+) -> Result<()> {
     for e in emit {
-        if e != "ir" {
-            bail!("--emit {e}: not available yet (supported: ir)");
+        if !["ir", "cuda", "ptx"].contains(&e.as_str()) {
+            bail!("--emit {e}: unknown (supported: ir, cuda, ptx)");
         }
     }
+    let wants = |what: &str| emit.iter().any(|e| e == what);
     let model = load_model(model)?;
-    let (lowered, report, optimized) = run(&model.config, phase, opt)?;
+    let options = opt.options(phase)?;
+    let lowered = phase_graph(&model.config, phase)?;
+    let optimized = optimize(&lowered, &options)?;
+    let (report, optimized) = (optimized.report, optimized.graph);
     std::fs::create_dir_all(dir).with_context(|| format!("{}: cannot create the folder", dir.display()))?;
-    write_atomically(&dir.join("lowered.ir"), text::print(&lowered).as_bytes())?;
-    write_atomically(&dir.join("optimized.ir"), text::print(&optimized).as_bytes())?;
+    if wants("ir") {
+        write_atomically(&dir.join("lowered.ir"), text::print(&lowered).as_bytes())?;
+        write_atomically(&dir.join("optimized.ir"), text::print(&optimized).as_bytes())?;
+    }
+    if wants("cuda") || wants("ptx") {
+        let emit = super::cuda::CudaEmit { ptx: wants("ptx"), cuda_home };
+        super::cuda::write(&optimized, &options.symbols, &emit, dir)?;
+    }
     write_atomically(&dir.join("report.json"), (serde_json::to_string_pretty(&report)? + "\n").as_bytes())?;
     eprintln!(
         "{}: cost {:.3e} s -> {:.3e} s on {} ({} -> {} nodes) in {:.2} s",

@@ -8,6 +8,8 @@
 mod emit;
 mod extent;
 mod program;
+pub mod toolchain;
 
 pub use extent::Extent;
-pub use program::{Buffer, CudaKernel, CudaProgram, Launch, PRELUDE, Storage};
+pub use program::{ArenaPlan, Buffer, CudaKernel, CudaProgram, Launch, PRELUDE, Storage};
+pub use toolchain::{Assembled, CudaArch, CudaTools, KernelResources, ToolchainError};

@@ -91,6 +91,13 @@ pub struct CudaProgram {
     pub outputs: Vec<(String, usize)>,
 }
 
+/// Where the arena buffers sit for given symbol values (see [`CudaProgram::arena`]).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct ArenaPlan {
+    pub offsets: Vec<Option<usize>>,
+    pub bytes: usize,
+}
+
 /// The shared device helpers every kernel is compiled with.
 pub const PRELUDE: &str = include_str!("prelude.cu");
 
@@ -193,6 +200,29 @@ impl CudaProgram {
             s.push_str(&k.source);
         }
         s
+    }
+
+    /// Arena offsets for the symbols' values (in [`CudaProgram::symbols`] order): a byte offset
+    /// per arena buffer (`None` for the others) such that buffers alive at the same launch never
+    /// overlap, and the arena's size. `None` when a size does not evaluate (a negative dim).
+    pub fn arena(&self, values: &[u64]) -> Option<ArenaPlan> {
+        let mut sizes = Vec::with_capacity(self.buffers.len());
+        let mut live = Vec::with_capacity(self.buffers.len());
+        for b in &self.buffers {
+            match b.storage {
+                Storage::Arena { first, last } => {
+                    sizes.push(Some(usize::try_from(b.bytes.eval(&self.symbols, values)?).ok()?));
+                    live.push((first, last));
+                }
+                _ => {
+                    sizes.push(None);
+                    live.push((0, 0));
+                }
+            }
+        }
+        let (offsets, bytes) = crate::arena::assign_offsets(&sizes, &live);
+        let offsets = offsets.into_iter().zip(&sizes).map(|(o, s)| s.map(|_| o)).collect();
+        Some(ArenaPlan { offsets, bytes })
     }
 
     /// One kernel's compilable source: the prelude and the kernel.
