@@ -7,22 +7,10 @@ use std::time::Instant;
 
 use saturn_codegen::cuda::toolchain::{CudaArch, CudaTools, ToolchainError, parse_ptxas_report, ptx_entries};
 
-fn cuda_home() -> PathBuf {
-    match std::env::var_os("SATURN_CUDA_HOME").filter(|v| !v.is_empty()) {
-        Some(home) => PathBuf::from(home),
-        None => Path::new(env!("CARGO_MANIFEST_DIR")).join("../.cuda-tools/nvidia/cu13"),
-    }
-}
+mod common;
 
-/// Tools with a private on-disk cache, so tests neither share entries nor touch `~/.cache`.
 fn tools(cache: &Path) -> CudaTools {
-    let home = cuda_home();
-    assert!(
-        home.join("bin/ptxas").is_file(),
-        "CUDA tools not found in {}: run scripts/install-cuda-tools.sh (or set SATURN_CUDA_HOME)",
-        home.display()
-    );
-    CudaTools::locate(Some(&home)).unwrap_or_else(|e| panic!("{e}")).with_cache_dir(Some(cache.to_path_buf()))
+    common::cuda_tools(cache)
 }
 
 const ADD: &str = r#"
@@ -117,14 +105,16 @@ fn cache_returns_identical_ptx_and_persists_it() {
     // A fresh `CudaTools` reads the disk cache: mark the file to see that it did not recompile.
     let marked = format!("{first}// from the cache\n");
     std::fs::write(&files[0], &marked).unwrap();
-    let fresh =
-        CudaTools::locate(Some(&cuda_home())).unwrap().with_cache_dir(Some(cache.path().to_path_buf()));
+    let fresh = CudaTools::locate(Some(&common::cuda_home()))
+        .unwrap()
+        .with_cache_dir(Some(cache.path().to_path_buf()));
     assert_eq!(fresh.compile_ptx("add_f32", ADD, CudaArch::Sm80).unwrap(), marked);
 
     // An unwritable cache is no error.
     let blocked = cache.path().join("not-a-dir");
     std::fs::write(&blocked, "").unwrap();
-    let no_disk = CudaTools::locate(Some(&cuda_home())).unwrap().with_cache_dir(Some(blocked.join("sub")));
+    let no_disk =
+        CudaTools::locate(Some(&common::cuda_home())).unwrap().with_cache_dir(Some(blocked.join("sub")));
     assert_eq!(no_disk.compile_ptx("add_f32", ADD, CudaArch::Sm80).unwrap(), first);
 }
 

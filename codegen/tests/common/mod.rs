@@ -26,3 +26,28 @@ impl Rng {
         choices[self.below(choices.len())]
     }
 }
+
+/// Where the CUDA tools are: `SATURN_CUDA_HOME`, else `<repo>/.cuda-tools/nvidia/cu13`
+/// (`scripts/install-cuda-tools.sh` installs them there; `scripts/test.sh` runs it).
+#[allow(dead_code)]
+pub fn cuda_home() -> std::path::PathBuf {
+    match std::env::var_os("SATURN_CUDA_HOME").filter(|v| !v.is_empty()) {
+        Some(home) => std::path::PathBuf::from(home),
+        None => std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../.cuda-tools/nvidia/cu13"),
+    }
+}
+
+/// The CUDA tools with a private on-disk cache in `cache`. Missing tools fail the calling test
+/// (they are never skipped).
+#[allow(dead_code)]
+pub fn cuda_tools(cache: &std::path::Path) -> saturn_codegen::cuda::CudaTools {
+    let home = cuda_home();
+    assert!(
+        home.join("bin/ptxas").is_file(),
+        "CUDA tools not found in {}: run scripts/install-cuda-tools.sh (or set SATURN_CUDA_HOME)",
+        home.display()
+    );
+    saturn_codegen::cuda::CudaTools::locate(Some(&home))
+        .unwrap_or_else(|e| panic!("{e}"))
+        .with_cache_dir(Some(cache.to_path_buf()))
+}

@@ -7,6 +7,7 @@
 //! own file next to the ops it concerns; [`emit`] picks the family.
 
 mod index;
+mod linalg;
 mod rows;
 
 use saturn_ir::{DType, Dim, Node, Op, TensorType};
@@ -152,6 +153,10 @@ pub(crate) fn emit(ctx: &NodeCtx) -> Result<Group, CodegenError> {
         Op::RmsNorm { eps } => one(rows::rms_norm(ctx, *eps)),
         Op::TopKMask { k } => one(rows::topk_mask(ctx, *k)),
         Op::Rope(r) => one(rows::rope(ctx, r)?),
+        Op::Linear => linalg::linear(ctx),
+        Op::MatMul => linalg::matmul(ctx),
+        Op::RmsNormLinear { eps } => linalg::rms_norm_linear(ctx, *eps),
+        Op::GatedLinear => linalg::gated_linear(ctx),
         _ => Err(ctx.unsupported(format!("`{}` has no CUDA kernel yet", ctx.node.op.name()))),
     }
 }

@@ -124,23 +124,22 @@ pub(super) fn softmax(ctx: &NodeCtx, axis: usize) -> KernelDef {
 }
 
 pub(super) fn rms_norm(ctx: &NodeCtx, eps: f64) -> KernelDef {
-    let params = vec![ctx.operand(0, "x"), ctx.operand(1, "w"), ctx.out()];
+    rms_norm_to(ctx, eps, ctx.out())
+}
+
+/// RMSNorm of operand 0 along its last axis times operand 1, written through `dest` (the
+/// result, or a scratch buffer when a product follows). As the interpreter: the mean of
+/// squares, one reciprocal root rounded to f32, then `(x * r) * w`; the squares are summed in
+/// f32 (a tree across the block) where the interpreter sums in f64.
+pub(super) fn rms_norm_to(ctx: &NodeCtx, eps: f64, dest: super::Param) -> KernelDef {
     let shape = &ctx.operands[0].shape;
     let (outer, d, _) = split(shape, shape.len() - 1);
     let body = format!(
-        "  const long long d = {d};\n  const float* xr = x + row * d;\n  float* yr = out + row * d;\n{norm}  for (long long k = threadIdx.x; k < d; k += blockDim.x) yr[k] = (xr[k] * r) * w[k];\n",
+        "  const long long d = {d};\n  const float* xr = x + row * d;\n  float* yr = {dest} + row * d;\n  float ss = 0.0f;\n  for (long long k = threadIdx.x; k < d; k += blockDim.x) ss += xr[k] * xr[k];\n  ss = sat_block_sum(ss, tmp);\n  const float r = (float)(1.0 / sqrt((double)ss / (double)d + {eps:e}));\n  for (long long k = threadIdx.x; k < d; k += blockDim.x) yr[k] = (xr[k] * r) * w[k];\n",
         d = ctx.dim(d),
-        norm = rms_scale_code(eps),
+        dest = dest.name,
     );
-    per_row(ctx, "rms_norm", params, outer, &body)
-}
-
-/// Statements computing `r = 1 / sqrt(mean(xr^2) + eps)` over `xr[0..d]` in a block.
-pub(crate) fn rms_scale_code(eps: f64) -> String {
-    format!(
-        "  float ss = 0.0f;\n  for (long long k = threadIdx.x; k < d; k += blockDim.x) ss += xr[k] * xr[k];\n  ss = sat_block_sum(ss, tmp);\n  const float r = 1.0f / sqrtf(ss / (float)d + {eps});\n",
-        eps = c_float(eps as f32)
-    )
+    per_row(ctx, "rms_norm", vec![ctx.operand(0, "x"), ctx.operand(1, "w"), dest], outer, &body)
 }
 
 pub(super) fn topk_mask(ctx: &NodeCtx, k: u64) -> KernelDef {
