@@ -6,6 +6,7 @@
 //! launch grids and buffer sizes are [`Extent`]s the host evaluates per run.
 
 mod emit;
+pub mod emulate;
 mod extent;
 mod program;
 pub mod toolchain;

@@ -43,11 +43,18 @@ fn serialize_dim<S: serde::Serializer>(d: &Dim, s: S) -> Result<S::Ok, S::Error>
     s.serialize_str(&d.to_string())
 }
 
+fn serialize_dims<S: serde::Serializer>(dims: &[Dim], s: S) -> Result<S::Ok, S::Error> {
+    s.collect_seq(dims.iter().map(Dim::to_string))
+}
+
 /// One buffer: a value of the graph, or a group's scratch memory.
 #[derive(Clone, Debug, Serialize)]
 pub struct Buffer {
     pub name: String,
     pub dtype: String,
+    /// The value's dims (none for scratch memory).
+    #[serde(serialize_with = "serialize_dims")]
+    pub shape: Vec<Dim>,
     /// Its size: the product of its dims times the element size.
     pub bytes: Extent,
     pub storage: Storage,
@@ -172,6 +179,7 @@ impl CudaProgram {
             b.buffers.push(Buffer {
                 name: node.name.clone(),
                 dtype: node.ty.dtype.name().into(),
+                shape: node.ty.shape.clone(),
                 bytes: Extent::of(node.ty.shape.iter().cloned()).times(node.ty.dtype.size_bytes() as u64),
                 storage,
             });
@@ -368,6 +376,7 @@ impl Builder<'_> {
             self.buffers.push(Buffer {
                 name: format!("{}.scratch{i}", ctx.node.name),
                 dtype: "u8".into(),
+                shape: Vec::new(),
                 bytes: bytes.clone(),
                 storage: if init { Storage::Persistent } else { Storage::Arena { first: 0, last: 0 } },
             });

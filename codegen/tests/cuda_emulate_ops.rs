@@ -1,0 +1,411 @@
+//! The CUDA kernels of the index family (elementwise with broadcasting, where, cast, arange,
+//! causal mask, expand, permute, slice, concat, gather, carried appends) and of the rows family
+//! (reductions, softmax, RMSNorm, top-k mask, RoPE) run on the CPU emulator against the
+//! interpreter.
+//!
+//! Each property test builds a small graph with random shapes and attributes (proptest, so
+//! failures shrink) and random values (from the case's seed), generates its CUDA program, runs
+//! it in the emulator and compares every output with `saturn_ir::evaluate`: integers and bools
+//! exactly, floats within `1e-5 * max(1, |want|)` (NaN where the interpreter gives NaN). Graphs
+//! with symbols run several times on one emulator, so one compiled library serves several
+//! sequence lengths and the arena plan is laid out anew each time.
+
+mod common;
+
+use common::Rng;
+
+use std::collections::{BTreeMap, HashMap};
+
+use proptest::collection::vec;
+use proptest::prelude::*;
+use proptest::test_runner::TestCaseError;
+use saturn_codegen::cuda::CudaProgram;
+use saturn_codegen::cuda::emulate::Emulator;
+use saturn_ir::{
+    BinaryOp, Bindings, DType, Dim, ElementwiseExpr, Graph, NodeId, Op, ReduceOp, Rope, RopeLayout,
+    SymBindings, Tensor, TensorData, TensorType, UnaryOp, Yarn, eval_shape, evaluate,
+};
+
+/// Few cases (each compiles a library with g++), or `PROPTEST_CASES`.
+fn cfg(cases: u32) -> ProptestConfig {
+    let cases = std::env::var("PROPTEST_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(cases);
+    ProptestConfig { cases, failure_persistence: None, ..ProptestConfig::default() }
+}
+
+/// How an input or param is filled.
+#[derive(Clone, Copy, Debug)]
+enum Fill {
+    /// f32 uniform in `[-1, 1)`.
+    Uniform,
+    /// f32 within `[-1000, 1000]`, with zeros (casts).
+    Wide,
+    /// f32 in `[-8, 8)`; each row of 8 elements all `-inf` with probability 1/4, each element
+    /// `-inf` with probability 1/8 and NaN with 1/32.
+    Extreme,
+    /// i64 in `lo..hi`.
+    Int(i64, i64),
+    Bool,
+}
+
+impl Fill {
+    fn dtype(self) -> DType {
+        match self {
+            Fill::Uniform | Fill::Wide | Fill::Extreme => DType::F32,
+            Fill::Int(..) => DType::I64,
+            Fill::Bool => DType::Bool,
+        }
+    }
+
+    fn tensor(self, rng: &mut Rng, shape: Vec<usize>) -> Tensor {
+        let n = shape.iter().product::<usize>();
+        let unit = |rng: &mut Rng| (rng.next() >> 40) as f32 / (1u32 << 23) as f32 - 1.0;
+        match self {
+            Fill::Uniform => Tensor::f32(shape, (0..n).map(|_| unit(rng)).collect()),
+            Fill::Wide => Tensor::f32(
+                shape,
+                (0..n).map(|_| if rng.below(5) == 0 { 0.0 } else { unit(rng) * 1000.0 }).collect(),
+            ),
+            Fill::Extreme => {
+                let mut row_inf = false;
+                let data = (0..n)
+                    .map(|i| {
+                        if i % 8 == 0 {
+                            row_inf = rng.below(4) == 0;
+                        }
+                        match rng.below(32) {
+                            _ if row_inf => f32::NEG_INFINITY,
+                            0 => f32::NAN,
+                            1..=4 => f32::NEG_INFINITY,
+                            _ => unit(rng) * 8.0,
+                        }
+                    })
+                    .collect();
+                Tensor::f32(shape, data)
+            }
+            Fill::Int(lo, hi) => {
+                Tensor::i64(shape, (0..n).map(|_| lo + rng.below((hi - lo) as usize) as i64).collect())
+            }
+            Fill::Bool => Tensor::bool(shape, (0..n).map(|_| rng.below(2) == 1).collect()),
+        }
+    }
+}
+
+type Syms = Vec<(&'static str, u64)>;
+
+fn dims(shape: &[usize]) -> Vec<Dim> {
+    shape.iter().map(|&d| Dim::from(d)).collect()
+}
+
+/// A graph under construction, its params and its inputs (filled anew for every run).
+struct Case {
+    g: Graph,
+    params: HashMap<String, Tensor>,
+    inputs: Vec<(String, Vec<Dim>, Fill)>,
+    rng: Rng,
+}
+
+impl Case {
+    fn new(seed: u64) -> Case {
+        Case { g: Graph::new("case"), params: HashMap::new(), inputs: Vec::new(), rng: Rng::new(seed) }
+    }
+
+    fn input(&mut self, name: &str, shape: &[Dim], fill: Fill) -> NodeId {
+        self.inputs.push((name.to_string(), shape.to_vec(), fill));
+        let ty = TensorType::new(fill.dtype(), shape.to_vec());
+        self.g.add(name, Op::Input, &[], Some(ty)).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// A param (its key is its name): kernels on params only run in `init`.
+    fn param(&mut self, name: &str, shape: &[usize], fill: Fill) -> NodeId {
+        self.params.insert(name.to_string(), fill.tensor(&mut self.rng, shape.to_vec()));
+        let ty = TensorType::new(fill.dtype(), dims(shape));
+        self.g.add(name, Op::Param { key: name.into() }, &[], Some(ty)).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// An input or a param of a constant shape.
+    fn value(&mut self, name: &str, shape: &[usize], fill: Fill, param: bool) -> NodeId {
+        if param { self.param(name, shape, fill) } else { self.input(name, &dims(shape), fill) }
+    }
+
+    fn op(&mut self, name: &str, op: Op, args: &[NodeId]) -> NodeId {
+        self.g.add(name, op, args, None).unwrap_or_else(|e| panic!("{name}: {e}"))
+    }
+
+    fn out(&mut self, id: NodeId) {
+        let name = self.g.node(id).name.clone();
+        self.g.set_output(&name, id).unwrap();
+    }
+
+    /// Generates, then runs once per binding of `runs` on one emulator, each time with fresh
+    /// inputs, comparing every output with the interpreter's.
+    fn check(&mut self, runs: &[Syms]) -> Result<(), TestCaseError> {
+        let text = saturn_ir::text::print(&self.g);
+        let program =
+            CudaProgram::generate(&self.g, "cache.").map_err(|e| fail(format!("generate: {e}\n{text}")))?;
+        let mut emu =
+            Emulator::new(&program, &self.params).map_err(|e| fail(format!("load: {e}\n{text}")))?;
+        for syms in runs {
+            let bound: SymBindings = syms.iter().map(|&(k, v)| (k.to_string(), v)).collect();
+            let inputs: HashMap<String, Tensor> = self
+                .inputs
+                .iter()
+                .map(|(name, shape, fill)| {
+                    (name.clone(), fill.tensor(&mut self.rng, eval_shape(shape, &bound).unwrap()))
+                })
+                .collect();
+            let bindings = Bindings { symbols: bound, inputs: inputs.clone(), params: &self.params };
+            let want = evaluate(&self.g, &bindings).map_err(|e| fail(format!("interpreter: {e}\n{text}")))?;
+            let got = emu.run(syms, &inputs).map_err(|e| fail(format!("emulator: {e}\n{text}{syms:?}")))?;
+            compare_all(&got, &want).map_err(|m| fail(format!("{m}\n{text}symbols {syms:?}\n{inputs:?}")))?;
+        }
+        Ok(())
+    }
+}
+
+fn fail(msg: String) -> TestCaseError {
+    TestCaseError::fail(msg)
+}
+
+/// Every output of `want` in `got` with its shape and values.
+fn compare_all(got: &BTreeMap<String, Tensor>, want: &BTreeMap<String, Tensor>) -> Result<(), String> {
+    for (name, w) in want {
+        let g = got.get(name).ok_or_else(|| format!("no output `{name}`"))?;
+        if g.shape != w.shape {
+            return Err(format!("`{name}`: shape {:?}, want {:?}", g.shape, w.shape));
+        }
+        compare(&g.data, &w.data).map_err(|m| format!("`{name}`: {m}"))?;
+    }
+    Ok(())
+}
+
+fn compare(got: &TensorData, want: &TensorData) -> Result<(), String> {
+    match (got, want) {
+        (TensorData::F32(g), TensorData::F32(w)) => {
+            for (i, (&a, &b)) in g.iter().zip(w).enumerate() {
+                let ok = if b.is_nan() || b.is_infinite() {
+                    a.to_bits() == b.to_bits() || (a.is_nan() && b.is_nan())
+                } else {
+                    (a - b).abs() <= 1e-5 * b.abs().max(1.0)
+                };
+                if !ok {
+                    return Err(format!("element {i}: got {a}, want {b}\n got {g:?}\nwant {w:?}"));
+                }
+            }
+            Ok(())
+        }
+        _ if got == want => Ok(()),
+        _ => Err(format!("got {got:?}\nwant {want:?}")),
+    }
+}
+
+/// A shape of rank `0..=3`, mostly non-empty.
+fn shape() -> impl Strategy<Value = Vec<usize>> {
+    vec(prop_oneof![8 => 1usize..=6, 1 => Just(0usize), 1 => Just(33usize)], 0..=3)
+}
+
+/// `shape` with its first `drop` dims removed and those marked in `ones` set to 1.
+fn broadcast_operand(to: &[usize], drop: usize, ones: &[bool]) -> Vec<usize> {
+    to[drop.min(to.len())..]
+        .iter()
+        .zip(ones.iter().chain(std::iter::repeat(&false)))
+        .map(|(&d, &one)| if one { 1 } else { d })
+        .collect()
+}
+
+const UNARY: [UnaryOp; 9] = [
+    UnaryOp::Neg,
+    UnaryOp::Exp,
+    UnaryOp::Log,
+    UnaryOp::Sqrt,
+    UnaryOp::Rsqrt,
+    UnaryOp::Recip,
+    UnaryOp::Sigmoid,
+    UnaryOp::Silu,
+    UnaryOp::Tanh,
+];
+const BINARY: [BinaryOp; 6] =
+    [BinaryOp::Add, BinaryOp::Sub, BinaryOp::Mul, BinaryOp::Div, BinaryOp::Max, BinaryOp::Min];
+
+proptest! {
+    #![proptest_config(cfg(10))]
+
+    /// Unary, binary and fused elementwise math with numpy broadcasting both ways, `where` with
+    /// a broadcast condition, and casts between f32, i64 and bool; a leading `S` run at three
+    /// sizes; operands from inputs and params.
+    #[test]
+    fn elementwise_where_and_casts_match(
+        shape in shape(),
+        symbolic in any::<bool>(),
+        drop in 0usize..=3,
+        ones in vec(any::<bool>(), 3),
+        (u, b) in (0..UNARY.len(), 0..BINARY.len()),
+        b_param in any::<bool>(),
+        seed in any::<u64>(),
+    ) {
+        let mut c = Case::new(seed);
+        let symbolic = symbolic && !shape.is_empty();
+        let mut a_dims = dims(&shape);
+        if symbolic {
+            a_dims[0] = Dim::sym("S");
+        }
+        let a = c.input("a", &a_dims, Fill::Uniform);
+        let b_shape = broadcast_operand(&shape, if symbolic { drop.max(1) } else { drop }, &ones);
+        let bv = c.value("b", &b_shape, Fill::Uniform, b_param);
+        let y = c.op("y", Op::Binary(BINARY[b]), &[bv, a]);
+        let z = c.op("z", Op::Unary(UNARY[u]), &[y]);
+        let expr = ElementwiseExpr::Binary(
+            BinaryOp::Mul,
+            Box::new(ElementwiseExpr::Unary(UNARY[u], Box::new(ElementwiseExpr::Input(0)))),
+            Box::new(ElementwiseExpr::Binary(BINARY[b], Box::new(ElementwiseExpr::Input(1)), Box::new(ElementwiseExpr::Const(0.5)))),
+        );
+        let f = c.op("f", Op::FusedElementwise { expr }, &[a, bv]);
+        let cond = c.value("cond", &b_shape, Fill::Bool, b_param);
+        let w = c.op("w", Op::Where, &[cond, a, z]);
+        let wide = c.input("wide", &a_dims, Fill::Wide);
+        let to_i = c.op("to_i", Op::Cast { dtype: DType::I64 }, &[wide]);
+        let back = c.op("back", Op::Cast { dtype: DType::F32 }, &[to_i]);
+        let to_b = c.op("to_b", Op::Cast { dtype: DType::Bool }, &[to_i]);
+        let b_to_f = c.op("b_to_f", Op::Cast { dtype: DType::F32 }, &[cond]);
+        let f_to_b = c.op("f_to_b", Op::Cast { dtype: DType::Bool }, &[wide]);
+        let ints = c.op("ints", Op::Where, &[to_b, to_i, to_i]);
+        for id in [y, z, f, w, back, to_b, b_to_f, f_to_b, ints] {
+            c.out(id);
+        }
+        let runs: Vec<Syms> = if symbolic {
+            vec![vec![("S", shape[0] as u64)], vec![("S", shape[0] as u64 + 5)], vec![("S", 1)]]
+        } else {
+            vec![vec![]]
+        };
+        c.check(&runs)?;
+    }
+
+    /// Layout ops on one value of rank 1 to 4: permute, expand (new leading axes and stretched
+    /// ones), a slice along any axis (an alias when contiguous, else a copy), concat along any
+    /// axis, gather of rows (of a param or an input, by an index of rank 0 to 2), and a reshape
+    /// of a computed value.
+    #[test]
+    fn layout_ops_match(
+        shape in vec(1usize..=5, 1..=4),
+        perm_keys in vec(any::<u32>(), 4),
+        (lead, ones) in (0usize..=2, vec(any::<bool>(), 4)),
+        (axis, cut) in (0usize..4, (0usize..=5, 0usize..=5)),
+        extra in 0usize..=3,
+        idx_shape in vec(1usize..=4, 0..=2),
+        table_param in any::<bool>(),
+        seed in any::<u64>(),
+    ) {
+        let mut c = Case::new(seed);
+        let rank = shape.len();
+        let axis = axis % rank;
+        let x = c.input("x", &dims(&shape), Fill::Uniform);
+        let mut perm: Vec<usize> = (0..rank).collect();
+        perm.sort_by_key(|&i| perm_keys[i]);
+        let p = c.op("p", Op::Permute { perm }, &[x]);
+        let small = broadcast_operand(&shape, 0, &ones);
+        let s = c.input("s", &dims(&small), Fill::Uniform);
+        let big: Vec<usize> = std::iter::repeat_n(2, lead).chain(shape.iter().copied()).collect();
+        let e = c.op("e", Op::Expand { shape: dims(&big) }, &[s]);
+        let (lo, hi) = (cut.0.min(shape[axis]), cut.1.min(shape[axis]));
+        let (lo, hi) = (lo.min(hi), lo.max(hi));
+        let sl = c.op("sl", Op::Slice { axis, start: Dim::from(lo), end: Dim::from(hi) }, &[x]);
+        let mut other = shape.clone();
+        other[axis] = extra;
+        let x2 = c.input("x2", &dims(&other), Fill::Uniform);
+        let cat = c.op("cat", Op::Concat { axis }, &[x, x2, sl]);
+        let table = c.value("table", &shape, Fill::Uniform, table_param);
+        let ix = c.input("ix", &dims(&idx_shape), Fill::Int(0, shape[0] as i64));
+        let gat = c.op("gat", Op::Gather, &[table, ix]);
+        let flat = c.op("flat", Op::Reshape { shape: vec![Dim::from(shape.iter().product::<usize>())] }, &[p]);
+        let two = c.op("two", Op::Binary(BinaryOp::Add), &[flat, flat]);
+        for id in [p, e, sl, cat, gat, two] {
+            c.out(id);
+        }
+        c.check(&[vec![]])?;
+    }
+
+    /// The rows family on `x [lead.., d]` with `-inf` rows and NaNs, or plain values: a
+    /// reduction and softmax along any axis, RMSNorm and the top-k mask along the last, and RoPE
+    /// of either layout (with or without YaRN) on `[S, h, 2 * half]` at positions up to 5000; a
+    /// leading `S` run at three sizes.
+    #[test]
+    fn row_ops_match(
+        lead in vec(1usize..=4, 0..=2),
+        d in prop_oneof![1usize..=9, Just(64usize), Just(300usize), Just(1100usize)],
+        symbolic in any::<bool>(),
+        (axis, reduce, keepdim) in (0usize..3, 0usize..3, any::<bool>()),
+        k in 0u64..=4,
+        extreme in any::<bool>(),
+        (h, half, interleaved, yarn) in (1usize..=3, 1usize..=8, any::<bool>(), any::<bool>()),
+        seed in any::<u64>(),
+    ) {
+        let mut c = Case::new(seed);
+        let symbolic = symbolic && !lead.is_empty();
+        let mut shape = dims(&lead);
+        shape.push(Dim::from(d));
+        if symbolic {
+            shape[0] = Dim::sym("S");
+        }
+        let rank = shape.len();
+        let x = c.input("x", &shape, if extreme { Fill::Extreme } else { Fill::Uniform });
+        let op = [ReduceOp::Sum, ReduceOp::Max, ReduceOp::Mean][reduce];
+        let r = c.op("r", Op::Reduce { op, axis: axis % rank, keepdim }, &[x]);
+        let sm = c.op("sm", Op::Softmax { axis: (axis + 1) % rank }, &[x]);
+        let w = c.param("w", &[d], Fill::Uniform);
+        let plain = c.input("plain", &shape, Fill::Uniform);
+        let norm = c.op("norm", Op::RmsNorm { eps: 1e-6 }, &[plain, w]);
+        let top = c.op("top", Op::TopKMask { k: k.min(d as u64) }, &[x]);
+        let s = Dim::sym("S");
+        let q = c.input("q", &[s.clone(), Dim::from(h), Dim::from(2 * half)], Fill::Uniform);
+        let pos = c.input("pos", &[s], Fill::Int(0, 5000));
+        let layout = if interleaved { RopeLayout::Interleaved } else { RopeLayout::HalfSplit };
+        let yarn = yarn.then_some(Yarn { factor: 40.0, original_max_position: 4096, beta_fast: 32.0, beta_slow: 1.0 });
+        let rope = Op::Rope(Rope { layout, theta: 10000.0, yarn, attention_factor: 1.25 });
+        let rot = c.op("rot", rope, &[q, pos]);
+        for id in [r, sm, norm, top, rot] {
+            c.out(id);
+        }
+        let first = if symbolic { lead[0] as u64 } else { 3 };
+        c.check(&[vec![("S", first)], vec![("S", first + 4)], vec![("S", 1)]])?;
+    }
+}
+
+/// `arange(P, S)`, the causal mask of scores `[h, S, P + S]`, and a KV cache carried from
+/// step to step: `cache.k [P, d] ++ 2 * new [S, d]` appended in place, the interpreter given
+/// the emulator's previous cache each time, over a prefill and decode steps.
+#[test]
+fn aranges_masks_and_carried_appends_match() {
+    for (seed, d) in [(1u64, 3usize), (2, 1), (3, 40)] {
+        let mut c = Case::new(seed);
+        let s = Dim::sym("S");
+        let total = Dim::sym("P").add(&s);
+        let pos = c.op("pos", Op::Arange { start: Dim::sym("P"), len: s.clone() }, &[]);
+        let scores = c.input("scores", &[Dim::from(2usize), s.clone(), total], Fill::Uniform);
+        let masked = c.op("masked", Op::CausalMask, &[scores]);
+        let cache = c.input("cache.k", &[Dim::sym("P"), Dim::from(d)], Fill::Uniform);
+        let new = c.input("new", &[s, Dim::from(d)], Fill::Uniform);
+        let twice = c.op("twice", Op::Binary(BinaryOp::Add), &[new, new]);
+        let appended = c.op("appended", Op::Concat { axis: 0 }, &[cache, twice]);
+        c.out(pos);
+        c.out(masked);
+        c.g.set_output("cache.k", appended).unwrap();
+        let program = CudaProgram::generate(&c.g, "cache.").unwrap();
+        let mut emu = Emulator::new(&program, &c.params).unwrap();
+        let mut past = Tensor::f32(vec![0, d], vec![]);
+        for (s, p) in [(3u64, 0u64), (1, 3), (2, 4), (1, 6)] {
+            let bound: SymBindings = [("S".to_string(), s), ("P".to_string(), p)].into();
+            let mut inputs = HashMap::new();
+            for name in ["scores", "new"] {
+                let (_, shape, fill) = c.inputs.iter().find(|(n, ..)| n == name).unwrap().clone();
+                inputs.insert(name.to_string(), fill.tensor(&mut c.rng, eval_shape(&shape, &bound).unwrap()));
+            }
+            let got = emu.run(&[("S", s), ("P", p)], &inputs).unwrap();
+            inputs.insert("cache.k".into(), past.clone());
+            let want = evaluate(&c.g, &Bindings { symbols: bound, inputs, params: &c.params }).unwrap();
+            compare_all(&got, &want).unwrap_or_else(|m| panic!("S={s} P={p}: {m}"));
+            past = emu.carried("cache.k").unwrap();
+            assert_eq!(past, want["cache.k"], "the carried cache after S={s} P={p}");
+        }
+        let err = emu.run(&[("S", 1), ("P", 3)], &HashMap::new()).unwrap_err().to_string();
+        assert!(err.contains("input `"), "{err}");
+    }
+}
