@@ -409,3 +409,38 @@ fn aranges_masks_and_carried_appends_match() {
         assert!(err.contains("input `"), "{err}");
     }
 }
+
+proptest! {
+    #![proptest_config(cfg(10))]
+    /// `linear`, `gated_linear`, `rms_norm_linear` (GEMV for a few constant rows, tiled
+    /// otherwise, symbolic rows too) and batched `matmul` with broadcast batch dims.
+    #[test]
+    fn matrix_products_match(
+        rows in prop_oneof![1usize..=8, 9usize..=70],
+        symbolic in any::<bool>(),
+        k in prop_oneof![1usize..=20, Just(64usize), 65usize..=140],
+        n in prop_oneof![1usize..=9, 60usize..=140],
+        (batch, a_one, b_one) in (1usize..=3, any::<bool>(), any::<bool>()),
+        weights_are_params in any::<bool>(),
+        seed in any::<u64>(),
+    ) {
+        let mut c = Case::new(seed);
+        let m = if symbolic { Dim::sym("S") } else { Dim::from(rows) };
+        let x = c.input("x", &[m.clone(), Dim::from(k)], Fill::Uniform);
+        let w = c.value("w", &[n, k], Fill::Uniform, weights_are_params);
+        let u = c.value("u", &[n, k], Fill::Uniform, weights_are_params);
+        let g = c.value("g", &[k], Fill::Uniform, weights_are_params);
+        let lin = c.op("lin", Op::Linear, &[x, w]);
+        let gated = c.op("gated", Op::GatedLinear, &[x, w, u]);
+        let normed = c.op("normed", Op::RmsNormLinear { eps: 1e-6 }, &[x, g, w]);
+        let a_batch = if a_one { 1 } else { batch };
+        let b_batch = if b_one { 1 } else { batch };
+        let a = c.input("a", &[Dim::from(a_batch), m.clone(), Dim::from(k)], Fill::Uniform);
+        let b = c.input("b", &[Dim::from(b_batch), Dim::from(k), Dim::from(n)], Fill::Uniform);
+        let prod = c.op("prod", Op::MatMul, &[a, b]);
+        for id in [lin, gated, normed, prod] {
+            c.out(id);
+        }
+        c.check(&[vec![("S", rows as u64)], vec![("S", 1)]])?;
+    }
+}
