@@ -5,6 +5,14 @@ __device__ __forceinline__ float sat_silu(float x) { return x / (1.0f + expf(-x)
 // max and min propagate NaN, as torch.maximum does.
 __device__ __forceinline__ float sat_max(float a, float b) { return (a != a || a > b) ? a : b; }
 __device__ __forceinline__ float sat_min(float a, float b) { return (a != a || a < b) ? a : b; }
+// Whether value `a` at index `i` comes before value `b` at index `j` in a top-k: larger first,
+// NaN last, ties to the lower index (the interpreter's `select_topk` order).
+__device__ __forceinline__ bool sat_topk_before(float a, int i, float b, int j) {
+  const bool an = a != a, bn = b != b;
+  if (an != bn) return bn;
+  if (!an && a != b) return a > b;
+  return i < j;
+}
 __device__ __forceinline__ float sat_warp_sum(float v) {
   for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(SAT_FULL_MASK, v, o);
   return v;

@@ -6,8 +6,11 @@
 //! CUDA graph stays valid as `P` grows), then one pointer per [`Param`]. A family lives in its
 //! own file next to the ops it concerns; [`emit`] picks the family.
 
+mod attention;
 mod index;
 mod linalg;
+mod moe;
+mod router;
 mod rows;
 
 use saturn_ir::{DType, Dim, Node, Op, TensorType};
@@ -100,6 +103,11 @@ impl NodeCtx<'_> {
         c_product(dims, self.symbols)
     }
 
+    /// The value of a dim the kernels need at compile time.
+    pub(crate) fn constant(&self, d: &Dim, what: &str) -> Result<u64, CodegenError> {
+        d.as_const().ok_or_else(|| self.unsupported(format!("{what} `{d}` must be a constant")))
+    }
+
     pub(crate) fn out_shape(&self) -> &[Dim] {
         &self.node.ty.shape
     }
@@ -133,6 +141,17 @@ pub(crate) fn element_grid(shape: &[Dim]) -> [Extent; 3] {
     [Extent::of(shape.iter().cloned()).ceil_div(u64::from(ELEMENT_BLOCK)), Extent::one(), Extent::one()]
 }
 
+/// `code` with each `${NAME}` replaced by its value, so long kernel bodies read as CUDA C rather
+/// than as format strings with doubled braces.
+pub(crate) fn fill(code: &str, vars: &[(&str, String)]) -> String {
+    let mut out = code.to_string();
+    for (name, value) in vars {
+        out = out.replace(&format!("${{{name}}}"), value);
+    }
+    debug_assert!(!out.contains("${"), "unfilled variable in {out}");
+    out
+}
+
 /// The group for `ctx.node`. Dtypes were checked by the caller: every float is f32.
 pub(crate) fn emit(ctx: &NodeCtx) -> Result<Group, CodegenError> {
     let one = |k: KernelDef| Ok(Group { kernels: vec![k], scratch: Vec::new() });
@@ -157,6 +176,9 @@ pub(crate) fn emit(ctx: &NodeCtx) -> Result<Group, CodegenError> {
         Op::MatMul => linalg::matmul(ctx),
         Op::RmsNormLinear { eps } => linalg::rms_norm_linear(ctx, *eps),
         Op::GatedLinear => linalg::gated_linear(ctx),
+        Op::RouterTopK(r) => one(router::router_topk(ctx, r)?),
+        Op::GroupedExperts { k } => moe::grouped_experts(ctx, *k),
+        Op::MlaDecodeAttention { scale } => attention::mla_decode_attention(ctx, *scale),
         _ => Err(ctx.unsupported(format!("`{}` has no CUDA kernel yet", ctx.node.op.name()))),
     }
 }

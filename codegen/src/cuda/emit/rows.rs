@@ -145,10 +145,10 @@ pub(super) fn rms_norm_to(ctx: &NodeCtx, eps: f64, dest: super::Param) -> Kernel
 pub(super) fn topk_mask(ctx: &NodeCtx, k: u64) -> KernelDef {
     let shape = &ctx.operands[0].shape;
     let (outer, n, _) = split(shape, shape.len() - 1);
-    // One thread per row picks the k largest by k passes: larger first, NaN last, ties to the
-    // lower index (the interpreter's order); chosen entries are marked in `out` as it goes.
+    // One thread per row picks the k largest by k passes in `sat_topk_before` order (the
+    // interpreter's); chosen entries are marked in `out` as it goes.
     let body = format!(
-        "  const long long n = {n};\n  const long long rows = {rows};\n  const long long row = (long long)blockIdx.x * blockDim.x + threadIdx.x;\n  if (row >= rows) return;\n  const float* xr = x + row * n;\n  unsigned char* m = out + row * n;\n  for (long long j = 0; j < n; ++j) m[j] = 0;\n  const long long k = {k}LL < n ? {k}LL : n;\n  for (long long pass = 0; pass < k; ++pass) {{\n    long long best = -1;\n    for (long long j = 0; j < n; ++j) {{\n      if (m[j]) continue;\n      if (best < 0) {{ best = j; continue; }}\n      const float a = xr[j], b = xr[best];\n      if (b != b ? a == a : (a == a && a > b)) best = j;\n    }}\n    m[best] = 1;\n  }}\n",
+        "  const long long n = {n};\n  const long long rows = {rows};\n  const long long row = (long long)blockIdx.x * blockDim.x + threadIdx.x;\n  if (row >= rows) return;\n  const float* xr = x + row * n;\n  unsigned char* m = out + row * n;\n  for (long long j = 0; j < n; ++j) m[j] = 0;\n  const long long k = {k}LL < n ? {k}LL : n;\n  for (long long pass = 0; pass < k; ++pass) {{\n    long long best = -1;\n    for (long long j = 0; j < n; ++j) {{\n      if (m[j]) continue;\n      if (best < 0) {{ best = j; continue; }}\n      if (sat_topk_before(xr[j], (int)j, xr[best], (int)best)) best = j;\n    }}\n    m[best] = 1;\n  }}\n",
         n = ctx.dim(n),
         rows = ctx.product(outer),
     );
