@@ -161,8 +161,8 @@ fn bad_optimiser_input() {
     for (args, expect) in [
         (vec!["explain", "models/deepseek-v3-tiny", "--target", "tpu"], "unknown target `tpu`"),
         (
-            vec!["compile", "models/deepseek-v3-tiny", "--emit", "ptx", "-o", "target/x"],
-            "--emit ptx: not available yet",
+            vec!["compile", "models/deepseek-v3-tiny", "--emit", "sass", "-o", "target/x"],
+            "--emit sass: unknown (supported: ir, cuda, ptx)",
         ),
         (
             vec![
