@@ -212,20 +212,6 @@ fn broadcast_operand(to: &[usize], drop: usize, ones: &[bool]) -> Vec<usize> {
         .collect()
 }
 
-const UNARY: [UnaryOp; 9] = [
-    UnaryOp::Neg,
-    UnaryOp::Exp,
-    UnaryOp::Log,
-    UnaryOp::Sqrt,
-    UnaryOp::Rsqrt,
-    UnaryOp::Recip,
-    UnaryOp::Sigmoid,
-    UnaryOp::Silu,
-    UnaryOp::Tanh,
-];
-const BINARY: [BinaryOp; 6] =
-    [BinaryOp::Add, BinaryOp::Sub, BinaryOp::Mul, BinaryOp::Div, BinaryOp::Max, BinaryOp::Min];
-
 proptest! {
     #![proptest_config(cfg(10))]
 
@@ -238,7 +224,7 @@ proptest! {
         symbolic in any::<bool>(),
         drop in 0usize..=3,
         ones in vec(any::<bool>(), 3),
-        (u, b) in (0..UNARY.len(), 0..BINARY.len()),
+        (u, b) in (0..UnaryOp::ALL.len(), 0..BinaryOp::ALL.len()),
         b_param in any::<bool>(),
         seed in any::<u64>(),
     ) {
@@ -251,12 +237,12 @@ proptest! {
         let a = c.input("a", &a_dims, Fill::Uniform);
         let b_shape = broadcast_operand(&shape, if symbolic { drop.max(1) } else { drop }, &ones);
         let bv = c.value("b", &b_shape, Fill::Uniform, b_param);
-        let y = c.op("y", Op::Binary(BINARY[b]), &[bv, a]);
-        let z = c.op("z", Op::Unary(UNARY[u]), &[y]);
+        let y = c.op("y", Op::Binary(BinaryOp::ALL[b]), &[bv, a]);
+        let z = c.op("z", Op::Unary(UnaryOp::ALL[u]), &[y]);
         let expr = ElementwiseExpr::Binary(
             BinaryOp::Mul,
-            Box::new(ElementwiseExpr::Unary(UNARY[u], Box::new(ElementwiseExpr::Input(0)))),
-            Box::new(ElementwiseExpr::Binary(BINARY[b], Box::new(ElementwiseExpr::Input(1)), Box::new(ElementwiseExpr::Const(0.5)))),
+            Box::new(ElementwiseExpr::Unary(UnaryOp::ALL[u], Box::new(ElementwiseExpr::Input(0)))),
+            Box::new(ElementwiseExpr::Binary(BinaryOp::ALL[b], Box::new(ElementwiseExpr::Input(1)), Box::new(ElementwiseExpr::Const(0.5)))),
         );
         let f = c.op("f", Op::FusedElementwise { expr }, &[a, bv]);
         let cond = c.value("cond", &b_shape, Fill::Bool, b_param);

@@ -238,6 +238,22 @@ impl Graph {
         constant
     }
 
+    /// For each node (by index): whether an output depends on it (outputs included).
+    pub fn needed_by_outputs(&self) -> Vec<bool> {
+        let mut needed = vec![false; self.len()];
+        for (_, id) in &self.outputs {
+            needed[id.index()] = true;
+        }
+        for id in self.g.node_indices().rev() {
+            if needed[id.index()] {
+                for i in self.inputs(id) {
+                    needed[i.index()] = true;
+                }
+            }
+        }
+        needed
+    }
+
     /// `(id, type)` of every input, in node order.
     pub fn graph_inputs(&self) -> impl Iterator<Item = (NodeId, &Node)> + '_ {
         self.g.node_indices().filter(|&id| self.g[id].op == Op::Input).map(|id| (id, &self.g[id]))

@@ -124,7 +124,7 @@ impl CudaProgram {
             init: Vec::new(),
             launches: Vec::new(),
         };
-        let needed = needed(graph);
+        let needed = graph.needed_by_outputs();
         let constant = graph.constant_nodes();
         let outputs: HashMap<&str, NodeId> =
             graph.outputs().iter().map(|(n, id)| (n.as_str(), *id)).collect();
@@ -275,22 +275,6 @@ fn append_rows(ctx: &NodeCtx) -> KernelDef {
         shared_bytes: 0,
         globals: String::new(),
     }
-}
-
-/// The nodes the outputs depend on.
-fn needed(graph: &Graph) -> Vec<bool> {
-    let mut needed = vec![false; graph.len()];
-    for (_, id) in graph.outputs() {
-        needed[id.index()] = true;
-    }
-    for id in graph.node_ids().collect::<Vec<_>>().into_iter().rev() {
-        if needed[id.index()] {
-            for i in graph.inputs(id) {
-                needed[i.index()] = true;
-            }
-        }
-    }
-    needed
 }
 
 /// Sets each arena buffer's lifetime: from the launch that first writes it to the last that

@@ -130,17 +130,7 @@ pub fn evaluate(graph: &Graph, bindings: &Bindings) -> Result<BTreeMap<String, T
         graph.node_ids().map(|id| graph.inputs(id).iter().map(|o| o.index()).collect()).collect();
 
     // Nodes the outputs depend on, and the last node that uses each value.
-    let mut needed = vec![false; n];
-    for (_, id) in graph.outputs() {
-        needed[id.index()] = true;
-    }
-    for i in (0..n).rev() {
-        if needed[i] {
-            for &o in &operands[i] {
-                needed[o] = true;
-            }
-        }
-    }
+    let needed = graph.needed_by_outputs();
     let mut last_use = vec![0usize; n];
     for i in (0..n).filter(|&i| needed[i]) {
         for &o in &operands[i] {

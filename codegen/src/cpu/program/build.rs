@@ -53,7 +53,7 @@ impl CpuProgram {
             value_of: HashMap::new(),
             scratch: Scratch::default(),
         };
-        let needed = needed(graph);
+        let needed = graph.needed_by_outputs();
         let constant = graph.constant_nodes();
         let outputs: HashMap<&str, _> = graph.outputs().iter().map(|(n, id)| (n.as_str(), *id)).collect();
         let mut carried = Vec::new();
@@ -168,22 +168,6 @@ fn carried_row(node: &Node) -> Result<usize, CodegenError> {
             .map(|v| acc * v as usize)
             .ok_or_else(|| unsupported(node, "a carried input's dims after the first must be constant"))
     })
-}
-
-/// The nodes the outputs depend on.
-fn needed(graph: &Graph) -> Vec<bool> {
-    let mut needed = vec![false; graph.len()];
-    for (_, id) in graph.outputs() {
-        needed[id.index()] = true;
-    }
-    for id in graph.node_ids().collect::<Vec<_>>().into_iter().rev() {
-        if needed[id.index()] {
-            for i in graph.inputs(id) {
-                needed[i.index()] = true;
-            }
-        }
-    }
-    needed
 }
 
 /// The step range each value must stay alive over: time 0 is the input copy, step `j` runs at
