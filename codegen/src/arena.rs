@@ -35,6 +35,19 @@ pub(crate) fn assign_offsets(sizes: &[Option<usize>], live: &[(usize, usize)]) -
     (offsets, total)
 }
 
+/// The capacities for a run at `values` after a plan for `old` (if any): each symbol at least
+/// doubles its old capacity when it grows, so a growing context replans rarely.
+pub(crate) fn grow_caps(old: Option<&[u64]>, values: &[u64]) -> Vec<u64> {
+    match old {
+        None => values.to_vec(),
+        Some(old) => old
+            .iter()
+            .zip(values)
+            .map(|(&o, &v)| if v <= o { o } else { v.max(o.saturating_mul(2)) })
+            .collect(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -59,5 +72,12 @@ mod tests {
         assert_eq!(offsets[3], usize::MAX);
         assert_eq!(offsets[2], offsets[0], "value 2 reuses value 0's memory");
         assert!(total <= 128 + 64 + 64, "{total}");
+    }
+
+    #[test]
+    fn capacities_double_when_they_grow() {
+        assert_eq!(grow_caps(None, &[3, 0]), vec![3, 0]);
+        assert_eq!(grow_caps(Some(&[3, 8]), &[3, 9]), vec![3, 16]);
+        assert_eq!(grow_caps(Some(&[3, 8]), &[1, 40]), vec![3, 40]);
     }
 }

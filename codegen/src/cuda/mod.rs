@@ -7,6 +7,7 @@
 
 mod emit;
 pub mod emulate;
+pub mod exec;
 mod extent;
 mod program;
 pub mod toolchain;

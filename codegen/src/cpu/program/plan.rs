@@ -8,7 +8,7 @@
 
 use saturn_ir::Dim;
 
-pub(super) use crate::arena::assign_offsets;
+pub(super) use crate::arena::{assign_offsets, grow_caps};
 
 /// A dim as `constant + sum(coef * symbol)`, symbols by index into the program's symbol list.
 #[derive(Clone, Debug)]
@@ -77,29 +77,4 @@ pub(super) struct Plan {
     /// The planned byte size of each arena value (0 for others), checked on every run.
     pub(super) sizes: Vec<usize>,
     pub(super) arena_bytes: usize,
-}
-
-/// The capacities for a run at `values` after a plan for `old` (if any): each symbol at least
-/// doubles its old capacity when it grows, so a growing context replans rarely.
-pub(super) fn grow_caps(old: Option<&[u64]>, values: &[u64]) -> Vec<u64> {
-    match old {
-        None => values.to_vec(),
-        Some(old) => old
-            .iter()
-            .zip(values)
-            .map(|(&o, &v)| if v <= o { o } else { v.max(o.saturating_mul(2)) })
-            .collect(),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn capacities_double_when_they_grow() {
-        assert_eq!(grow_caps(None, &[3, 0]), vec![3, 0]);
-        assert_eq!(grow_caps(Some(&[3, 8]), &[3, 9]), vec![3, 16]);
-        assert_eq!(grow_caps(Some(&[3, 8]), &[1, 40]), vec![3, 40]);
-    }
 }

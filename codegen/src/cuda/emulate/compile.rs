@@ -33,8 +33,8 @@ pub(super) type LaunchFn = unsafe extern "C" fn(
 ) -> i32;
 
 /// A loaded library and its launchers by kernel name.
-pub(super) struct Library {
-    pub launchers: HashMap<String, LaunchFn>,
+pub struct Library {
+    pub(super) launchers: HashMap<String, LaunchFn>,
     /// Keeps the launchers' code mapped (never unloaded: see [`library`]).
     _lib: libloading::Library,
 }

@@ -1,6 +1,4 @@
-//! Host memory standing in for device buffers, and tensors to and from their bytes.
-
-use saturn_ir::{DType, Tensor, TensorData};
+//! Host memory standing in for device buffers.
 
 /// 64 bytes, aligned as device allocations and arena offsets are (vector loads may rely on it).
 #[derive(Clone, Copy)]
@@ -11,7 +9,7 @@ struct Line([u8; 64]);
 const POISON: u8 = 0xff;
 
 /// A 64-byte aligned byte buffer.
-pub(super) struct Memory {
+pub struct Memory {
     lines: Vec<Line>,
     len: usize,
 }
@@ -32,8 +30,10 @@ impl Memory {
         self.len
     }
 
-    pub fn as_mut_ptr(&mut self) -> *mut u8 {
-        self.lines.as_mut_ptr().cast()
+    /// The address kernels write through. Kernels run only while the executor holds the
+    /// set mutably, so no Rust reference to these bytes is alive then.
+    pub fn address(&self) -> u64 {
+        self.lines.as_ptr() as u64
     }
 
     pub fn bytes(&self) -> &[u8] {
@@ -53,32 +53,4 @@ impl Memory {
             self.len = len;
         }
     }
-}
-
-/// The dtype named `name` (the program's buffer dtypes).
-pub(super) fn dtype_of(name: &str) -> Option<DType> {
-    [DType::F32, DType::I64, DType::Bool].into_iter().find(|d| d.name() == name)
-}
-
-/// A tensor's elements as device bytes (bool as one byte, 0 or 1).
-pub(super) fn bytes_of(t: &Tensor) -> Vec<u8> {
-    match &t.data {
-        TensorData::F32(v) => v.iter().flat_map(|x| x.to_ne_bytes()).collect(),
-        TensorData::I64(v) => v.iter().flat_map(|x| x.to_ne_bytes()).collect(),
-        TensorData::Bool(v) => v.iter().map(|&b| u8::from(b)).collect(),
-    }
-}
-
-/// The tensor of `shape` whose elements are `bytes`.
-pub(super) fn tensor_of(bytes: &[u8], dtype: DType, shape: Vec<usize>) -> Tensor {
-    let data = match dtype {
-        DType::I64 => TensorData::I64(
-            bytes.chunks_exact(8).map(|c| i64::from_ne_bytes(c.try_into().expect("8 bytes"))).collect(),
-        ),
-        DType::Bool => TensorData::Bool(bytes.iter().map(|&b| b != 0).collect()),
-        _ => TensorData::F32(
-            bytes.chunks_exact(4).map(|c| f32::from_ne_bytes(c.try_into().expect("4 bytes"))).collect(),
-        ),
-    };
-    Tensor { shape, data }
 }
