@@ -1,6 +1,7 @@
 //! saturn against what Hugging Face transformers computed for the tiny fixtures
 //! (`tests/fixtures/*/reference.safetensors`): prefill logits of every prompt position, logits
-//! of decode steps through the KV cache, and greedy generation.
+//! of decode steps through the KV cache, and greedy generation, on the cpu backend and on the
+//! generated CUDA kernels (the emulator here; a GPU where the machine has one).
 
 mod common;
 
@@ -57,23 +58,29 @@ fn max_error(got: &[f32], want: &[f32]) -> f32 {
 }
 
 /// `saturn eval --ids <prompt> --decode-ids <decode>` for each row: both logits tensors.
-fn check_eval(model: &str) {
+fn check_eval(model: &str, backend: &[&str]) {
     let r = reference(model);
     let dir = tempfile::tempdir().unwrap();
     let (s, d, v) = (r.prompt_len, r.decode_len, r.vocab);
     for row in 0..r.rows {
         let out = dir.path().join(format!("row{row}.safetensors"));
-        let run = saturn(&[
-            "eval",
-            &format!("models/{model}"),
-            "--ids",
-            &join(&r.input_ids[row * s..(row + 1) * s]),
-            "--decode-ids",
-            &join(&r.decode_ids[row * d..(row + 1) * d]),
-            "--out",
-            out.to_str().unwrap(),
-        ]);
-        assert!(run.status.success(), "{model} row {row}: {}", stderr(&run));
+        let run = saturn(
+            &[
+                "eval",
+                &format!("models/{model}"),
+                "--ids",
+                &join(&r.input_ids[row * s..(row + 1) * s]),
+                "--decode-ids",
+                &join(&r.decode_ids[row * d..(row + 1) * d]),
+                "--out",
+                out.to_str().unwrap(),
+            ]
+            .iter()
+            .chain(backend)
+            .copied()
+            .collect::<Vec<_>>(),
+        );
+        assert!(run.status.success(), "{model} {backend:?} row {row}: {}", stderr(&run));
         let got = read_safetensors(&out);
         let (shape, Values::F32(logits)) = &got["logits"] else { panic!("logits missing") };
         assert_eq!(shape, &vec![s, v]);
@@ -89,33 +96,73 @@ fn check_eval(model: &str) {
 }
 
 /// `saturn generate` after prompt row 0 reproduces the greedy ids exactly.
-fn check_greedy(model: &str) {
+fn check_greedy(model: &str, backend: &[&str]) {
     let r = reference(model);
     let prompt = &r.input_ids[..r.prompt_len];
     let expected = &r.greedy_ids[r.prompt_len..];
     let n = expected.len().to_string();
-    let run =
-        saturn(&["generate", &format!("models/{model}"), "--ids", &join(prompt), "--max-new-tokens", &n]);
-    assert!(run.status.success(), "{}", stderr(&run));
+    let (path, prompt) = (format!("models/{model}"), join(prompt));
+    let args = ["generate", &path, "--ids", &prompt, "--max-new-tokens", &n];
+    let run = saturn(&args.iter().chain(backend).copied().collect::<Vec<_>>());
+    assert!(run.status.success(), "{backend:?}: {}", stderr(&run));
     assert_eq!(stdout(&run).trim(), join(expected));
 }
 
+const EMULATOR: &[&str] = &["--backend", "cuda-emulator"];
+
 #[test]
 fn deepseek_v3_tiny_prefill_and_decode_match_transformers() {
-    check_eval("deepseek-v3-tiny");
+    check_eval("deepseek-v3-tiny", &[]);
+    check_eval("deepseek-v3-tiny", EMULATOR);
 }
 
 #[test]
 fn deepseek_v2_lite_tiny_prefill_and_decode_match_transformers() {
-    check_eval("deepseek-v2-lite-tiny");
+    check_eval("deepseek-v2-lite-tiny", &[]);
+    check_eval("deepseek-v2-lite-tiny", EMULATOR);
 }
 
 #[test]
 fn deepseek_v3_tiny_greedy_generation_matches_transformers() {
-    check_greedy("deepseek-v3-tiny");
+    check_greedy("deepseek-v3-tiny", &[]);
+    check_greedy("deepseek-v3-tiny", EMULATOR);
 }
 
 #[test]
 fn deepseek_v2_lite_tiny_greedy_generation_matches_transformers() {
-    check_greedy("deepseek-v2-lite-tiny");
+    check_greedy("deepseek-v2-lite-tiny", &[]);
+    check_greedy("deepseek-v2-lite-tiny", EMULATOR);
+}
+
+/// On a machine with a GPU driver, the fixtures on the GPU; without one, `--backend cuda` is a
+/// clear error (exit code 2, no output written), never a panic.
+#[test]
+fn the_cuda_backend_matches_transformers_or_says_there_is_no_gpu() {
+    let home = common::root().join(".cuda-tools/nvidia/cu13");
+    let home = std::env::var("SATURN_CUDA_HOME").unwrap_or_else(|_| home.to_str().unwrap().to_string());
+    let gpu = ["--backend", "cuda", "--cuda-home", &home];
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out.safetensors");
+    let probe = saturn(&[
+        "eval",
+        "models/deepseek-v3-tiny",
+        "--ids",
+        "3,17",
+        "--out",
+        out.to_str().unwrap(),
+        "--backend",
+        "cuda",
+        "--cuda-home",
+        &home,
+    ]);
+    if stderr(&probe).contains("no CUDA driver") {
+        assert_eq!(probe.status.code(), Some(2), "{}", stderr(&probe));
+        assert!(!out.exists(), "nothing is written without a GPU");
+        return;
+    }
+    assert!(probe.status.success(), "{}", stderr(&probe));
+    for model in ["deepseek-v3-tiny", "deepseek-v2-lite-tiny"] {
+        check_eval(model, &gpu);
+        check_greedy(model, &gpu);
+    }
 }

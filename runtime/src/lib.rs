@@ -17,7 +17,9 @@
 //! arena, with the KV cache preallocated and appended in place. The runtime knows nothing of
 //! checkpoints or config files: weights arrive through [`ParamSource`].
 
+mod cuda;
 mod generate;
+mod gpu;
 mod hoist;
 mod sampling;
 mod session;
@@ -25,6 +27,7 @@ mod session;
 use saturn_ir::InterpError;
 use thiserror::Error;
 
+pub use cuda::{CudaPrograms, GpuDevice};
 pub use generate::{GenerateOptions, generate};
 pub use hoist::{DERIVED_PREFIX, Prepared};
 pub use sampling::{Sampler, argmax};
@@ -55,6 +58,9 @@ pub enum RuntimeError {
     BadGraph { graph: String, msg: String },
     #[error("sampling: {0}")]
     Sampling(String),
+    /// No usable GPU, or the device failed.
+    #[error("cuda: {0}")]
+    Device(String),
     #[error(transparent)]
     Interp(#[from] InterpError),
     #[error(transparent)]

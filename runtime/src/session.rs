@@ -87,6 +87,8 @@ pub enum Backend<'a> {
     Interp,
     /// Compiled CPU programs of the same graphs.
     Cpu(&'a CpuPrograms),
+    /// CUDA programs of the same graphs on a device (a GPU, or the CPU emulator).
+    Cuda(&'a crate::CudaPrograms),
 }
 
 /// What runs a sequence: the forward graph, graphs for the phases, and the backend.
@@ -120,6 +122,7 @@ impl<'a> Executor<'a> {
                 carried: Carried::new(&programs.forward),
                 started: false,
             },
+            Backend::Cuda(programs) => Engine::Cuda { programs, owner: None },
         };
         Ok(Session { engine, limits, position: 0, ids: Vec::new(), logits: Vec::new(), vocab: 0 })
     }
@@ -129,7 +132,7 @@ impl<'a> Executor<'a> {
 type CacheInput = (String, DType, Vec<saturn_ir::Dim>);
 
 /// Checks `graph` against the contract in the crate docs; returns its cache inputs.
-fn check_contract(graph: &Graph) -> Result<Vec<CacheInput>, RuntimeError> {
+pub(crate) fn check_contract(graph: &Graph) -> Result<Vec<CacheInput>, RuntimeError> {
     let bad = |msg: String| RuntimeError::BadGraph { graph: graph.name.clone(), msg };
     if graph.find(INPUT_IDS).is_none() {
         return Err(bad(format!("no input `{INPUT_IDS}`")));
@@ -167,6 +170,11 @@ enum Engine<'a> {
         /// Whether a prefill ran (the cache is valid).
         started: bool,
     },
+    Cuda {
+        programs: &'a crate::CudaPrograms,
+        /// The token of this sequence's prefill (see `CudaPrograms::run`); `None` before one.
+        owner: Option<u64>,
+    },
 }
 
 /// A sequence being run, with its cache.
@@ -189,9 +197,15 @@ impl Session<'_> {
     /// Makes room for `positions` cached positions up front, so later steps do not grow the
     /// cache (compiled backend; the interpreter builds a new cache every step).
     pub fn reserve(&mut self, positions: usize) {
-        if let Engine::Cpu { carried, ws, .. } = &mut self.engine {
-            carried.reserve(positions);
-            ws.reserve_symbol(CACHED, positions as u64);
+        match &mut self.engine {
+            Engine::Cpu { carried, ws, .. } => {
+                carried.reserve(positions);
+                ws.reserve_symbol(CACHED, positions as u64);
+            }
+            // Best effort: a device that cannot make room now fails the run that needs it,
+            // with the device's error.
+            Engine::Cuda { programs, .. } => drop(programs.reserve(positions)),
+            Engine::Interp { .. } => {}
         }
     }
 
@@ -206,7 +220,7 @@ impl Session<'_> {
     pub fn profile(&self) -> Vec<(&'static str, f64, usize)> {
         match &self.engine {
             Engine::Cpu { ws, .. } => ws.profile(),
-            Engine::Interp { .. } => Vec::new(),
+            Engine::Interp { .. } | Engine::Cuda { .. } => Vec::new(),
         }
     }
 
@@ -228,6 +242,7 @@ impl Session<'_> {
         let started = match &self.engine {
             Engine::Interp { cache, .. } => cache.is_some(),
             Engine::Cpu { started, .. } => *started,
+            Engine::Cuda { owner, .. } => owner.is_some(),
         };
         if !started {
             return Err(RuntimeError::DecodeWithoutPrefill);
@@ -255,7 +270,7 @@ impl Session<'_> {
     /// The logits of the last run.
     fn last_logits(&self) -> &[f32] {
         match &self.engine {
-            Engine::Interp { .. } => &self.logits,
+            Engine::Interp { .. } | Engine::Cuda { .. } => &self.logits,
             Engine::Cpu { programs, ws, .. } => {
                 let program = programs.pick(self.position - self.ids.len() as u64, self.ids.len());
                 program.output(ws, LOGITS).map(|(d, _)| d).unwrap_or(&[])
@@ -322,6 +337,13 @@ impl Session<'_> {
                     msg: format!("no f32 output `{LOGITS}`"),
                 })?;
                 self.vocab = shape.last().copied().unwrap_or(0);
+            }
+            Engine::Cuda { programs, owner } => {
+                let (token, logits) = programs.run(&self.ids, position, fresh, owner.unwrap_or(0))?;
+                *owner = Some(token);
+                self.vocab = logits.shape.last().copied().unwrap_or(0);
+                self.logits.clear();
+                self.logits.extend_from_slice(logits.as_f32().unwrap_or_default());
             }
         }
         self.position = position + ids.len() as u64;

@@ -61,7 +61,7 @@ pub fn run(model_path: &Path, args: &BenchArgs, run: &RunArgs) -> Result<()> {
     }
     let start = Instant::now();
     let model = load_model(model_path)?;
-    let graphs = RunGraphs::new(&model.config, run.opt_level, &run.opt_target)?;
+    let graphs = RunGraphs::new(&model.config, run.opt_level, run.opt_target())?;
     let limits =
         Limits { vocab_size: model.config.vocab_size, max_positions: model.config.max_position_embeddings };
     let all = args.prompt.len() + args.decode_tokens;
@@ -72,7 +72,7 @@ pub fn run(model_path: &Path, args: &BenchArgs, run: &RunArgs) -> Result<()> {
     let weights = model.open_weights(&graphs.forward)?;
     let prepared = graphs.prepare(weights.as_ref())?;
     let programs = run.compile(&prepared)?;
-    let executor = super::executor(&prepared, programs.as_ref())?;
+    let executor = super::executor(&prepared, &programs)?;
     let load_seconds = start.elapsed().as_secs_f64();
 
     let mut prefill = Vec::new();
@@ -115,7 +115,7 @@ pub fn run(model_path: &Path, args: &BenchArgs, run: &RunArgs) -> Result<()> {
     // The first round warms caches and page tables; it is not counted.
     let (prefill_seconds, decode_seconds) = (median(&prefill[1..]), median(&decode[1..]));
     let middle = (args.prompt.len() + args.decode_tokens / 2) as u64;
-    let decode_bytes_per_token = programs.as_ref().map(|p| p.bytes_read(middle, 1)).transpose()?;
+    let decode_bytes_per_token = programs.cpu().map(|p| p.bytes_read(middle, 1)).transpose()?;
     let bandwidth = decode_bytes_per_token.map(|_| measure_bandwidth());
     let decode_tokens_per_s = args.decode_tokens as f64 / decode_seconds;
     let limit_at = |bw: Option<f64>| decode_bytes_per_token.zip(bw).map(|(b, bw)| bw / b as f64);

@@ -13,13 +13,13 @@ use super::output::write_f32_safetensors;
 
 pub fn run(model: &Path, ids: &[u64], decode_ids: Option<&[u64]>, out: &Path, run: &RunArgs) -> Result<()> {
     let model = load_model(model)?;
-    let graphs = RunGraphs::new(&model.config, run.opt_level, &run.opt_target)?;
+    let graphs = RunGraphs::new(&model.config, run.opt_level, run.opt_target())?;
     let weights = model.open_weights(&graphs.forward)?;
     let limits =
         Limits { vocab_size: model.config.vocab_size, max_positions: model.config.max_position_embeddings };
     let prepared = graphs.prepare(weights.as_ref())?;
     let programs = run.compile(&prepared)?;
-    let executor = super::executor(&prepared, programs.as_ref())?;
+    let executor = super::executor(&prepared, &programs)?;
     let mut session = executor.session(&prepared, limits)?;
     // Check every id before running anything, so a bad decode id fails fast.
     let all: Vec<u64> = ids.iter().chain(decode_ids.unwrap_or_default()).copied().collect();

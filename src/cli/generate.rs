@@ -43,7 +43,7 @@ pub fn run(
     run: &RunArgs,
 ) -> Result<()> {
     let model = load_model(model)?;
-    let graphs = RunGraphs::new(&model.config, run.opt_level, &run.opt_target)?;
+    let graphs = RunGraphs::new(&model.config, run.opt_level, run.opt_target())?;
     let limits =
         Limits { vocab_size: model.config.vocab_size, max_positions: model.config.max_position_embeddings };
     for prompt in prompts {
@@ -52,7 +52,7 @@ pub fn run(
     let weights = model.open_weights(&graphs.forward)?;
     let prepared = graphs.prepare(weights.as_ref())?;
     let programs = run.compile(&prepared)?;
-    let executor = super::executor(&prepared, programs.as_ref())?;
+    let executor = super::executor(&prepared, &programs)?;
     let options = GenerateOptions {
         max_new_tokens,
         eos_token_id: if ignore_eos { None } else { model.config.eos_token_id },

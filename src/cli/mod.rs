@@ -164,31 +164,63 @@ enum Command {
 #[derive(Debug, clap::Args)]
 struct RunArgs {
     /// cpu: the graphs compiled into CPU kernels over a planned arena (weights loaded once, the
-    /// KV cache appended in place); interp: the reference interpreter.
+    /// KV cache appended in place); interp: the reference interpreter; cuda: the generated CUDA
+    /// kernels on GPU 0 (NVRTC from --cuda-home or SATURN_CUDA_HOME); cuda-emulator: the same
+    /// CUDA kernels and plan run on the CPU (slow; checks the CUDA path without a GPU).
     #[arg(long, value_enum, default_value_t = Backend::Cpu)]
     backend: Backend,
     /// 1: run the optimised graph; 0: run the graph as lowered.
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u8).range(0..=1))]
     opt_level: u8,
-    /// The cost-model target the graph is optimised for.
-    #[arg(long = "opt-target", default_value = "cpu")]
-    opt_target: String,
+    /// The cost-model target the graph is optimised for (default: cpu, or h100 for the CUDA
+    /// backends).
+    #[arg(long = "opt-target")]
+    opt_target: Option<String>,
+    /// The CUDA tools for --backend cuda: a folder with lib/libnvrtc.so.13 (default:
+    /// $SATURN_CUDA_HOME; scripts/install-cuda-tools.sh installs them).
+    #[arg(long)]
+    cuda_home: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 enum Backend {
     Cpu,
     Interp,
+    Cuda,
+    CudaEmulator,
+}
+
+/// What a backend compiled the graphs into.
+enum Programs {
+    Interp,
+    Cpu(Box<saturn_runtime::CpuPrograms>),
+    Cuda(saturn_runtime::CudaPrograms),
+}
+
+impl Programs {
+    /// The CPU programs, where the backend is the CPU one.
+    fn cpu(&self) -> Option<&saturn_runtime::CpuPrograms> {
+        match self {
+            Programs::Cpu(p) => Some(p),
+            _ => None,
+        }
+    }
 }
 
 impl RunArgs {
-    /// Compiles the prepared graphs for the chosen backend (`None` for the interpreter).
-    fn compile(
-        &self,
-        prepared: &saturn_runtime::Prepared<'_>,
-    ) -> Result<Option<saturn_runtime::CpuPrograms>> {
+    /// The target the graphs are optimised for.
+    fn opt_target(&self) -> &str {
+        match (&self.opt_target, self.backend) {
+            (Some(t), _) => t,
+            (None, Backend::Cuda | Backend::CudaEmulator) => "h100",
+            (None, _) => "cpu",
+        }
+    }
+
+    /// Compiles the prepared graphs for the chosen backend.
+    fn compile(&self, prepared: &saturn_runtime::Prepared<'_>) -> Result<Programs> {
         if self.backend == Backend::Interp {
-            return Ok(None);
+            return Ok(Programs::Interp);
         }
         let (forward, phases) = optimize::RunGraphs::graphs(prepared)?;
         let start = std::time::Instant::now();
@@ -196,27 +228,41 @@ impl RunArgs {
         let spinner =
             indicatif::ProgressBar::new_spinner().with_message("loading weights and compiling kernels");
         spinner.enable_steady_tick(std::time::Duration::from_millis(120));
-        let programs = saturn_runtime::CpuPrograms::compile(forward, phases, prepared);
+        let programs = match self.backend {
+            Backend::Cuda => saturn_codegen::cuda::CudaTools::locate(self.cuda_home.as_deref())
+                .map_err(anyhow::Error::from)
+                .and_then(|tools| Ok(saturn_runtime::GpuDevice::open(0, tools)?))
+                .and_then(|gpu| Ok(saturn_runtime::CudaPrograms::compile(gpu, forward, phases, prepared)?))
+                .map(Programs::Cuda),
+            Backend::CudaEmulator => saturn_runtime::CudaPrograms::compile(
+                saturn_codegen::cuda::emulate::HostDevice,
+                forward,
+                phases,
+                prepared,
+            )
+            .map(Programs::Cuda)
+            .map_err(Into::into),
+            _ => saturn_runtime::CpuPrograms::compile(forward, phases, prepared)
+                .map(|p| Programs::Cpu(Box::new(p)))
+                .map_err(Into::into),
+        };
         spinner.finish_and_clear();
         let programs = programs?;
-        tracing::info!(
-            seconds = start.elapsed().as_secs_f64(),
-            weight_bytes = programs.weight_bytes(),
-            "compiled the cpu programs"
-        );
-        Ok(Some(programs))
+        tracing::info!(seconds = start.elapsed().as_secs_f64(), backend = ?self.backend, "compiled the programs");
+        Ok(programs)
     }
 }
 
-/// The executor for prepared graphs on `programs` (the interpreter when `None`).
+/// The executor for prepared graphs on `programs`.
 fn executor<'a>(
     prepared: &'a saturn_runtime::Prepared<'_>,
-    programs: Option<&'a saturn_runtime::CpuPrograms>,
+    programs: &'a Programs,
 ) -> Result<saturn_runtime::Executor<'a>> {
     let (graph, phases) = optimize::RunGraphs::graphs(prepared)?;
     let backend = match programs {
-        Some(p) => saturn_runtime::Backend::Cpu(p),
-        None => saturn_runtime::Backend::Interp,
+        Programs::Cpu(p) => saturn_runtime::Backend::Cpu(p),
+        Programs::Cuda(p) => saturn_runtime::Backend::Cuda(p),
+        Programs::Interp => saturn_runtime::Backend::Interp,
     };
     Ok(saturn_runtime::Executor { graph, phases, backend })
 }

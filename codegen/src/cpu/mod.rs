@@ -35,4 +35,7 @@ pub enum CodegenError {
     /// A value-dependent failure while running (a gather index out of range, say).
     #[error("node `%{node}`: {msg}")]
     Run { node: String, msg: String },
+    /// NVRTC or ptxas rejected a CUDA kernel, or could not be found.
+    #[error(transparent)]
+    Toolchain(#[from] crate::cuda::ToolchainError),
 }

@@ -1,0 +1,147 @@
+//! An NVIDIA GPU as a [`Device`], through `cudarc`'s driver API: kernels compiled by NVRTC
+//! for the GPU's architecture (sm_90a from compute capability 9.0, else sm_80 from 8.x) and
+//! loaded as modules; buffers are device allocations; launches go to one stream.
+//!
+//! `cudarc` loads `libcuda.so` at first use and panics if it is missing, so [`GpuDevice::open`]
+//! checks for it first: a machine without a GPU driver gets [`RuntimeError::Device`].
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use cudarc::driver::{
+    CudaContext, CudaFunction, CudaSlice, CudaStream, DevicePtr, LaunchConfig, PushKernelArg,
+};
+use cudarc::nvrtc::Ptx;
+use saturn_codegen::CodegenError;
+use saturn_codegen::cuda::exec::Device;
+use saturn_codegen::cuda::{CudaArch, CudaProgram, CudaTools};
+
+use crate::RuntimeError;
+
+/// One GPU, its stream, and the tools that compile kernels for it.
+pub struct GpuDevice {
+    ctx: Arc<CudaContext>,
+    stream: Arc<CudaStream>,
+    tools: CudaTools,
+    arch: CudaArch,
+}
+
+fn device_error(what: &str, e: impl std::fmt::Display) -> CodegenError {
+    CodegenError::Run { node: "cuda".into(), msg: format!("{what}: {e}") }
+}
+
+impl GpuDevice {
+    /// GPU `ordinal`, with `tools` (NVRTC) to compile kernels for it.
+    pub fn open(ordinal: usize, tools: CudaTools) -> Result<GpuDevice, RuntimeError> {
+        // SAFETY: only probes whether the driver library can be loaded.
+        if !unsafe { cudarc::driver::sys::is_culib_present() } {
+            return Err(RuntimeError::Device(
+                "no CUDA driver (libcuda.so) on this machine: run on a GPU machine, or use --backend cpu \
+                 (or cuda-emulator to run the CUDA kernels on the CPU)"
+                    .into(),
+            ));
+        }
+        let ctx =
+            CudaContext::new(ordinal).map_err(|e| RuntimeError::Device(format!("GPU {ordinal}: {e}")))?;
+        let (major, minor) =
+            ctx.compute_capability().map_err(|e| RuntimeError::Device(format!("GPU {ordinal}: {e}")))?;
+        let arch = match (major, minor) {
+            (9, _) => CudaArch::Sm90a,
+            (8, _) | (10.., _) => CudaArch::Sm80,
+            _ => {
+                return Err(RuntimeError::Device(format!(
+                    "GPU {ordinal} has compute capability {major}.{minor}; saturn's kernels need 8.0 or newer"
+                )));
+            }
+        };
+        let stream = ctx.default_stream();
+        Ok(GpuDevice { ctx, stream, tools, arch })
+    }
+
+    /// The GPU's name, as the driver gives it.
+    pub fn name(&self) -> String {
+        self.ctx.name().unwrap_or_else(|e| format!("(unnamed: {e})"))
+    }
+
+    /// Waits for everything queued on the stream.
+    pub fn synchronize(&self) -> Result<(), RuntimeError> {
+        self.stream.synchronize().map_err(|e| RuntimeError::Device(e.to_string()))
+    }
+}
+
+impl Device for GpuDevice {
+    type Mem = CudaSlice<u8>;
+    type Module = HashMap<String, CudaFunction>;
+
+    fn load(&mut self, program: &CudaProgram) -> Result<Self::Module, CodegenError> {
+        let mut functions = HashMap::new();
+        for k in &program.kernels {
+            let ptx = self.tools.compile_ptx(&k.name, &CudaProgram::kernel_source(k), self.arch)?;
+            let module = self.ctx.load_module(Ptx::from_src(ptx)).map_err(|e| device_error(&k.name, e))?;
+            let f = module.load_function(&k.name).map_err(|e| device_error(&k.name, e))?;
+            functions.insert(k.name.clone(), f);
+        }
+        Ok(functions)
+    }
+
+    fn alloc(&mut self, bytes: usize) -> Result<CudaSlice<u8>, CodegenError> {
+        // SAFETY: the executor writes every byte it reads (kernels, uploads) before reading it.
+        unsafe { self.stream.alloc::<u8>(bytes.max(1)) }
+            .map_err(|e| device_error(&format!("{bytes} bytes"), e))
+    }
+
+    fn address(&self, mem: &CudaSlice<u8>) -> u64 {
+        let (ptr, _sync) = mem.device_ptr(&self.stream);
+        ptr
+    }
+
+    fn upload(&mut self, mem: &mut CudaSlice<u8>, offset: usize, data: &[u8]) -> Result<(), CodegenError> {
+        let mut dst = mem.slice_mut(offset..offset + data.len());
+        self.stream.memcpy_htod(data, &mut dst).map_err(|e| device_error("upload", e))
+    }
+
+    fn download(&mut self, mem: &CudaSlice<u8>, offset: usize, out: &mut [u8]) -> Result<(), CodegenError> {
+        let src = mem.slice(offset..offset + out.len());
+        self.stream.memcpy_dtoh(&src, out).map_err(|e| device_error("download", e))?;
+        self.stream.synchronize().map_err(|e| device_error("download", e))
+    }
+
+    fn copy(
+        &mut self,
+        dst: &mut CudaSlice<u8>,
+        src: &CudaSlice<u8>,
+        bytes: usize,
+    ) -> Result<(), CodegenError> {
+        if bytes == 0 {
+            return Ok(());
+        }
+        let from = src.slice(..bytes);
+        let mut to = dst.slice_mut(..bytes);
+        self.stream.memcpy_dtod(&from, &mut to).map_err(|e| device_error("copy", e))
+    }
+
+    fn launch(
+        &mut self,
+        module: &Self::Module,
+        kernel: &str,
+        grid: [u32; 3],
+        block: u32,
+        shared_bytes: u32,
+        args: &[u64],
+    ) -> Result<(), String> {
+        let f = module.get(kernel).ok_or("is not loaded")?;
+        let mut launch = self.stream.launch_builder(f);
+        for a in args {
+            launch.arg(a);
+        }
+        let config = LaunchConfig {
+            grid_dim: (grid[0], grid[1], grid[2]),
+            block_dim: (block, 1, 1),
+            shared_mem_bytes: shared_bytes,
+        };
+        // SAFETY: the kernel's parameters are `sym` and one pointer per buffer, in `args`'
+        // order (the program's launch), each pointing at device memory holding the buffer's
+        // extent at the run's symbols (checked by the executor).
+        unsafe { launch.launch(config) }.map(|_| ()).map_err(|e| e.to_string())
+    }
+}
