@@ -80,6 +80,11 @@ impl CudaPrograms {
         let forward = add(graph)?;
         let prefill = phases.prefill.map(&mut add).transpose()?;
         let decode = phases.decode.map(&mut add).transpose()?;
+        // A decode step is many small launches: replaying them as one graph saves their
+        // launch overhead, and its grids and addresses change only when a buffer grows.
+        if let Some(d) = decode {
+            set.use_graphs(d, true);
+        }
         Ok(CudaPrograms {
             set: RefCell::new(Box::new(set)),
             forward,

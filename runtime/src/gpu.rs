@@ -1,6 +1,9 @@
 //! An NVIDIA GPU as a [`Device`], through `cudarc`'s driver API: kernels compiled by NVRTC
 //! for the GPU's architecture (sm_90a from compute capability 9.0, else sm_80 from 8.x) and
-//! loaded as modules; buffers are device allocations; launches go to one stream.
+//! loaded as modules; buffers are device allocations; launches go to one stream (not the legacy
+//! default stream, which cannot be captured into a CUDA graph). Everything is ordered on that
+//! stream, so cudarc's per-buffer event tracking is turned off (its events would also break a
+//! capture).
 //!
 //! `cudarc` loads `libcuda.so` at first use and panics if it is missing, so [`GpuDevice::open`]
 //! checks for it first: a machine without a GPU driver gets [`RuntimeError::Device`].
@@ -8,8 +11,9 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use cudarc::driver::sys::{CUgraphInstantiate_flags, CUstreamCaptureMode};
 use cudarc::driver::{
-    CudaContext, CudaFunction, CudaSlice, CudaStream, DevicePtr, LaunchConfig, PushKernelArg,
+    CudaContext, CudaFunction, CudaGraph, CudaSlice, CudaStream, DevicePtr, LaunchConfig, PushKernelArg,
 };
 use cudarc::nvrtc::Ptx;
 use saturn_codegen::CodegenError;
@@ -54,7 +58,9 @@ impl GpuDevice {
                 )));
             }
         };
-        let stream = ctx.default_stream();
+        // SAFETY: every operation of this device goes to `stream`, which orders them.
+        unsafe { ctx.disable_event_tracking() };
+        let stream = ctx.new_stream().map_err(|e| RuntimeError::Device(format!("GPU {ordinal}: {e}")))?;
         Ok(GpuDevice { ctx, stream, tools, arch })
     }
 
@@ -72,6 +78,24 @@ impl GpuDevice {
 impl Device for GpuDevice {
     type Mem = CudaSlice<u8>;
     type Module = HashMap<String, CudaFunction>;
+    type Graph = CudaGraph;
+
+    fn begin_capture(&mut self) -> Result<(), CodegenError> {
+        let mode = CUstreamCaptureMode::CU_STREAM_CAPTURE_MODE_THREAD_LOCAL;
+        self.stream.begin_capture(mode).map_err(|e| device_error("begin capture", e))
+    }
+
+    fn end_capture(&mut self) -> Result<CudaGraph, CodegenError> {
+        let graph = self
+            .stream
+            .end_capture(CUgraphInstantiate_flags(0))
+            .map_err(|e| device_error("end capture", e))?;
+        graph.ok_or_else(|| device_error("end capture", "an empty graph"))
+    }
+
+    fn replay(&mut self, graph: &CudaGraph) -> Result<(), CodegenError> {
+        graph.launch().map_err(|e| device_error("graph launch", e))
+    }
 
     fn load(&mut self, program: &CudaProgram) -> Result<Self::Module, CodegenError> {
         let mut functions = HashMap::new();

@@ -235,7 +235,7 @@ impl RunArgs {
                 .and_then(|gpu| Ok(saturn_runtime::CudaPrograms::compile(gpu, forward, phases, prepared)?))
                 .map(Programs::Cuda),
             Backend::CudaEmulator => saturn_runtime::CudaPrograms::compile(
-                saturn_codegen::cuda::emulate::HostDevice,
+                saturn_codegen::cuda::emulate::HostDevice::default(),
                 forward,
                 phases,
                 prepared,

@@ -28,13 +28,47 @@ use super::exec::{Device, ProgramSet};
 use crate::CodegenError;
 
 /// The CPU as a [`Device`]: host memory (new allocations are NaN bytes) and g++-compiled
-/// kernels run by fibers.
+/// kernels run by fibers. Graphs are recorded launch lists.
 #[derive(Default)]
-pub struct HostDevice;
+pub struct HostDevice {
+    /// The launches recorded since `begin_capture`, while capturing.
+    capture: Option<Vec<Recorded>>,
+}
+
+/// One recorded launch.
+pub struct Recorded {
+    module: Arc<Library>,
+    kernel: String,
+    grid: [u32; 3],
+    block: u32,
+    shared_bytes: u32,
+    args: Vec<u64>,
+}
 
 impl Device for HostDevice {
     type Mem = Memory;
     type Module = Arc<Library>;
+    type Graph = Vec<Recorded>;
+
+    fn begin_capture(&mut self) -> Result<(), CodegenError> {
+        self.capture = Some(Vec::new());
+        Ok(())
+    }
+
+    fn end_capture(&mut self) -> Result<Vec<Recorded>, CodegenError> {
+        self.capture
+            .take()
+            .ok_or_else(|| CodegenError::Run { node: "graph".into(), msg: "not capturing".into() })
+    }
+
+    fn replay(&mut self, graph: &Vec<Recorded>) -> Result<(), CodegenError> {
+        for r in graph {
+            run_launcher(&r.module, &r.kernel, r.grid, r.block, r.shared_bytes, &r.args).map_err(|msg| {
+                CodegenError::Run { node: r.kernel.clone(), msg: format!("replayed: {msg}") }
+            })?;
+        }
+        Ok(())
+    }
 
     fn load(&mut self, program: &CudaProgram) -> Result<Arc<Library>, CodegenError> {
         compile::library(program)
@@ -72,29 +106,53 @@ impl Device for HostDevice {
         shared_bytes: u32,
         args: &[u64],
     ) -> Result<(), String> {
-        let f = module.launchers.get(kernel).ok_or("is not in the library")?;
-        let params: Vec<*mut c_void> = args[1..].iter().map(|&a| a as *mut c_void).collect();
-        let mut msg = [0 as std::ffi::c_char; 512];
-        // SAFETY: `args[0]` is the `sym` array and the others point into memory holding each
-        // buffer's extent at the run's symbols (the executor checked them against their memory).
-        let rc = unsafe {
-            f(
-                args[0] as *const i64,
-                params.as_ptr(),
-                params.len() as u32,
-                grid.as_ptr(),
+        if let Some(capture) = &mut self.capture {
+            let module = module.clone();
+            capture.push(Recorded {
+                module,
+                kernel: kernel.into(),
+                grid,
                 block,
                 shared_bytes,
-                msg.as_mut_ptr(),
-                msg.len(),
-            )
-        };
-        if rc != 0 {
-            // SAFETY: the launcher writes a NUL-terminated message within `msg` (snprintf).
-            return Err(unsafe { std::ffi::CStr::from_ptr(msg.as_ptr()) }.to_string_lossy().into_owned());
+                args: args.to_vec(),
+            });
+            return Ok(());
         }
-        Ok(())
+        run_launcher(module, kernel, grid, block, shared_bytes, args)
     }
+}
+
+/// Runs `kernel`'s launcher over the grid.
+fn run_launcher(
+    module: &Library,
+    kernel: &str,
+    grid: [u32; 3],
+    block: u32,
+    shared_bytes: u32,
+    args: &[u64],
+) -> Result<(), String> {
+    let f = module.launchers.get(kernel).ok_or("is not in the library")?;
+    let params: Vec<*mut c_void> = args[1..].iter().map(|&a| a as *mut c_void).collect();
+    let mut msg = [0 as std::ffi::c_char; 512];
+    // SAFETY: `args[0]` is the `sym` array and the others point into memory holding each
+    // buffer's extent at the run's symbols (the executor checked them against their memory).
+    let rc = unsafe {
+        f(
+            args[0] as *const i64,
+            params.as_ptr(),
+            params.len() as u32,
+            grid.as_ptr(),
+            block,
+            shared_bytes,
+            msg.as_mut_ptr(),
+            msg.len(),
+        )
+    };
+    if rc != 0 {
+        // SAFETY: the launcher writes a NUL-terminated message within `msg` (snprintf).
+        return Err(unsafe { std::ffi::CStr::from_ptr(msg.as_ptr()) }.to_string_lossy().into_owned());
+    }
+    Ok(())
 }
 
 /// One [`CudaProgram`] on the [`HostDevice`], with its params and carried buffers: the test
@@ -107,7 +165,7 @@ impl Emulator {
     /// Compiles `program` (once per source in this process), loads its params from `params`
     /// and runs its `init` launches. Carried buffers start empty.
     pub fn new(program: &CudaProgram, params: &dyn ParamSource) -> Result<Emulator, CodegenError> {
-        let mut set = ProgramSet::new(HostDevice);
+        let mut set = ProgramSet::new(HostDevice::default());
         set.add(program.clone(), params)?;
         Ok(Emulator { set })
     }

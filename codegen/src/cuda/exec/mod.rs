@@ -39,6 +39,14 @@ pub trait Device {
     fn download(&mut self, mem: &Self::Mem, offset: usize, out: &mut [u8]) -> Result<(), CodegenError>;
     /// Copies the first `bytes` bytes of `src` to the start of `dst`.
     fn copy(&mut self, dst: &mut Self::Mem, src: &Self::Mem, bytes: usize) -> Result<(), CodegenError>;
+    /// A recorded sequence of launches, replayed as one (a CUDA graph).
+    type Graph;
+    /// Records the launches that follow instead of running them.
+    fn begin_capture(&mut self) -> Result<(), CodegenError>;
+    /// Stops recording: the graph of the launches since [`Device::begin_capture`].
+    fn end_capture(&mut self) -> Result<Self::Graph, CodegenError>;
+    /// Runs a recorded graph (its kernels read the `sym` array as it is now).
+    fn replay(&mut self, graph: &Self::Graph) -> Result<(), CodegenError>;
     /// Launches `kernel` of `module`: `args[0]` is the `sym` array, then the kernel's params.
     /// A failure is the device's message; the executor names the node and kernel.
     fn launch(
@@ -88,6 +96,12 @@ struct Loaded<D: Device> {
     plan: Option<(Vec<u64>, Vec<Option<usize>>)>,
     /// The symbol values of the last run (for reading its outputs).
     last: Option<Vec<u64>>,
+    /// Whether runs go through a recorded graph (see [`ProgramSet::use_graphs`]).
+    graphs: bool,
+    /// The recorded graph and what it was recorded for: every argument address and grid.
+    graph: Option<(Vec<u64>, D::Graph)>,
+    /// How many runs replayed a recorded graph.
+    replays: usize,
 }
 
 /// The programs of one model on one device. See the module docs.
@@ -165,6 +179,9 @@ impl<D: Device> ProgramSet<D> {
             arena: None,
             plan: None,
             last: None,
+            graphs: false,
+            graph: None,
+            replays: 0,
         };
         self.programs.push(loaded);
         let index = self.programs.len() - 1;
@@ -215,11 +232,60 @@ impl<D: Device> ProgramSet<D> {
         self.upload_symbols(index, &values)?;
         let addresses = self.addresses(index, &values, true)?;
         let launches = std::mem::take(&mut self.programs[index].program.launches);
-        let result = launches.iter().try_for_each(|l| self.launch(index, l, &values, &addresses));
+        let result = match self.programs[index].graphs {
+            true => self.run_graph(index, &launches, &addresses),
+            false => launches.iter().try_for_each(|l| self.launch(index, l, &values, &addresses)),
+        };
         self.programs[index].program.launches = launches;
         result?;
         self.finish_carried(index, &values)?;
         self.programs[index].last = Some(values);
+        Ok(())
+    }
+
+    /// Runs program `index` through a recorded graph (a CUDA graph on a GPU): its launches are
+    /// recorded once, with grids for the symbol capacities the arena is planned for (every
+    /// kernel guards against its runtime dims, which it reads from `sym`), and replayed while
+    /// every address and grid stays the same; a replan or a grown buffer records anew.
+    pub fn use_graphs(&mut self, index: usize, on: bool) {
+        let p = &mut self.programs[index];
+        p.graphs = on;
+        p.graph = None;
+    }
+
+    /// How many runs of program `index` replayed a recorded graph.
+    pub fn replays(&self, index: usize) -> usize {
+        self.programs[index].replays
+    }
+
+    fn run_graph(
+        &mut self,
+        index: usize,
+        launches: &[Launch],
+        addresses: &[u64],
+    ) -> Result<(), CodegenError> {
+        let p = &self.programs[index];
+        let caps = p.plan.as_ref().expect("planned before the run").0.clone();
+        let mut signature = addresses.to_vec();
+        for l in launches {
+            for e in &l.grid {
+                signature.push(e.eval(&p.program.symbols, &caps).unwrap_or(u64::MAX));
+            }
+        }
+        if let Some((recorded, graph)) = &p.graph
+            && *recorded == signature
+        {
+            self.device.replay(graph)?;
+            self.programs[index].replays += 1;
+            return Ok(());
+        }
+        self.programs[index].graph = None;
+        self.device.begin_capture()?;
+        let recorded = launches.iter().try_for_each(|l| self.launch(index, l, &caps, addresses));
+        let graph = self.device.end_capture()?;
+        recorded?;
+        self.device.replay(&graph)?;
+        self.programs[index].graph = Some((signature, graph));
         Ok(())
     }
 
