@@ -123,7 +123,7 @@ pub fn run(model_path: &Path, args: &BenchArgs, run: &RunArgs) -> Result<()> {
     let (limit, read_limit) = (limit_at(copy_bandwidth), limit_at(read_bandwidth));
     let report = Report {
         model: model_path.display().to_string(),
-        backend: format!("{:?}", run.backend).to_lowercase(),
+        backend: run.backend_name(),
         threads: rayon_threads(),
         prompt_tokens: args.prompt.len(),
         decode_tokens: args.decode_tokens,

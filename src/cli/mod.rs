@@ -208,6 +208,11 @@ impl Programs {
 }
 
 impl RunArgs {
+    /// The backend as `--backend` names it.
+    fn backend_name(&self) -> String {
+        self.backend.to_possible_value().map_or_else(String::new, |v| v.get_name().to_string())
+    }
+
     /// The target the graphs are optimised for.
     fn opt_target(&self) -> &str {
         match (&self.opt_target, self.backend) {

@@ -1,0 +1,65 @@
+#!/usr/bin/env bash
+# The GPU checks of the CUDA backend, in one run, on a machine with an NVIDIA GPU and a CUDA 13.0
+# toolkit (NVRTC + ptxas), for example the lent H100/H200 machines:
+#   1. the tiny fixtures through `--backend cuda`: prefill and decode logits against Hugging Face's
+#      (tests/fixtures/*/reference.safetensors, limit 1e-4) and greedy ids exactly;
+#   2. `saturn bench` on the GPU and on the CPU for the shipped default model (JSON).
+# It needs a built saturn (`cargo build --release` here; on a machine without Rust, build
+# elsewhere and bring target/release/saturn) and python3 with numpy and safetensors.
+# Results go to ${OUT:-target/gpu-check}. Usage: scripts/gpu-check.sh [SATURN_BINARY]
+# BACKEND=cuda-emulator runs the same checks on the CPU emulator (no GPU; slow, for the script).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+SATURN="${1:-target/release/saturn}"
+BACKEND="${BACKEND:-cuda}"
+OUT="${OUT:-target/gpu-check}"
+mkdir -p "$OUT"
+if [ -z "${SATURN_CUDA_HOME:-}" ]; then
+  for d in /usr/local/cuda /usr/local/cuda-13.0 .cuda-tools/nvidia/cu13; do
+    if [ -x "$d/bin/ptxas" ]; then SATURN_CUDA_HOME="$d"; break; fi
+  done
+fi
+export SATURN_CUDA_HOME="${SATURN_CUDA_HOME:?no CUDA toolkit found: set SATURN_CUDA_HOME}"
+echo "== GPU and tools" | tee "$OUT/log.txt"
+{ nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv || true
+  "$SATURN_CUDA_HOME/bin/ptxas" --version | tail -2; } | tee -a "$OUT/log.txt"
+
+echo "== tiny fixtures against transformers" | tee -a "$OUT/log.txt"
+python3 - "$SATURN" "$OUT" "$BACKEND" <<'PY' | tee -a "$OUT/log.txt"
+import subprocess, sys, numpy as np
+from safetensors.numpy import load_file
+saturn, out, backend = sys.argv[1], sys.argv[2], sys.argv[3]
+worst = 0.0
+for model in ["deepseek-v3-tiny", "deepseek-v2-lite-tiny"]:
+    ref = load_file(f"tests/fixtures/{model}/reference.safetensors")
+    ids, dec = ref["input_ids"], ref["decode_ids"]
+    rows, s = ids.shape
+    vocab = ref["logits"].size // (rows * s)
+    for row in range(rows):
+        path = f"{out}/{model}-row{row}.safetensors"
+        subprocess.run([saturn, "eval", f"models/{model}", "--backend", backend,
+                        "--ids", ",".join(map(str, ids[row])), "--decode-ids", ",".join(map(str, dec[row])),
+                        "--out", path], check=True)
+        got = load_file(path)
+        for name in ["logits", "decode_logits"]:
+            want = ref[name].reshape(rows, -1, vocab)[row]
+            err = float(np.abs(got[name] - want).max())
+            worst = max(worst, err)
+            print(f"{model} row {row} {name}: max abs error {err:.3e}")
+    greedy = ref["greedy_ids"].reshape(-1)[s:]
+    run = subprocess.run([saturn, "generate", f"models/{model}", "--backend", backend, "--ids",
+                          ",".join(map(str, ids[0])), "--max-new-tokens", str(len(greedy))],
+                         check=True, capture_output=True, text=True)
+    got = [int(t) for t in run.stdout.strip().split(",")]
+    print(f"{model} greedy ids {'match' if got == list(greedy) else 'DIFFER'}: {got}")
+    assert got == list(greedy), "greedy ids differ"
+assert worst <= 1e-4, f"max abs error {worst} > 1e-4"
+print(f"worst error {worst:.3e} (limit 1e-4)")
+PY
+
+echo "== saturn bench ($BACKEND, then cpu)" | tee -a "$OUT/log.txt"
+for backend in "$BACKEND" cpu; do
+  "$SATURN" bench models/deepseek-v3-mini.toml --backend "$backend" --prompt-tokens "${PROMPT:-64}" \
+    --decode-tokens "${DECODE:-64}" --json > "$OUT/bench-$backend.json"
+  tee -a "$OUT/log.txt" < "$OUT/bench-$backend.json"
+done
