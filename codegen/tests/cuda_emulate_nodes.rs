@@ -127,7 +127,8 @@ fn decode_steps_replayed_from_a_graph_match_direct_launches() {
     use saturn_codegen::cuda::emulate::HostDevice;
     use saturn_codegen::cuda::exec::ProgramSet;
 
-    let model = load_model(&Path::new(env!("CARGO_MANIFEST_DIR")).join("../models/deepseek-v3-tiny")).unwrap();
+    let model =
+        load_model(&Path::new(env!("CARGO_MANIFEST_DIR")).join("../models/deepseek-v3-tiny")).unwrap();
     let (prefill, decode) = (optimised(&model, Phase::Prefill), optimised(&model, Phase::Decode));
     let weights = model.open_weights(&prefill).unwrap();
     let decode_weights = model.open_weights(&decode).unwrap();

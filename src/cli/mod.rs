@@ -253,7 +253,11 @@ impl RunArgs {
         };
         spinner.finish_and_clear();
         let programs = programs?;
-        tracing::info!(seconds = start.elapsed().as_secs_f64(), backend = ?self.backend, "compiled the programs");
+        tracing::info!(
+            seconds = start.elapsed().as_secs_f64(),
+            "compiled the {} programs",
+            self.backend_name()
+        );
         Ok(programs)
     }
 }
