@@ -1,10 +1,12 @@
 //! Matrix products for the CPU program: `linear` (`x w^T`) and batched `matmul`.
 //!
 //! Decode multiplies one row by a large weight: that reads every weight once and is bound by
-//! memory bandwidth, so rows of up to [`GEMV_MAX_ROWS`] take a dot-product loop over weight rows
-//! (AVX2+FMA when the CPU has it), split across threads. More rows (prefill) go to
-//! `matrixmultiply`'s packed GEMM, split across threads by output columns so each thread packs
-//! only its part of the weight. Every output element is computed by one thread in a fixed
+//! memory bandwidth, so one row takes a dot-product loop over weight rows, split across threads.
+//! A few rows (prefill's expert blocks, short prompts), up to [`ROW_BLOCKS_MAX_ROWS`], take
+//! AVX-512 dot-product blocks where the CPU has AVX-512 ([`super::row_blocks`]), else the
+//! dot-product loop (AVX2+FMA) up to [`GEMV_MAX_ROWS`]. More rows go to `matrixmultiply`'s
+//! packed GEMM, split across threads by output columns so each thread packs only its part of
+//! the weight. Every output element is computed by one thread in a fixed
 //! order, so results do not depend on the thread count's scheduling.
 
 use rayon::prelude::*;
@@ -13,6 +15,10 @@ use rayon::prelude::*;
 /// and stays in cache while it meets every row, four rows at a time): no packing, which for
 /// few rows costs as much as the product.
 const GEMV_MAX_ROWS: usize = 12;
+/// Up to this many rows, AVX-512 dot-product blocks beat `matrixmultiply`'s packed GEMM on the
+/// 2-core AMD EPYC (several times over at prefill's ~12-row expert blocks, about even at 128
+/// rows; the mid-size model's prefill, BENCHMARKS.md, went from about 345 to 420 tokens/s).
+const ROW_BLOCKS_MAX_ROWS: usize = 128;
 /// Work (multiply-adds) below which a product runs on the calling thread: a dispatch costs
 /// microseconds (tens of them from outside the pool), more than a small product. Dot products
 /// are bound by memory (this is 256 KiB of weights); a GEMM computes far faster per
@@ -53,12 +59,25 @@ impl<'a> SharedSlice<'a> {
 
 /// `out [m, n] = x [m, k] w [n, k]^T` (all row-major, contiguous).
 pub fn linear(x: &[f32], w: &[f32], m: usize, k: usize, n: usize, out: &mut [f32]) {
-    debug_assert!(x.len() >= m * k && w.len() >= n * k && out.len() >= m * n);
+    assert!(x.len() >= m * k && w.len() >= n * k && out.len() >= m * n, "linear operands too short");
     if m == 0 || n == 0 {
         return;
     }
     if k == 0 {
         out[..m * n].fill(0.0);
+        return;
+    }
+    #[cfg(target_arch = "x86_64")]
+    if m > 1 && m <= ROW_BLOCKS_MAX_ROWS && super::row_blocks::available() {
+        let dst = SharedOut(out.as_mut_ptr());
+        // Chunks of whole weight blocks, so threads never share one.
+        let blocks = n.div_ceil(4);
+        par_ranges(blocks, n * k * m, |b0, b1| {
+            let cols = (4 * b0, (4 * b1).min(n));
+            // SAFETY: x is m x k, w is n x k, out is m x n (asserted above); this task writes
+            // only columns cols.0..cols.1, disjoint from the other tasks'; the CPU has AVX-512.
+            unsafe { super::row_blocks::linear_rows(x, w, (m, k, n), cols, { dst }.0) };
+        });
         return;
     }
     if m <= GEMV_MAX_ROWS {
@@ -325,7 +344,20 @@ mod tests {
 
     #[test]
     fn linear_matches_a_naive_product_for_gemv_and_gemm_sizes() {
-        for &(m, k, n) in &[(1, 3, 5), (1, 300, 513), (3, 64, 1100), (7, 33, 17), (40, 128, 300), (1, 0, 4)] {
+        let sizes = [
+            (1, 3, 5),
+            (1, 300, 513),
+            (3, 64, 1100),
+            (7, 33, 17),
+            (40, 128, 300),
+            (1, 0, 4),
+            (2, 16, 4),
+            (13, 17, 7),
+            (50, 1030, 9),
+            (128, 64, 33),
+            (129, 40, 21),
+        ];
+        for &(m, k, n) in &sizes {
             let x: Vec<f32> = (0..m * k).map(|i| ((i * 7 % 13) as f32 - 6.0) / 7.0).collect();
             let w: Vec<f32> = (0..n * k).map(|i| ((i * 5 % 11) as f32 - 5.0) / 9.0).collect();
             let mut out = vec![f32::NAN; m * n];

@@ -9,6 +9,8 @@ mod linalg;
 mod masks;
 mod moe;
 mod program;
+#[cfg(target_arch = "x86_64")]
+mod row_blocks;
 mod rows;
 mod rows_ir;
 
