@@ -72,12 +72,18 @@ pub fn linear(x: &[f32], w: &[f32], m: usize, k: usize, n: usize, out: &mut [f32
         let dst = SharedOut(out.as_mut_ptr());
         // Chunks of whole weight blocks, so threads never share one.
         let blocks = n.div_ceil(4);
-        par_ranges(blocks, n * k * m, |b0, b1| {
+        let part = |b0: usize, b1: usize| {
             let cols = (4 * b0, (4 * b1).min(n));
             // SAFETY: x is m x k, w is n x k, out is m x n (asserted above); this task writes
             // only columns cols.0..cols.1, disjoint from the other tasks'; the CPU has AVX-512.
             unsafe { super::row_blocks::linear_rows(x, w, (m, k, n), cols, { dst }.0) };
-        });
+        };
+        // Compute-bound like a GEMM: split only work that pays for a dispatch.
+        if m * n * k < PARALLEL_MIN_GEMM {
+            part(0, blocks)
+        } else {
+            par_ranges(blocks, m * n * k, part)
+        }
         return;
     }
     if m <= GEMV_MAX_ROWS {
