@@ -12,7 +12,7 @@
 
 mod common;
 
-use common::Rng;
+use common::{Rng, dims, proptest_config as cfg};
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -25,12 +25,6 @@ use saturn_ir::{
     BinaryOp, Bindings, DType, Dim, ElementwiseExpr, Graph, NodeId, Op, ReduceOp, Rope, RopeLayout,
     SymBindings, Tensor, TensorData, TensorType, UnaryOp, Yarn, eval_shape, evaluate,
 };
-
-/// Few cases (each compiles a library with g++), or `PROPTEST_CASES`.
-fn cfg(cases: u32) -> ProptestConfig {
-    let cases = std::env::var("PROPTEST_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(cases);
-    ProptestConfig { cases, failure_persistence: None, ..ProptestConfig::default() }
-}
 
 /// How an input or param is filled.
 #[derive(Clone, Copy, Debug)]
@@ -58,12 +52,11 @@ impl Fill {
 
     fn tensor(self, rng: &mut Rng, shape: Vec<usize>) -> Tensor {
         let n = shape.iter().product::<usize>();
-        let unit = |rng: &mut Rng| (rng.next() >> 40) as f32 / (1u32 << 23) as f32 - 1.0;
         match self {
-            Fill::Uniform => Tensor::f32(shape, (0..n).map(|_| unit(rng)).collect()),
+            Fill::Uniform => Tensor::f32(shape, (0..n).map(|_| rng.unit()).collect()),
             Fill::Wide => Tensor::f32(
                 shape,
-                (0..n).map(|_| if rng.below(5) == 0 { 0.0 } else { unit(rng) * 1000.0 }).collect(),
+                (0..n).map(|_| if rng.below(5) == 0 { 0.0 } else { rng.unit() * 1000.0 }).collect(),
             ),
             Fill::Extreme => {
                 let mut row_inf = false;
@@ -76,7 +69,7 @@ impl Fill {
                             _ if row_inf => f32::NEG_INFINITY,
                             0 => f32::NAN,
                             1..=4 => f32::NEG_INFINITY,
-                            _ => unit(rng) * 8.0,
+                            _ => rng.unit() * 8.0,
                         }
                     })
                     .collect();
@@ -91,10 +84,6 @@ impl Fill {
 }
 
 type Syms = Vec<(&'static str, u64)>;
-
-fn dims(shape: &[usize]) -> Vec<Dim> {
-    shape.iter().map(|&d| Dim::from(d)).collect()
-}
 
 /// A graph under construction, its params and its inputs (filled anew for every run).
 struct Case {
@@ -356,8 +345,10 @@ proptest! {
 }
 
 /// `arange(P, S)`, the causal mask of scores `[h, S, P + S]`, and a KV cache carried from
-/// step to step: `cache.k [P, d] ++ 2 * new [S, d]` appended in place, the interpreter given
-/// the emulator's previous cache each time, over a prefill and decode steps.
+/// step to step: `cache.k [P, d] ++ 2 * new [S, d]` appended in place, and `cache.v`, whose
+/// output `-(cache.v ++ new)` is computed elsewhere and copied into its buffer after the run;
+/// the interpreter is given the emulator's previous caches each time, over a prefill and
+/// decode steps.
 #[test]
 fn aranges_masks_and_carried_appends_match() {
     for (seed, d) in [(1u64, 3usize), (2, 1), (3, 40)] {
@@ -371,12 +362,17 @@ fn aranges_masks_and_carried_appends_match() {
         let new = c.input("new", &[s, Dim::from(d)], Fill::Uniform);
         let twice = c.op("twice", Op::Binary(BinaryOp::Add), &[new, new]);
         let appended = c.op("appended", Op::Concat { axis: 0 }, &[cache, twice]);
+        let cache_v = c.input("cache.v", &[Dim::sym("P"), Dim::from(d)], Fill::Uniform);
+        let joined = c.op("joined", Op::Concat { axis: 0 }, &[cache_v, new]);
+        let negated = c.op("negated", Op::Unary(UnaryOp::Neg), &[joined]);
         c.out(pos);
         c.out(masked);
         c.g.set_output("cache.k", appended).unwrap();
+        c.g.set_output("cache.v", negated).unwrap();
         let program = CudaProgram::generate(&c.g, "cache.").unwrap();
         let mut emu = Emulator::new(&program, &c.params).unwrap();
         let mut past = Tensor::f32(vec![0, d], vec![]);
+        let mut past_v = past.clone();
         for (s, p) in [(3u64, 0u64), (1, 3), (2, 4), (1, 6)] {
             let bound: SymBindings = [("S".to_string(), s), ("P".to_string(), p)].into();
             let mut inputs = HashMap::new();
@@ -386,10 +382,13 @@ fn aranges_masks_and_carried_appends_match() {
             }
             let got = emu.run(&[("S", s), ("P", p)], &inputs).unwrap();
             inputs.insert("cache.k".into(), past.clone());
+            inputs.insert("cache.v".into(), past_v.clone());
             let want = evaluate(&c.g, &Bindings { symbols: bound, inputs, params: &c.params }).unwrap();
             compare_all(&got, &want).unwrap_or_else(|m| panic!("S={s} P={p}: {m}"));
             past = emu.carried("cache.k").unwrap();
             assert_eq!(past, want["cache.k"], "the carried cache after S={s} P={p}");
+            past_v = emu.carried("cache.v").unwrap();
+            assert_eq!(past_v, want["cache.v"], "the copied cache after S={s} P={p}");
         }
         let err = emu.run(&[("S", 1), ("P", 3)], &HashMap::new()).unwrap_err().to_string();
         assert!(err.contains("input `"), "{err}");

@@ -134,12 +134,13 @@ impl Device for GpuDevice {
         &mut self,
         dst: &mut CudaSlice<u8>,
         src: &CudaSlice<u8>,
+        offset: usize,
         bytes: usize,
     ) -> Result<(), CodegenError> {
         if bytes == 0 {
             return Ok(());
         }
-        let from = src.slice(..bytes);
+        let from = src.slice(offset..offset + bytes);
         let mut to = dst.slice_mut(..bytes);
         self.stream.memcpy_dtod(&from, &mut to).map_err(|e| device_error("copy", e))
     }

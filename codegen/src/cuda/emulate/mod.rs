@@ -1,16 +1,14 @@
-//! A test executor for [`CudaProgram`]s on the CPU, so every generated kernel is checked
-//! against the interpreter where there is no GPU (CI).
+//! The CPU as a CUDA [`Device`] ([`HostDevice`]), so every generated kernel runs and is
+//! checked against the interpreter where there is no GPU (CI), through the same executor
+//! ([`ProgramSet`]: memory plan, carried cache, graph replay) a GPU uses.
 //!
-//! The program's `kernels.cu` is compiled as C++ by g++ with `emulation.h` (CUDA keywords,
+//! A program's `kernels.cu` is compiled as C++ by g++ with `emulation.h` (CUDA keywords,
 //! intrinsics, and a fiber per thread of a block: barriers and warp shuffles behave as on a
-//! GPU, see the header) and one launcher per kernel, then loaded. [`Emulator::new`] uploads the
-//! params and scalars and runs the `init` launches; [`Emulator::run`] lays out the arena as the
-//! device runtime will ([`CudaProgram::arena`], so the memory plan is tested too), appends the
-//! KV cache in its carried buffers, and runs the launches with grids from their extents. Memory
-//! the kernels should overwrite starts as NaN bytes, so a read of an unwritten element shows.
-//! Grids, block sizes and shared memory are checked against CUDA's limits.
+//! GPU, see the header) and one launcher per kernel, then loaded. New allocations are NaN
+//! bytes, so a read of an unwritten element shows. [`Emulator`] is one program on it, for
+//! tests.
 //!
-//! It is a checker, not a runtime: blocks run one after another on the calling thread.
+//! It is a checker, not a fast runtime: blocks run one after another on the calling thread.
 
 mod compile;
 mod memory;
@@ -92,8 +90,14 @@ impl Device for HostDevice {
         Ok(())
     }
 
-    fn copy(&mut self, dst: &mut Memory, src: &Memory, bytes: usize) -> Result<(), CodegenError> {
-        dst.bytes_mut()[..bytes].copy_from_slice(&src.bytes()[..bytes]);
+    fn copy(
+        &mut self,
+        dst: &mut Memory,
+        src: &Memory,
+        offset: usize,
+        bytes: usize,
+    ) -> Result<(), CodegenError> {
+        dst.bytes_mut()[..bytes].copy_from_slice(&src.bytes()[offset..offset + bytes]);
         Ok(())
     }
 

@@ -37,8 +37,14 @@ pub trait Device {
     fn address(&self, mem: &Self::Mem) -> u64;
     fn upload(&mut self, mem: &mut Self::Mem, offset: usize, data: &[u8]) -> Result<(), CodegenError>;
     fn download(&mut self, mem: &Self::Mem, offset: usize, out: &mut [u8]) -> Result<(), CodegenError>;
-    /// Copies the first `bytes` bytes of `src` to the start of `dst`.
-    fn copy(&mut self, dst: &mut Self::Mem, src: &Self::Mem, bytes: usize) -> Result<(), CodegenError>;
+    /// Copies `bytes` bytes of `src` from `offset` to the start of `dst`.
+    fn copy(
+        &mut self,
+        dst: &mut Self::Mem,
+        src: &Self::Mem,
+        offset: usize,
+        bytes: usize,
+    ) -> Result<(), CodegenError>;
     /// A recorded sequence of launches, replayed as one (a CUDA graph).
     type Graph;
     /// Records the launches that follow instead of running them.
@@ -303,8 +309,9 @@ impl<D: Device> ProgramSet<D> {
         let (dtype, bytes) = (buffer_dtype(b)?, eval(&b.name, &b.bytes, &p.program, &values)?);
         let shape = shape_at(b, &p.program, &values)?;
         let mut out = vec![0u8; bytes];
-        let (root, offset) = self.root_offset(index, i, &values)?;
-        self.download_buffer(index, root, offset, &mut out)?;
+        let (root, offset) = root_offset(&self.programs[index].program, i, &values)?;
+        let (mem, base) = root_mem(&self.programs[index], &self.params, &self.carried, root)?;
+        self.device.download(mem, base + offset, &mut out)?;
         Ok(tensor_of(&out, dtype, shape))
     }
 
@@ -357,7 +364,7 @@ impl<D: Device> ProgramSet<D> {
         }
         let size = bytes.max(c.mem.bytes * 2);
         let mut mem = self.device.alloc(size)?;
-        self.device.copy(&mut mem, &c.mem.mem, c.held)?;
+        self.device.copy(&mut mem, &c.mem.mem, 0, c.held)?;
         c.mem = Sized { mem, bytes: size };
         Ok(())
     }
@@ -405,30 +412,29 @@ impl<D: Device> ProgramSet<D> {
     /// outputs appended in place.
     fn prepare_carried(&mut self, index: usize, values: &[u64]) -> Result<(), CodegenError> {
         let p = &self.programs[index].program;
-        let mut need: Vec<(String, usize)> = Vec::new();
+        // Bytes each carried buffer must hold: its rows, and its aliases (the in-place append).
+        let mut room: Vec<Option<usize>> = vec![None; p.buffers.len()];
         for (i, b) in p.buffers.iter().enumerate() {
-            if !matches!(b.storage, Storage::Carried) {
-                continue;
-            }
-            let c = &self.carried[&b.name];
-            let rows = eval(&b.name, &b.bytes, p, values)?;
-            if rows != c.held {
-                let msg = format!("the carried buffer holds {} bytes, these symbols need {rows}", c.held);
-                return Err(run_error(&b.name, msg));
-            }
-            // Aliases of it (the in-place append) must fit too.
-            let mut room = rows;
-            for ab in &p.buffers {
-                if let Storage::Alias { of, offset } = &ab.storage
-                    && *of == i
-                {
-                    let elem = buffer_dtype(ab)?.size_bytes() as u64;
-                    let start = eval(&ab.name, &Extent::of([offset.clone()]).times(elem), p, values)?;
-                    room = room.max(start + eval(&ab.name, &ab.bytes, p, values)?);
+            if matches!(b.storage, Storage::Carried) {
+                let held = self.carried[&b.name].held;
+                let rows = eval(&b.name, &b.bytes, p, values)?;
+                if rows != held {
+                    let msg = format!("the carried buffer holds {held} bytes, these symbols need {rows}");
+                    return Err(run_error(&b.name, msg));
                 }
+                room[i] = Some(rows);
             }
-            need.push((b.name.clone(), room));
         }
+        for (i, b) in p.buffers.iter().enumerate() {
+            let (root, start) = root_offset(p, i, values)?;
+            if root != i
+                && let Some(r) = room[root]
+            {
+                room[root] = Some(r.max(start + eval(&b.name, &b.bytes, p, values)?));
+            }
+        }
+        let need: Vec<(String, usize)> =
+            room.iter().enumerate().filter_map(|(i, r)| Some((p.buffers[i].name.clone(), (*r)?))).collect();
         need.into_iter().try_for_each(|(n, bytes)| self.grow_carried(&n, bytes))
     }
 
@@ -490,14 +496,12 @@ impl<D: Device> ProgramSet<D> {
             room[i] = size;
         }
         for (i, b) in prog.buffers.iter().enumerate() {
-            let Storage::Alias { of, offset } = &b.storage else { continue };
-            if addr[*of] == 0 {
+            let (of, start) = root_offset(prog, i, values)?;
+            if of == i || addr[of] == 0 {
                 continue;
             }
-            let elem = buffer_dtype(b)?.size_bytes() as u64;
-            let start = eval(&b.name, &Extent::of([offset.clone()]).times(elem), prog, values)?;
-            check_room(&b.name, start + eval(&b.name, &b.bytes, prog, values)?, room[*of])?;
-            addr[i] = addr[*of] + start as u64;
+            check_room(&b.name, start + eval(&b.name, &b.bytes, prog, values)?, room[of])?;
+            addr[i] = addr[of] + start as u64;
         }
         Ok(addr)
     }
@@ -545,78 +549,67 @@ impl<D: Device> ProgramSet<D> {
             .map_err(|msg| err(format!("grid {grid:?} x {} threads: {msg}", launch.block)))
     }
 
-    /// After a run: carried outputs not appended in place are copied into their buffers; every
-    /// carried buffer now holds its output's rows.
+    /// After a run: carried outputs not appended in place are copied into their buffers (on
+    /// the device); every carried buffer now holds its output's rows.
     fn finish_carried(&mut self, index: usize, values: &[u64]) -> Result<(), CodegenError> {
-        let outputs = self.programs[index].program.outputs.clone();
-        for (name, i) in outputs {
-            if !self.carried.contains_key(&name) {
+        for o in 0..self.programs[index].program.outputs.len() {
+            let prog = &self.programs[index].program;
+            let (name, i) = &prog.outputs[o];
+            if !self.carried.contains_key(name) {
                 continue;
             }
-            let prog = &self.programs[index].program;
-            let b = &prog.buffers[i];
-            let bytes = eval(&b.name, &b.bytes, prog, values)?;
-            let in_place = matches!(self.root_storage(index, i), Storage::Carried);
-            if !in_place {
-                let mut data = vec![0u8; bytes];
-                let (root, offset) = self.root_offset(index, i, values)?;
-                self.download_buffer(index, root, offset, &mut data)?;
+            let name = name.clone();
+            let bytes = eval(&name, &prog.buffers[*i].bytes, prog, values)?;
+            let (root, offset) = root_offset(prog, *i, values)?;
+            if !matches!(prog.buffers[root].storage, Storage::Carried) {
                 self.grow_carried(&name, bytes)?;
-                let c = self.carried.get_mut(&name).expect("checked above");
-                self.device.upload(&mut c.mem.mem, 0, &data)?;
+                // Out of the map while it is written, so the source may be any other buffer.
+                let mut dst = self.carried.remove(&name).expect("checked above");
+                let copied = root_mem(&self.programs[index], &self.params, &self.carried, root)
+                    .and_then(|(src, base)| self.device.copy(&mut dst.mem.mem, src, base + offset, bytes));
+                self.carried.insert(name.clone(), dst);
+                copied?;
             }
             self.carried.get_mut(&name).expect("checked above").held = bytes;
         }
         Ok(())
     }
+}
 
-    fn root_storage(&self, index: usize, i: usize) -> &Storage {
-        let prog = &self.programs[index].program;
-        match &prog.buffers[i].storage {
-            Storage::Alias { of, .. } => &prog.buffers[*of].storage,
-            s => s,
+/// The buffer whose memory buffer `i` is (itself unless it is an alias), and `i`'s byte offset
+/// in it.
+fn root_offset(p: &CudaProgram, i: usize, values: &[u64]) -> Result<(usize, usize), CodegenError> {
+    let b = &p.buffers[i];
+    match &b.storage {
+        Storage::Alias { of, offset } => {
+            let elem = buffer_dtype(b)?.size_bytes() as u64;
+            Ok((*of, eval(&b.name, &Extent::of([offset.clone()]).times(elem), p, values)?))
         }
+        _ => Ok((i, 0)),
     }
+}
 
-    /// The buffer whose memory buffer `i` is, and `i`'s byte offset in it.
-    fn root_offset(&self, index: usize, i: usize, values: &[u64]) -> Result<(usize, usize), CodegenError> {
-        let prog = &self.programs[index].program;
-        let b = &prog.buffers[i];
-        match &b.storage {
-            Storage::Alias { of, offset } => {
-                let elem = buffer_dtype(b)?.size_bytes() as u64;
-                Ok((*of, eval(&b.name, &Extent::of([offset.clone()]).times(elem), prog, values)?))
-            }
-            _ => Ok((i, 0)),
+/// The memory of root buffer `root` of program `p`, and the buffer's offset in it (the
+/// set's fields apart, so the device stays free to use it).
+fn root_mem<'a, D: Device>(
+    p: &'a Loaded<D>,
+    params: &'a HashMap<String, Sized<D::Mem>>,
+    carried: &'a HashMap<String, CarriedMem<D::Mem>>,
+    root: usize,
+) -> Result<(&'a D::Mem, usize), CodegenError> {
+    let b = &p.program.buffers[root];
+    Ok(match &b.storage {
+        Storage::Param { key } => (&params[key].mem, 0),
+        Storage::Scalar { .. } | Storage::Persistent => (&p.fixed[root].as_ref().expect("allocated").mem, 0),
+        Storage::Input => (&p.inputs[root].as_ref().expect("uploaded").mem, 0),
+        Storage::Carried => (&carried[&b.name].mem.mem, 0),
+        Storage::Arena { .. } => {
+            let offsets = &p.plan.as_ref().expect("planned").1;
+            let o = offsets[root].ok_or_else(|| run_error(&b.name, "has no arena slot"))?;
+            (&p.arena.as_ref().expect("allocated").mem, o)
         }
-    }
-
-    /// Downloads `out.len()` bytes from `offset` of root buffer `root` of program `index`.
-    fn download_buffer(
-        &mut self,
-        index: usize,
-        root: usize,
-        offset: usize,
-        out: &mut [u8],
-    ) -> Result<(), CodegenError> {
-        let p = &self.programs[index];
-        let b = &p.program.buffers[root];
-        let (mem, base) = match &b.storage {
-            Storage::Param { key } => (&self.params[key].mem, 0),
-            Storage::Scalar { .. } | Storage::Persistent => {
-                (&p.fixed[root].as_ref().expect("allocated").mem, 0)
-            }
-            Storage::Input => (&p.inputs[root].as_ref().expect("uploaded").mem, 0),
-            Storage::Carried => (&self.carried[&b.name].mem.mem, 0),
-            Storage::Arena { .. } => {
-                let offsets = &p.plan.as_ref().expect("planned").1;
-                let o = offsets[root].ok_or_else(|| run_error(&b.name, "has no arena slot"))?;
-                (&p.arena.as_ref().expect("allocated").mem, o)
-            }
-            Storage::Alias { .. } => return Err(run_error(&b.name, "an alias of an alias")),
-        };
-        self.device.download(mem, base + offset, out)
-    }
+        Storage::Alias { .. } => return Err(run_error(&b.name, "an alias of an alias")),
+    })
 }
 
 fn check_room(name: &str, need: usize, room: usize) -> Result<(), CodegenError> {
