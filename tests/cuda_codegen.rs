@@ -8,9 +8,8 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
 
-use common::{root, saturn, stderr};
+use common::{cuda_home, root, saturn, stderr};
 use saturn_codegen::cuda::{CudaArch, CudaProgram, CudaTools};
 use saturn_frontend::{CACHED, Phase, TOKENS, load_model, phase_graph};
 use saturn_ir::SymBindings;
@@ -24,12 +23,6 @@ fn program(model: &str, phase: Phase) -> CudaProgram {
     options.symbols = SymBindings::from([(TOKENS.to_string(), 2048), (CACHED.to_string(), 4096)]);
     let graph = optimize(&phase_graph(&model.config, phase).unwrap(), &options).unwrap().graph;
     CudaProgram::generate(&graph, saturn_runtime::CACHE_PREFIX).unwrap()
-}
-
-fn cuda_home() -> PathBuf {
-    std::env::var_os("SATURN_CUDA_HOME")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| root().join(".cuda-tools/nvidia/cu13"))
 }
 
 /// The CUDA tools; a missing install fails with what to run (these tests never skip).

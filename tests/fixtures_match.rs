@@ -138,23 +138,12 @@ fn deepseek_v2_lite_tiny_greedy_generation_matches_transformers() {
 /// clear error (exit code 2, no output written), never a panic.
 #[test]
 fn the_cuda_backend_matches_transformers_or_says_there_is_no_gpu() {
-    let home = common::root().join(".cuda-tools/nvidia/cu13");
-    let home = std::env::var("SATURN_CUDA_HOME").unwrap_or_else(|_| home.to_str().unwrap().to_string());
-    let gpu = ["--backend", "cuda", "--cuda-home", &home];
+    let home = common::cuda_home();
+    let gpu = ["--backend", "cuda", "--cuda-home", home.to_str().unwrap()];
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("out.safetensors");
-    let probe = saturn(&[
-        "eval",
-        "models/deepseek-v3-tiny",
-        "--ids",
-        "3,17",
-        "--out",
-        out.to_str().unwrap(),
-        "--backend",
-        "cuda",
-        "--cuda-home",
-        &home,
-    ]);
+    let args = ["eval", "models/deepseek-v3-tiny", "--ids", "3,17", "--out", out.to_str().unwrap()];
+    let probe = saturn(&[&args[..], &gpu[..]].concat());
     if stderr(&probe).contains("no CUDA driver") {
         assert_eq!(probe.status.code(), Some(2), "{}", stderr(&probe));
         assert!(!out.exists(), "nothing is written without a GPU");

@@ -136,7 +136,7 @@ fn each_op_becomes_its_kernels() {
         let scratch = p.buffers.iter().filter(|b| b.name.contains(".scratch")).count();
         let want: (&[&str], usize) = match name {
             n if n.starts_with("router") => (&["router_topk"], 0),
-            "experts_v3_prefill" => (
+            "experts_v3_prefill" | "experts_tiny_eight" => (
                 &[
                     "moe_slots",
                     "moe_lists",
@@ -161,18 +161,6 @@ fn each_op_becomes_its_kernels() {
                     "moe_combine",
                 ],
                 4,
-            ),
-            "experts_tiny_eight" => (
-                &[
-                    "moe_slots",
-                    "moe_lists",
-                    "moe_tiled_gate",
-                    "moe_tiled_down",
-                    "moe_tiled_gate_shared",
-                    "moe_tiled_down_shared",
-                    "moe_combine",
-                ],
-                7,
             ),
             _ => (&["mla_decode_split", "mla_decode_combine"], 3),
         };

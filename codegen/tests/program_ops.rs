@@ -12,7 +12,7 @@
 
 mod common;
 
-use common::Rng;
+use common::{Rng, dims, proptest_config as cfg};
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -30,31 +30,6 @@ use saturn_ir::{
 // ---------------------------------------------------------------------------------------------
 // Helpers: values, graph building, running both executors.
 // ---------------------------------------------------------------------------------------------
-
-/// Proptest settings: `cases` cases (or `PROPTEST_CASES` when set, for longer hunts), no
-/// regression files written next to the tests.
-fn cfg(cases: u32) -> ProptestConfig {
-    let cases = std::env::var("PROPTEST_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(cases);
-    ProptestConfig { cases, failure_persistence: None, ..ProptestConfig::default() }
-}
-
-/// A small deterministic generator for tensor values (xorshift).
-/// Test data of this file, drawn from the shared generator.
-trait OpData {
-    fn chance(&mut self, p: f64) -> bool;
-    fn unit(&mut self) -> f32;
-}
-
-impl OpData for Rng {
-    fn chance(&mut self, p: f64) -> bool {
-        (self.next() >> 11) as f64 / (1u64 << 53) as f64 <= p && p > 0.0
-    }
-
-    /// Uniform in `[-1, 1)`.
-    fn unit(&mut self) -> f32 {
-        (self.next() >> 40) as f32 / (1u32 << 23) as f32 - 1.0
-    }
-}
 
 /// How an input or param is filled.
 #[derive(Clone, Copy, Debug)]
@@ -124,10 +99,6 @@ type Syms = Vec<(&'static str, u64)>;
 /// One run without symbols.
 fn no_symbols() -> Vec<Syms> {
     vec![vec![]]
-}
-
-fn dims(shape: &[usize]) -> Vec<Dim> {
-    shape.iter().map(|&d| Dim::from(d)).collect()
 }
 
 /// A graph under construction with its params, its inputs (filled anew for every run) and

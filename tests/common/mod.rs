@@ -13,6 +13,15 @@ pub fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
+/// Where the CUDA tools are: `SATURN_CUDA_HOME`, else `.cuda-tools/nvidia/cu13`
+/// (`scripts/install-cuda-tools.sh` installs them there; `scripts/test.sh` runs it).
+pub fn cuda_home() -> PathBuf {
+    std::env::var_os("SATURN_CUDA_HOME")
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root().join(".cuda-tools/nvidia/cu13"))
+}
+
 /// Runs the `saturn` binary with `args` from the repository root.
 pub fn saturn(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_saturn")).args(args).current_dir(root()).output().expect("run saturn")

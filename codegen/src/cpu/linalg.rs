@@ -15,9 +15,9 @@ use rayon::prelude::*;
 /// and stays in cache while it meets every row, four rows at a time): no packing, which for
 /// few rows costs as much as the product.
 const GEMV_MAX_ROWS: usize = 12;
-/// Up to this many rows, AVX-512 dot-product blocks beat `matrixmultiply`'s packed GEMM on the
-/// 2-core AMD EPYC (several times over at prefill's ~12-row expert blocks, about even at 128
-/// rows; the mid-size model's prefill, BENCHMARKS.md, went from about 345 to 420 tokens/s).
+/// Up to this many rows, AVX-512 dot-product blocks are used instead of `matrixmultiply`'s
+/// packed GEMM, whose packing costs as much as the product for prefill's ~12-row expert blocks
+/// (with them the mid-size model's prefill went from about 350 to 420 tokens/s, BENCHMARKS.md).
 const ROW_BLOCKS_MAX_ROWS: usize = 128;
 /// Work (multiply-adds) below which a product runs on the calling thread: a dispatch costs
 /// microseconds (tens of them from outside the pool), more than a small product. Dot products

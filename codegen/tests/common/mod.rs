@@ -1,4 +1,5 @@
-//! What the codegen tests share: a small deterministic generator for test data.
+//! What the codegen tests share: a small deterministic generator for test data, proptest
+//! settings, and where the CUDA tools are.
 
 /// An xorshift64 generator: the same seed gives the same data everywhere.
 pub struct Rng(u64);
@@ -25,6 +26,30 @@ impl Rng {
     pub fn pick<T: Copy>(&mut self, choices: &[T]) -> T {
         choices[self.below(choices.len())]
     }
+
+    /// True with probability `p` (never for `p <= 0`).
+    pub fn chance(&mut self, p: f64) -> bool {
+        (self.next() >> 11) as f64 / (1u64 << 53) as f64 <= p && p > 0.0
+    }
+
+    /// Uniform in `[-1, 1)`.
+    pub fn unit(&mut self) -> f32 {
+        (self.next() >> 40) as f32 / (1u32 << 23) as f32 - 1.0
+    }
+}
+
+/// Proptest settings: `cases` cases (or `PROPTEST_CASES` when set, for longer hunts), no
+/// regression files written next to the tests.
+#[allow(dead_code)]
+pub fn proptest_config(cases: u32) -> proptest::test_runner::Config {
+    let cases = std::env::var("PROPTEST_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(cases);
+    proptest::test_runner::Config { cases, failure_persistence: None, ..Default::default() }
+}
+
+/// A shape of constant dims.
+#[allow(dead_code)]
+pub fn dims(shape: &[usize]) -> Vec<saturn_ir::Dim> {
+    shape.iter().map(|&d| saturn_ir::Dim::from(d)).collect()
 }
 
 /// Where the CUDA tools are: `SATURN_CUDA_HOME`, else `<repo>/.cuda-tools/nvidia/cu13`
