@@ -366,10 +366,21 @@ mod tests {
         for &(m, k, n) in &sizes {
             let x: Vec<f32> = (0..m * k).map(|i| ((i * 7 % 13) as f32 - 6.0) / 7.0).collect();
             let w: Vec<f32> = (0..n * k).map(|i| ((i * 5 % 11) as f32 - 5.0) / 9.0).collect();
+            let want = naive(&x, &w, m, k, n);
+            let check = |out: &[f32], path: &str| {
+                for (a, b) in out.iter().zip(&want) {
+                    assert!((a - b).abs() <= 1e-4 * (1.0 + b.abs()), "{path} {m}x{k}x{n}: {a} vs {b}");
+                }
+            };
             let mut out = vec![f32::NAN; m * n];
             linear(&x, &w, m, k, n, &mut out);
-            for (a, b) in out.iter().zip(naive(&x, &w, m, k, n)) {
-                assert!((a - b).abs() <= 1e-4 * (1.0 + b.abs()), "{m}x{k}x{n}: {a} vs {b}");
+            check(&out, "linear");
+            // The dot-product path, which CPUs without AVX-512 take for a few rows (with
+            // AVX-512, `linear` takes the row blocks).
+            if m <= GEMV_MAX_ROWS {
+                out.fill(f32::NAN);
+                gemv_rows(&x, &w, m, k, n, &mut out);
+                check(&out, "gemv_rows");
             }
         }
     }
