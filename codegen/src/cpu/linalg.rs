@@ -362,6 +362,8 @@ mod tests {
             (50, 1030, 9),
             (128, 64, 33),
             (129, 40, 21),
+            // Split across threads, with a last block of one weight row.
+            (64, 256, 301),
         ];
         for &(m, k, n) in &sizes {
             let x: Vec<f32> = (0..m * k).map(|i| ((i * 7 % 13) as f32 - 6.0) / 7.0).collect();

@@ -34,69 +34,140 @@ pub unsafe fn linear_rows(
     (n0, n1): (usize, usize),
     out: *mut f32,
 ) {
-    use std::arch::x86_64::*;
     debug_assert!(x.len() >= m * k && w.len() >= n1 * k && n1 <= n);
-    if m == 0 || n0 >= n1 {
+    if m == 0 || n0 >= n1 || k == 0 {
         return;
     }
-    let full = k / 16 * 16;
-    let tail: __mmask16 = ((1u32 << (k - full)) - 1) as __mmask16;
+    // Whole blocks are read in place; a last block of fewer weight rows is copied into
+    // zero-padded rows, so every block has the same shape (one base pointer and a stride).
+    let whole = n0 + (n1 - n0) / WEIGHTS * WEIGHTS;
+    let padded = (whole < n1).then(|| {
+        let mut rows = vec![0f32; WEIGHTS * k];
+        rows[..(n1 - whole) * k].copy_from_slice(&w[whole * k..n1 * k]);
+        rows
+    });
     for chunk in (0..m).step_by(CHUNK) {
-        let rows = (m - chunk).min(CHUNK);
-        // SAFETY: the chunk's rows are inside `x` and `out`, as the caller's are.
-        unsafe { chunk_rows(&x[chunk * k..], w, (rows, k, n), (n0, n1), (full, tail), out.add(chunk * n)) };
+        let x = &x[chunk * k..(m.min(chunk + CHUNK)) * k];
+        // SAFETY: the chunk's output rows are inside `out`, as the caller's are.
+        let out = unsafe { out.add(chunk * n) };
+        for j in (n0..whole).step_by(WEIGHTS) {
+            // SAFETY: weight rows j..j + WEIGHTS are inside `w` (j + WEIGHTS <= whole <= n1);
+            // output columns j..j + WEIGHTS are this call's.
+            unsafe { block(x, w[j * k..].as_ptr(), k, out.add(j), n, WEIGHTS) };
+        }
+        if let Some(rows) = &padded {
+            // SAFETY: `rows` holds WEIGHTS rows of k; only columns whole..n1 are written.
+            unsafe { block(x, rows.as_ptr(), k, out.add(whole), n, n1 - whole) };
+        }
     }
 }
 
-/// [`linear_rows`] for at most [`CHUNK`] rows.
+/// Every row of `x` (row stride `k`) against one block of [`WEIGHTS`] weight rows at `w`
+/// (row stride `k`), writing the first `cols` columns of the block's output.
+///
+/// # Safety
+/// `w` points at [`WEIGHTS`] rows of `k`; `out` has `x.len() / k` rows of stride `n` with
+/// `cols` writable elements each.
 #[target_feature(enable = "avx512f")]
-unsafe fn chunk_rows(
-    x: &[f32],
-    w: &[f32],
-    (m, k, n): (usize, usize, usize),
-    (n0, n1): (usize, usize),
-    (full, tail): (usize, std::arch::x86_64::__mmask16),
+unsafe fn block(x: &[f32], w: *const f32, k: usize, out: *mut f32, n: usize, cols: usize) {
+    let m = x.len() / k;
+    let mut r = 0;
+    while r < m {
+        let rows = (m - r).min(ROWS);
+        // SAFETY: rows r..r + rows of x and of the output exist (the caller's contract).
+        unsafe {
+            let (x, out) = (x[r * k..].as_ptr(), out.add(r * n));
+            // The first pass over the block also fetches the next block's weight rows (for
+            // the last block, addresses past the weights: a prefetch never faults).
+            match (rows, r == 0) {
+                (1, true) => tile::<1, true>(x, w, k, out, n, cols),
+                (2, true) => tile::<2, true>(x, w, k, out, n, cols),
+                (3, true) => tile::<3, true>(x, w, k, out, n, cols),
+                (4, true) => tile::<4, true>(x, w, k, out, n, cols),
+                (5, true) => tile::<5, true>(x, w, k, out, n, cols),
+                (_, true) => tile::<ROWS, true>(x, w, k, out, n, cols),
+                (1, false) => tile::<1, false>(x, w, k, out, n, cols),
+                (2, false) => tile::<2, false>(x, w, k, out, n, cols),
+                (3, false) => tile::<3, false>(x, w, k, out, n, cols),
+                (4, false) => tile::<4, false>(x, w, k, out, n, cols),
+                (5, false) => tile::<5, false>(x, w, k, out, n, cols),
+                (_, false) => tile::<ROWS, false>(x, w, k, out, n, cols),
+            }
+        }
+        r += rows;
+    }
+}
+
+/// `R` rows of `x` against [`WEIGHTS`] weight rows: `R x 4` dot products in registers, `R`
+/// x-vectors and 4 weight vectors loaded per 16 elements of `k`. With `FETCH`, the next
+/// [`WEIGHTS`] weight rows are prefetched alongside: one core's demand loads alone stream a
+/// few rows from memory at well under its share of the bandwidth (about half, measured).
+///
+/// Written with one base pointer per operand and fixed-size accumulators, so that LLVM keeps
+/// all 24 accumulators in registers (check the inner loop's assembly for stack traffic after
+/// changing it: spilled accumulators halve the rate).
+///
+/// # Safety
+/// `x` points at `R` rows of `k`, `w` at [`WEIGHTS`] rows of `k`; `out` has `R` rows of
+/// stride `n` with `cols` writable elements each.
+#[inline(never)]
+#[target_feature(enable = "avx512f")]
+unsafe fn tile<const R: usize, const FETCH: bool>(
+    x: *const f32,
+    w: *const f32,
+    k: usize,
     out: *mut f32,
+    n: usize,
+    cols: usize,
 ) {
     use std::arch::x86_64::*;
-    let mut j = n0;
-    while j < n1 {
-        // Fewer weight rows than a block repeat the last (their results are dropped).
-        let wrows: [*const f32; WEIGHTS] = std::array::from_fn(|i| w[(j + i).min(n1 - 1) * k..].as_ptr());
-        let mut r = 0;
-        while r < m {
-            let xrows: [*const f32; ROWS] = std::array::from_fn(|i| x[(r + i).min(m - 1) * k..].as_ptr());
-            let mut acc = [_mm512_setzero_ps(); ROWS * WEIGHTS];
-            let mut c = 0;
-            while c < k {
-                // SAFETY: every row has k elements; c + 16 <= k, or the load is masked to the
-                // `k - full` elements left.
-                unsafe {
-                    let load = |p: *const f32| {
-                        if c < full {
-                            _mm512_loadu_ps(p.add(c))
-                        } else {
-                            _mm512_maskz_loadu_ps(tail, p.add(c))
-                        }
-                    };
-                    let wv: [__m512; WEIGHTS] = std::array::from_fn(|i| load(wrows[i]));
-                    for (xi, &xp) in xrows.iter().enumerate() {
-                        let xv = load(xp);
-                        for (wi, &wvi) in wv.iter().enumerate() {
-                            acc[xi * WEIGHTS + wi] = _mm512_fmadd_ps(xv, wvi, acc[xi * WEIGHTS + wi]);
-                        }
-                    }
-                }
-                c += 16;
+    let mut acc = [_mm512_setzero_ps(); ROWS * WEIGHTS];
+    // One step of 16 elements at `c`, loading through `$load`.
+    macro_rules! step {
+        ($c:expr, $load:ident $(, $mask:expr)?) => {{
+            let c = $c;
+            let w0 = $load($($mask,)? w.add(c));
+            let w1 = $load($($mask,)? w.add(k + c));
+            let w2 = $load($($mask,)? w.add(2 * k + c));
+            let w3 = $load($($mask,)? w.add(3 * k + c));
+            for r in 0..R {
+                let xv = $load($($mask,)? x.add(r * k + c));
+                acc[r * WEIGHTS] = _mm512_fmadd_ps(xv, w0, acc[r * WEIGHTS]);
+                acc[r * WEIGHTS + 1] = _mm512_fmadd_ps(xv, w1, acc[r * WEIGHTS + 1]);
+                acc[r * WEIGHTS + 2] = _mm512_fmadd_ps(xv, w2, acc[r * WEIGHTS + 2]);
+                acc[r * WEIGHTS + 3] = _mm512_fmadd_ps(xv, w3, acc[r * WEIGHTS + 3]);
             }
-            for xi in 0..ROWS.min(m - r) {
-                for wi in 0..WEIGHTS.min(n1 - j) {
-                    // SAFETY: (r + xi, j + wi) is inside the m x n output, in this call's columns.
-                    unsafe { *out.add((r + xi) * n + j + wi) = _mm512_reduce_add_ps(acc[xi * WEIGHTS + wi]) };
+        }};
+    }
+    let mut c = 0;
+    // SAFETY: whole vectors end at or before k; the tail's masked loads read only the
+    // `k - c` elements left of each row.
+    unsafe {
+        while c + 16 <= k {
+            if FETCH {
+                for i in WEIGHTS..2 * WEIGHTS {
+                    _mm_prefetch::<_MM_HINT_T0>(w.wrapping_add(i * k + c) as *const i8);
                 }
             }
-            r += ROWS;
+            step!(c, _mm512_loadu_ps);
+            c += 16;
         }
-        j += WEIGHTS;
+        if c < k {
+            let mask: __mmask16 = ((1u32 << (k - c)) - 1) as __mmask16;
+            step!(c, _mm512_maskz_loadu_ps, mask);
+        }
+        // The sums go through memory (`black_box`): reduced straight into strided stores,
+        // LLVM packs them with VEX-only shuffles, which confines the accumulators to 16
+        // registers and spills the rest inside the loop above.
+        let mut sums = [0f32; ROWS * WEIGHTS];
+        for (s, &a) in sums.iter_mut().zip(&acc) {
+            *s = _mm512_reduce_add_ps(a);
+        }
+        let sums = std::hint::black_box(sums);
+        for r in 0..R {
+            for (i, &s) in sums[r * WEIGHTS..(r + 1) * WEIGHTS].iter().enumerate().take(cols) {
+                *out.add(r * n + i) = s;
+            }
+        }
     }
 }
