@@ -19,6 +19,8 @@
 
 use std::sync::{Mutex, PoisonError};
 
+use rayon::prelude::*;
+
 use cranelift_codegen::ir::types;
 use cranelift_jit::JITModule;
 use saturn_ir::{ReduceOp, Rope, RopeLayout};
@@ -98,8 +100,12 @@ impl RowKernels {
             out.len()
         );
         let rows = x.len().min(out.len()).checked_div(d).unwrap_or(0);
-        // SAFETY: the kernel reads `x[..rows * d]` and `w[..d]` and writes `out[..rows * d]`.
-        unsafe { (self.rms_norm)(x.as_ptr(), w.as_ptr(), out.as_mut_ptr(), rows, d, eps) }
+        let kernel = self.rms_norm;
+        split_rows(rows, (d, d), x, out, |rows, x, out| {
+            // SAFETY: the kernel reads `x[..rows * d]` and `w[..d]` and writes `out[..rows * d]`,
+            // which `split_rows` hands over.
+            unsafe { kernel(x.as_ptr(), w.as_ptr(), out.as_mut_ptr(), rows, d, eps) }
+        });
     }
 
     /// Softmax of `x` viewed as `[outer, n, inner]`, along `n`, into `out` (same size): the
@@ -118,8 +124,12 @@ impl RowKernels {
             return;
         }
         let outer = fit(outer, per, len);
-        // SAFETY: the kernel touches elements below `outer * n * inner <= len` of `x` and `out`.
-        unsafe { (self.softmax)(x.as_ptr(), out.as_mut_ptr(), outer, n, inner) }
+        let (kernel, per) = (self.softmax, n * inner);
+        split_rows(outer, (per, per), x, out, |outer, x, out| {
+            // SAFETY: the kernel touches elements below `outer * n * inner` of `x` and `out`,
+            // which `split_rows` hands over.
+            unsafe { kernel(x.as_ptr(), out.as_mut_ptr(), outer, n, inner) }
+        });
     }
 
     /// Reduces `x` viewed as `[outer, n, inner]` along `n` into `out` `[outer, inner]`: `Sum`
@@ -143,9 +153,11 @@ impl RowKernels {
             ReduceOp::Mean => self.mean,
             ReduceOp::Max => self.max,
         };
-        // SAFETY: the kernel reads `x` below `outer * n * inner <= x.len()` and writes `out`
-        // below `outer * inner <= out.len()`.
-        unsafe { kernel(x.as_ptr(), out.as_mut_ptr(), outer, n, inner) }
+        split_rows(outer, (n * inner, inner), x, out, |outer, x, out| {
+            // SAFETY: the kernel reads `x` below `outer * n * inner` and writes `out` below
+            // `outer * inner`, which `split_rows` hands over.
+            unsafe { kernel(x.as_ptr(), out.as_mut_ptr(), outer, n, inner) }
+        });
     }
 
     /// RoPE of `x` `[S, rest.., d]` (row-major) into `out` (same size): every vector in row `s`
@@ -213,6 +225,32 @@ impl Drop for RowKernels {
             unsafe { module.free_memory() };
         }
     }
+}
+
+/// Elements of input below which a row kernel runs on the calling thread: a dispatch costs
+/// microseconds, these kernels a few nanoseconds per element.
+const PARALLEL_MIN_ELEMENTS: usize = 1 << 15;
+
+/// Runs `f(rows, x, out)` over `rows` independent rows of `per.0` input and `per.1` output
+/// elements, in contiguous parts across threads when the input is large enough. Each row's
+/// arithmetic is the same wherever it runs, so the results are too.
+fn split_rows(
+    rows: usize,
+    (per_in, per_out): (usize, usize),
+    x: &[f32],
+    out: &mut [f32],
+    f: impl Fn(usize, &[f32], &mut [f32]) + Sync,
+) {
+    let threads = rayon::current_num_threads();
+    if rows < 2 || threads < 2 || per_in == 0 || per_out == 0 || rows * per_in < PARALLEL_MIN_ELEMENTS {
+        f(rows, x, out);
+        return;
+    }
+    let chunk = rows.div_ceil(threads);
+    let (x, out) = (&x[..rows * per_in], &mut out[..rows * per_out]);
+    x.par_chunks(chunk * per_in)
+        .zip(out.par_chunks_mut(chunk * per_out))
+        .for_each(|(x, out)| f(x.len() / per_in, x, out));
 }
 
 /// `outer` clamped so that `outer` blocks of `per` elements fit in `len`; an overflowing `per`
