@@ -1,7 +1,7 @@
 //! The CUDA kernels of the index family (elementwise with broadcasting, where, cast, arange,
 //! causal mask, expand, permute, slice, concat, gather, carried appends) and of the rows family
-//! (reductions, softmax, RMSNorm, top-k mask, RoPE) run on the CPU emulator against the
-//! interpreter.
+//! (reductions, softmax, RMSNorm, top-k mask, RoPE), matrix products and
+//! `mla_decode_attention` run on the CPU emulator against the interpreter.
 //!
 //! Each property test builds a small graph with random shapes and attributes (proptest, so
 //! failures shrink) and random values (from the case's seed), generates its CUDA program, runs
@@ -427,5 +427,31 @@ proptest! {
             c.out(id);
         }
         c.check(&[vec![("S", rows as u64)], vec![("S", 1)]])?;
+    }
+}
+
+proptest! {
+    #![proptest_config(cfg(8))]
+    /// `mla_decode_attention` with and without batch dims, over `T = P + S` cached latent rows:
+    /// several queries, caches longer than one split (256 keys), queries that see no key.
+    #[test]
+    fn mla_decode_attention_matches(
+        batch in prop_oneof![Just(vec![]), vec(1usize..=2, 1..=2)],
+        (h, c_dim, r) in (1usize..=3, 1usize..=40, 1usize..=8),
+        runs in vec((1u64..=3, prop_oneof![0u64..=4, 250u64..=300]), 1..=2),
+        seed in any::<u64>(),
+    ) {
+        let mut c = Case::new(seed);
+        let s = Dim::sym("S");
+        let t = Dim::sym("P").add(&s);
+        let batched = |rest: &[Dim]| dims(&batch).into_iter().chain(rest.iter().cloned()).collect::<Vec<_>>();
+        let q = c.input("q_latent", &batched(&[Dim::from(h), s.clone(), Dim::from(c_dim)]), Fill::Uniform);
+        let qr = c.input("q_rope", &batched(&[Dim::from(h), s, Dim::from(r)]), Fill::Uniform);
+        let latent = c.input("latent", &batched(&[t.clone(), Dim::from(c_dim)]), Fill::Uniform);
+        let k_pe = c.input("k_pe", &batched(&[t, Dim::from(r)]), Fill::Uniform);
+        let y = c.op("y", Op::MlaDecodeAttention { scale: 0.4 }, &[q, qr, latent, k_pe]);
+        c.out(y);
+        let runs: Vec<Syms> = runs.iter().map(|&(s, p)| vec![("S", s), ("P", p)]).collect();
+        c.check(&runs)?;
     }
 }

@@ -988,19 +988,30 @@ fn experts_case(
 }
 
 /// `mla_decode_attention` of `h` heads over `T = P + S` latent rows of width `c_dim` (rope width
-/// `r`): the rows an input, or the concat of cached `[P, ..]` and new `[S, ..]` rows.
-fn mla_case(seed: u64, (h, c_dim, r): (usize, usize, usize), scale: f64, from_cache: bool) -> Case {
+/// `r`), with leading `batch` dims: the rows an input, or the concat of cached `[.., P, ..]` and
+/// new `[.., S, ..]` rows.
+fn mla_case(
+    seed: u64,
+    batch: &[usize],
+    (h, c_dim, r): (usize, usize, usize),
+    scale: f64,
+    from_cache: bool,
+) -> Case {
     let mut c = Case::new(seed);
     let s = Dim::sym("S");
-    let q = c.input("q_latent", &[Dim::from(h), s.clone(), Dim::from(c_dim)], Fill::Uniform);
-    let qr = c.input("q_rope", &[Dim::from(h), s.clone(), Dim::from(r)], Fill::Uniform);
+    let batched =
+        |rest: &[Dim]| batch.iter().map(|&b| Dim::from(b)).chain(rest.iter().cloned()).collect::<Vec<_>>();
+    let q = c.input("q_latent", &batched(&[Dim::from(h), s.clone(), Dim::from(c_dim)]), Fill::Uniform);
+    let qr = c.input("q_rope", &batched(&[Dim::from(h), s.clone(), Dim::from(r)]), Fill::Uniform);
     let rows = |c: &mut Case, name: &str, width: usize| {
         if from_cache {
-            let old = c.input(&format!("{name}.old"), &[Dim::sym("P"), Dim::from(width)], Fill::Uniform);
-            let new = c.input(&format!("{name}.new"), &[s.clone(), Dim::from(width)], Fill::Uniform);
-            c.op(name, Op::Concat { axis: 0 }, &[old, new])
+            let old = batched(&[Dim::sym("P"), Dim::from(width)]);
+            let old = c.input(&format!("{name}.old"), &old, Fill::Uniform);
+            let new =
+                c.input(&format!("{name}.new"), &batched(&[s.clone(), Dim::from(width)]), Fill::Uniform);
+            c.op(name, Op::Concat { axis: batch.len() }, &[old, new])
         } else {
-            c.input(name, &[p_plus_s(), Dim::from(width)], Fill::Uniform)
+            c.input(name, &batched(&[p_plus_s(), Dim::from(width)]), Fill::Uniform)
         }
     };
     let latent = rows(&mut c, "latent", c_dim);
@@ -1033,16 +1044,18 @@ proptest! {
     }
 
     /// `mla_decode_attention` over `T = P + S` latent rows (an input, or the concat of cached
-    /// and new rows), S = 1 and S > 1, several `(S, P)` on one workspace.
+    /// and new rows), S = 1 and S > 1, several `(S, P)` on one workspace, with and without
+    /// batch dims.
     #[test]
     fn mla_decode_attention_matches(
+        batch in prop_oneof![Just(vec![]), vec(1usize..=3, 1..=2)],
         (h, c_dim, r) in (1usize..=4, 1usize..=40, 1usize..=8),
         scale in prop_oneof![Just(0.1), Just(0.35), Just(1.0)],
         runs in vec((1u64..=4, 0u64..=6), 1..=3),
         from_cache in any::<bool>(),
         seed in any::<u64>(),
     ) {
-        mla_case(seed, (h, c_dim, r), scale, from_cache).check(&sp_runs(&runs))?;
+        mla_case(seed, &batch, (h, c_dim, r), scale, from_cache).check(&sp_runs(&runs))?;
     }
 }
 
@@ -1078,14 +1091,15 @@ proptest! {
         c.check(&s_runs(&[1, t]))?;
     }
 
-    /// `mla_decode_attention` large enough to split heads across threads.
+    /// `mla_decode_attention` large enough to split heads (and batch elements) across threads.
     #[test]
     fn large_mla_decode_attention_matches(
+        batch in prop_oneof![Just(vec![]), Just(vec![2])],
         runs in vec((1u64..=3, 60u64..=80), 1..=2),
         from_cache in any::<bool>(),
         seed in any::<u64>(),
     ) {
-        mla_case(seed, (8, 64, 16), 0.125, from_cache).check(&sp_runs(&runs))?;
+        mla_case(seed, &batch, (8, 64, 16), 0.125, from_cache).check(&sp_runs(&runs))?;
     }
 }
 
@@ -1101,7 +1115,7 @@ proptest! {
         sigmoid in any::<bool>(),
         seed in any::<u64>(),
     ) {
-        let mut a = mla_case(seed, (2, 8, 4), 0.3, from_cache);
+        let mut a = mla_case(seed, &[], (2, 8, 4), 0.3, from_cache);
         let mut b = experts_case(seed ^ 1, Dim::sym("S"), (8, 6, 4, 2), Some(3), sigmoid);
         let (pa, pb) = (a.compile()?, b.compile()?);
         let mut ws = Workspace::new();

@@ -301,17 +301,22 @@ fn infer(op: &Op, x: &[&TensorType], declared: Option<&TensorType>) -> Result<Te
                 same_dtype(x[0], t)?;
             }
             let (q, qr, lat, kpe) = (&x[0].shape, &x[1].shape, &x[2].shape, &x[3].shape);
-            let ok = q.len() == 3
-                && qr.len() == 3
-                && lat.len() == 2
-                && kpe.len() == 2
-                && qr[..2] == q[..2]
-                && lat[1] == q[2]
-                && kpe[0] == lat[0]
-                && kpe[1] == qr[2];
+            // Leading batch dims: whatever precedes [H, S, C], the same on every operand.
+            let b = q.len().saturating_sub(3);
+            let ok = q.len() >= 3
+                && qr.len() == b + 3
+                && lat.len() == b + 2
+                && kpe.len() == b + 2
+                && qr[..b] == q[..b]
+                && lat[..b] == q[..b]
+                && kpe[..b] == q[..b]
+                && qr[b..b + 2] == q[b..b + 2]
+                && lat[b + 1] == q[b + 2]
+                && kpe[b] == lat[b]
+                && kpe[b + 1] == qr[b + 2];
             if !ok {
                 return Err(format!(
-                    "operands must be q_latent [H, S, C], q_rope [H, S, R], latent [T, C], k_pe [T, R]; got {}, {}, {}, {}",
+                    "operands must be q_latent [B.., H, S, C], q_rope [B.., H, S, R], latent [B.., T, C], k_pe [B.., T, R] (the same batch dims B.. on each); got {}, {}, {}, {}",
                     x[0], x[1], x[2], x[3]
                 ));
             }

@@ -155,10 +155,12 @@ pub enum Op {
     /// a non-zero weight (at most `k` per token), plus the shared expert's output. Grouped-GEMM
     /// semantics: each expert runs once on the tokens routed to it.
     GroupedExperts { k: u64 },
-    /// `(q_latent [H, S, C], q_rope [H, S, R], latent [T, C], k_pe [T, R])`: multi-head latent
-    /// attention over a latent cache, `[H, S, C]`. For head `h` and query `s` (at position
-    /// `s + T - S`): `score[t] = (q_latent[h, s] . latent[t] + q_rope[h, s] . k_pe[t]) * scale` for
-    /// `t <= s + T - S` (the rest masked), `p = softmax(score)`, result `sum_t p[t] latent[t]`.
+    /// `(q_latent [B.., H, S, C], q_rope [B.., H, S, R], latent [B.., T, C], k_pe [B.., T, R])`:
+    /// multi-head latent attention over a latent cache, `[B.., H, S, C]`. For head `h` and query
+    /// `s` (at position `s + T - S`): `score[t] = (q_latent[h, s] . latent[t] + q_rope[h, s] .
+    /// k_pe[t]) * scale` for `t <= s + T - S` (the rest masked), `p = softmax(score)`, result
+    /// `sum_t p[t] latent[t]`. Optional leading batch dims `B..`, the same on all four operands:
+    /// each batch element attends over its own cache (a batch of sequences decoding together).
     MlaDecodeAttention { scale: f64 },
 }
 

@@ -548,3 +548,69 @@ fn mla_decode_attention_by_hand() {
         assert!((a - b).abs() < 1e-6, "{a} vs {b}");
     }
 }
+
+/// With leading batch dims, each batch element attends over its own cache: the batched op
+/// gives exactly what the unbatched op gives on each element's slices. Mismatched batch dims
+/// are a type error.
+#[test]
+fn mla_decode_attention_batches_are_independent_sequences() {
+    use saturn_ir::{Bindings, DType, Graph, Op, SymBindings, Tensor, TensorType, evaluate};
+    use std::collections::HashMap;
+    let (h, s, c, r, t) = (3usize, 2usize, 5usize, 2usize, 4usize);
+    let batch = [2usize, 3];
+    let shapes = |b: &[usize]| {
+        let with = |rest: &[usize]| b.iter().chain(rest).copied().collect::<Vec<usize>>();
+        [with(&[h, s, c]), with(&[h, s, r]), with(&[t, c]), with(&[t, r])]
+    };
+    let graph = |b: &[usize]| {
+        let mut g = Graph::new("g");
+        let ids: Vec<_> = ["q", "qr", "lat", "kpe"]
+            .iter()
+            .zip(shapes(b))
+            .map(|(name, shape)| {
+                let ty = TensorType::new(DType::F32, shape.iter().map(|&d| d as u64));
+                g.add(*name, Op::Input, &[], Some(ty)).unwrap()
+            })
+            .collect();
+        let y = g.add("y", Op::MlaDecodeAttention { scale: 0.3 }, &ids, None).unwrap();
+        g.set_output("y", y).unwrap();
+        g
+    };
+    let run = |g: &Graph, data: [Vec<f32>; 4], b: &[usize]| {
+        let inputs = ["q", "qr", "lat", "kpe"]
+            .iter()
+            .zip(shapes(b))
+            .zip(data)
+            .map(|((name, shape), v)| (name.to_string(), Tensor::f32(shape, v)))
+            .collect();
+        let params: HashMap<String, Tensor> = HashMap::new();
+        let bindings = Bindings { symbols: SymBindings::new(), inputs, params: &params };
+        evaluate(g, &bindings).unwrap().remove("y").unwrap().as_f32().unwrap().to_vec()
+    };
+    let per = [h * s * c, h * s * r, t * c, t * r];
+    let n: usize = batch.iter().product();
+    let mut seed = 7u32;
+    let mut next = || {
+        seed = seed.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+        (seed >> 8) as f32 / (1u32 << 24) as f32 - 0.5
+    };
+    let data: [Vec<f32>; 4] = std::array::from_fn(|i| (0..n * per[i]).map(|_| next()).collect());
+    let batched = run(&graph(&batch), data.clone(), &batch);
+    let single = graph(&[]);
+    for e in 0..n {
+        let slice: [Vec<f32>; 4] = std::array::from_fn(|i| data[i][e * per[i]..(e + 1) * per[i]].to_vec());
+        assert_eq!(run(&single, slice, &[]), batched[e * per[0]..(e + 1) * per[0]], "batch element {e}");
+    }
+
+    // A cache whose batch dims differ from the query's does not type-check.
+    let mut g = Graph::new("g");
+    let leaf = |g: &mut Graph, name: &str, shape: &[u64]| {
+        g.add(name, Op::Input, &[], Some(TensorType::new(DType::F32, shape.iter().copied()))).unwrap()
+    };
+    let q = leaf(&mut g, "q", &[2, 3, 1, 4]);
+    let qr = leaf(&mut g, "qr", &[2, 3, 1, 2]);
+    let lat = leaf(&mut g, "lat", &[3, 5, 4]);
+    let kpe = leaf(&mut g, "kpe", &[3, 5, 2]);
+    let err = g.add("y", Op::MlaDecodeAttention { scale: 1.0 }, &[q, qr, lat, kpe], None).unwrap_err();
+    assert!(err.to_string().contains("the same batch dims"), "{err}");
+}

@@ -116,7 +116,11 @@ fn kernel_work(
         // Scores against latent and rope key, softmax, and the weighted sum of latents; the
         // scores stay on chip (`out_elements / C` rows of `T` keys each).
         Op::MlaDecodeAttention { .. } => {
-            let keys = inputs.get(2).and_then(|l| l.shape.first()).map_or(0.0, |t| dim_value(t, syms));
+            // latent is [B.., T, C].
+            let keys = inputs
+                .get(2)
+                .and_then(|l| l.shape.len().checked_sub(2).map(|at| &l.shape[at]))
+                .map_or(0.0, |t| dim_value(t, syms));
             let rope = inputs.get(1).and_then(|q| q.shape.last()).map_or(0.0, |r| dim_value(r, syms));
             let rows = out_elements / contraction.max(1.0);
             rows * keys * (2.0 * (contraction + rope) + 5.0 + 2.0 * contraction)

@@ -314,9 +314,12 @@ pub(super) fn exec(kernel: &Kernel, args: &[View], out: &View, env: &mut Env) ->
                 latent: args[2].f32(),
                 k_pe: args[3].f32(),
             };
+            // Leading batch dims, flattened.
+            let nb = q.len() - 3;
+            let batch = q[..nb].iter().product();
             mla_decode_attention(
                 &ops,
-                (q[0], q[1], q[2], qr[2], lat[0]),
+                (batch, q[nb], q[nb + 1], q[nb + 2], qr[nb + 2], lat[nb]),
                 *scale as f32,
                 &mut s.a,
                 out.f32_mut(),

@@ -3,7 +3,8 @@
 //! unnormalised output; a second kernel rescales and adds the chunks of each (head, query).
 //!
 //! The heads of a block share each latent row they read (all heads attend to the same latent
-//! cache), so the cache is read once per head group rather than once per head.
+//! cache), so the cache is read once per head group rather than once per head. Batch elements
+//! (leading dims, each with its own cache) are the grid's third axis.
 
 use saturn_ir::Dim;
 
@@ -30,6 +31,10 @@ const SPLIT: &str = r#"  const long long S = ${S}, T = ${T};
   const int hg = (int)(blockIdx.x % ${HG});
   const long long s = blockIdx.x / ${HG};
   const long long split = blockIdx.y;
+  // This batch element's query and cache.
+  const long long bz = blockIdx.z;
+  const float* qlb = q_latent + bz * ${H} * S * ${C};
+  const float* qrb = q_rope + bz * ${H} * S * ${R};
   const long long t0 = split * ${CHUNK};
   // Query s sits at position s + T - S and sees keys up to there.
   const long long pos = s + T - S;
@@ -40,7 +45,7 @@ const SPLIT: &str = r#"  const long long S = ${S}, T = ${T};
   const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
   if (nk == 0) {
     if (tid < ${HB} && hg * ${HB} + tid < ${H}) {
-      const long long at = ((long long)(hg * ${HB} + tid) * S + s) * splits + split;
+      const long long at = ((bz * ${H} + hg * ${HB} + tid) * S + s) * splits + split;
       m_part[at] = __int_as_float(0xff800000);
       l_part[at] = 0.0f;
     }
@@ -51,14 +56,14 @@ const SPLIT: &str = r#"  const long long S = ${S}, T = ${T};
   __shared__ float sc[${HB}][${CHUNK}];
   for (int i = tid; i < ${HB} * ${C}; i += ${BLOCK}) {
     const int hh = i / ${C}, c = i % ${C}, h = hg * ${HB} + hh;
-    qs[hh][c] = h < ${H} ? q_latent[((long long)h * S + s) * ${C} + c] : 0.0f;
+    qs[hh][c] = h < ${H} ? qlb[((long long)h * S + s) * ${C} + c] : 0.0f;
   }
   for (int i = tid; i < ${HB} * ${R}; i += ${BLOCK}) {
     const int hh = i / ${R}, c = i % ${R}, h = hg * ${HB} + hh;
-    qr[hh][c] = h < ${H} ? q_rope[((long long)h * S + s) * ${R} + c] : 0.0f;
+    qr[hh][c] = h < ${H} ? qrb[((long long)h * S + s) * ${R} + c] : 0.0f;
   }
-  const float* lat0 = latent + t0 * ${C};
-  const float* kpe0 = k_pe + t0 * ${R};
+  const float* lat0 = latent + (bz * T + t0) * ${C};
+  const float* kpe0 = k_pe + (bz * T + t0) * ${R};
   __syncthreads();
   // Scores: a warp per key, its lanes along the row, every head of the block at once.
   for (int kk = warp; kk < nk; kk += ${WARPS}) {
@@ -98,7 +103,7 @@ const SPLIT: &str = r#"  const long long S = ${S}, T = ${T};
     l = sat_warp_sum(l);
     const int h = hg * ${HB} + warp;
     if (lane == 0 && h < ${H}) {
-      const long long at = ((long long)h * S + s) * splits + split;
+      const long long at = ((bz * ${H} + h) * S + s) * splits + split;
       m_part[at] = m;
       l_part[at] = l;
     }
@@ -106,7 +111,7 @@ const SPLIT: &str = r#"  const long long S = ${S}, T = ${T};
   __syncthreads();
   // The chunk's unnormalised output: a thread per latent column, every head of the block.
   const long long stride = S * splits;
-  float* o0 = o_part + (((long long)hg * ${HB} * S + s) * splits + split) * ${C};
+  float* o0 = o_part + (((bz * ${H} + hg * ${HB}) * S + s) * splits + split) * ${C};
   for (int c = tid; c < ${C}; c += ${BLOCK}) {
     const float* lc = lat0 + c;
     float acc[${HB}];
@@ -125,7 +130,7 @@ const SPLIT: &str = r#"  const long long S = ${S}, T = ${T};
 "#;
 
 /// Combines the chunks a query sees (the chunks past its position were never written); a query
-/// that sees no key gives zeros, as in the interpreter.
+/// that sees no key gives zeros, as in the interpreter. A block per (batch, head, query) row.
 const COMBINE: &str = r#"  const long long S = ${S}, T = ${T};
   const long long splits = (T + ${CHUNK} - 1) / ${CHUNK};
   const long long row = blockIdx.x, s = row % S;
@@ -172,16 +177,20 @@ const COMBINE: &str = r#"  const long long S = ${S}, T = ${T};
   }
 "#;
 
-/// `mla_decode_attention`: the split kernel over (head group x query, chunk), then the combine
-/// over (head x query). Scratch: the chunks' max, sum and output per (head, query).
+/// `mla_decode_attention`: the split kernel over (head group x query, chunk, batch), then the
+/// combine over (batch x head x query). Scratch: the chunks' max, sum and output per (batch,
+/// head, query).
 pub(super) fn mla_decode_attention(ctx: &NodeCtx, scale: f64) -> Result<Group, CodegenError> {
     let (q, qr, lat) = (&ctx.operands[0].shape, &ctx.operands[1].shape, &ctx.operands[2].shape);
+    // Leading batch dims (the type checker made them the same on every operand).
+    let nb = q.len() - 3;
+    let batch = Extent::of(q[..nb].iter().cloned());
     let (h, c, r) = (
-        ctx.constant(&q[0], "the head count")?,
-        ctx.constant(&q[2], "the latent width")?,
-        ctx.constant(&qr[2], "the rope width")?,
+        ctx.constant(&q[nb], "the head count")?,
+        ctx.constant(&q[nb + 2], "the latent width")?,
+        ctx.constant(&qr[nb + 2], "the rope width")?,
     );
-    let (s, t) = (&q[1], &lat[0]);
+    let (s, t) = (&q[nb + 1], &lat[nb]);
     let per_head = c + r.max(1) + CHUNK;
     let hb = MAX_HEADS_PER_BLOCK.min(h).min(SHARED_FLOATS / per_head);
     if hb == 0 {
@@ -205,8 +214,11 @@ pub(super) fn mla_decode_attention(ctx: &NodeCtx, scale: f64) -> Result<Group, C
     ];
     // Splits per (head, query): ceil(T / CHUNK) <= (T + CHUNK - 1) / CHUNK.
     let padded = t.add(&Dim::constant(CHUNK - 1));
-    let per_split =
-        |floats: u64| Extent::of([s.clone(), padded.clone()]).times(4 * h * floats).ceil_div(CHUNK);
+    let per_split = |floats: u64| {
+        Extent::of(q[..nb].iter().cloned().chain([s.clone(), padded.clone()]))
+            .times(4 * h * floats)
+            .ceil_div(CHUNK)
+    };
     let split = KernelDef {
         stem: "mla_decode_split".into(),
         params: vec![
@@ -220,7 +232,7 @@ pub(super) fn mla_decode_attention(ctx: &NodeCtx, scale: f64) -> Result<Group, C
         ],
         body: fill(SPLIT, &vars),
         block: BLOCK as u32,
-        grid: [Extent::of([s.clone()]).times(hg), Extent::of([t.clone()]).ceil_div(CHUNK), Extent::one()],
+        grid: [Extent::of([s.clone()]).times(hg), Extent::of([t.clone()]).ceil_div(CHUNK), batch],
         shared_bytes: 0,
         globals: String::new(),
     };
@@ -234,7 +246,7 @@ pub(super) fn mla_decode_attention(ctx: &NodeCtx, scale: f64) -> Result<Group, C
         ],
         body: fill(COMBINE, &vars),
         block: BLOCK as u32,
-        grid: [Extent::of([s.clone()]).times(h), Extent::one(), Extent::one()],
+        grid: [Extent::of(q[..nb].iter().cloned().chain([s.clone()])).times(h), Extent::one(), Extent::one()],
         shared_bytes: 0,
         globals: String::new(),
     };
