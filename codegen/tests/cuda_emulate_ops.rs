@@ -455,3 +455,43 @@ proptest! {
         c.check(&runs)?;
     }
 }
+
+/// `ProgramSet::rerun` replays a program's launches on what its last run left on the device:
+/// the outputs come out the same, whether launched directly or through the recorded graph. A
+/// program with a carried buffer (which would append again) and one never run are refused.
+#[test]
+fn reruns_repeat_the_last_run_and_refuse_carried_programs() {
+    use saturn_codegen::cuda::emulate::HostDevice;
+    use saturn_codegen::cuda::exec::ProgramSet;
+
+    let mut c = Case::new(5);
+    let x = c.input("x", &[Dim::sym("S"), Dim::from(6usize)], Fill::Uniform);
+    let y = c.op("y", Op::Softmax { axis: 1 }, &[x]);
+    c.out(y);
+    let program = CudaProgram::generate(&c.g, "cache.").unwrap();
+    for graphs in [false, true] {
+        let mut set = ProgramSet::new(HostDevice::default());
+        let index = set.add(program.clone(), &c.params).unwrap();
+        set.use_graphs(index, graphs);
+        let err = set.rerun(index).unwrap_err().to_string();
+        assert!(err.contains("rerun before any run"), "{err}");
+        let inputs = HashMap::from([("x".to_string(), Fill::Uniform.tensor(&mut c.rng, vec![3, 6]))]);
+        set.run(index, &[("S", 3)], &inputs).unwrap();
+        let first = set.output(index, "y").unwrap();
+        set.rerun(index).unwrap();
+        set.rerun(index).unwrap();
+        assert_eq!(set.output(index, "y").unwrap(), first);
+    }
+
+    let mut c = Case::new(6);
+    let cache = c.input("cache.k", &[Dim::sym("P"), Dim::from(2usize)], Fill::Uniform);
+    let new = c.input("new", &[Dim::sym("S"), Dim::from(2usize)], Fill::Uniform);
+    let joined = c.op("joined", Op::Concat { axis: 0 }, &[cache, new]);
+    c.g.set_output("cache.k", joined).unwrap();
+    let mut set = ProgramSet::new(HostDevice::default());
+    let index = set.add(CudaProgram::generate(&c.g, "cache.").unwrap(), &c.params).unwrap();
+    let inputs = HashMap::from([("new".to_string(), Fill::Uniform.tensor(&mut c.rng, vec![1, 2]))]);
+    set.run(index, &[("S", 1), ("P", 0)], &inputs).unwrap();
+    let err = set.rerun(index).unwrap_err().to_string();
+    assert!(err.contains("carried buffers cannot be run again"), "{err}");
+}

@@ -68,11 +68,6 @@ impl GpuDevice {
     pub fn name(&self) -> String {
         self.ctx.name().unwrap_or_else(|e| format!("(unnamed: {e})"))
     }
-
-    /// Waits for everything queued on the stream.
-    pub fn synchronize(&self) -> Result<(), RuntimeError> {
-        self.stream.synchronize().map_err(|e| RuntimeError::Device(e.to_string()))
-    }
 }
 
 impl Device for GpuDevice {
@@ -95,6 +90,10 @@ impl Device for GpuDevice {
 
     fn replay(&mut self, graph: &CudaGraph) -> Result<(), CodegenError> {
         graph.launch().map_err(|e| device_error("graph launch", e))
+    }
+
+    fn synchronize(&mut self) -> Result<(), CodegenError> {
+        self.stream.synchronize().map_err(|e| device_error("synchronize", e))
     }
 
     fn load(&mut self, program: &CudaProgram) -> Result<Self::Module, CodegenError> {

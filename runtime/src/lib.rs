@@ -21,6 +21,7 @@ mod cuda;
 mod generate;
 mod gpu;
 mod hoist;
+pub mod op_bench;
 mod sampling;
 mod session;
 

@@ -1,6 +1,7 @@
 //! Subcommands: argument definitions and dispatch. Each command lives in its own file.
 
 mod bench;
+mod bench_op;
 mod cuda;
 mod dump;
 mod eval;
@@ -106,6 +107,12 @@ enum Command {
         #[command(flatten)]
         run: RunArgs,
     },
+    /// Time one fused op alone at a DeepSeek-V3 layer's shapes (by default) on a backend: its
+    /// bandwidth or FLOP rate, and on a device the share of the device's copy bandwidth.
+    BenchOp {
+        #[command(subcommand)]
+        op: bench_op::OpArgs,
+    },
     /// Optimise a model for a target and phase; write the lowered and optimised IR and a report.
     Compile {
         /// A checkpoint folder, a config.json, or a spec (.toml). No weights needed.
@@ -190,6 +197,13 @@ enum Backend {
     CudaEmulator,
 }
 
+impl Backend {
+    /// The backend as `--backend` names it.
+    fn name(self) -> String {
+        self.to_possible_value().map_or_else(String::new, |v| v.get_name().to_string())
+    }
+}
+
 /// What a backend compiled the graphs into.
 enum Programs {
     Interp,
@@ -210,7 +224,7 @@ impl Programs {
 impl RunArgs {
     /// The backend as `--backend` names it.
     fn backend_name(&self) -> String {
-        self.backend.to_possible_value().map_or_else(String::new, |v| v.get_name().to_string())
+        self.backend.name()
     }
 
     /// The target the graphs are optimised for.
@@ -328,6 +342,7 @@ pub fn run(cli: Cli) -> Result<()> {
             };
             bench::run(&model, &bench::BenchArgs { prompt, decode_tokens, repeat, json, profile }, &run)
         }
+        Command::BenchOp { op } => bench_op::run(op),
         Command::Memory { model, context, batch, json } => memory::run(&model, context, batch, json),
         Command::Compile { model, phase, emit, cuda_home, out_dir, opt } => {
             optimize::compile(&model, phase.into(), &opt, &emit, cuda_home.as_deref(), &out_dir)

@@ -68,6 +68,11 @@ impl Device for HostDevice {
         Ok(())
     }
 
+    /// Launches run to completion on the calling thread: nothing is ever queued.
+    fn synchronize(&mut self) -> Result<(), CodegenError> {
+        Ok(())
+    }
+
     fn load(&mut self, program: &CudaProgram) -> Result<Arc<Library>, CodegenError> {
         compile::library(program)
     }

@@ -53,6 +53,8 @@ pub trait Device {
     fn end_capture(&mut self) -> Result<Self::Graph, CodegenError>;
     /// Runs a recorded graph (its kernels read the `sym` array as it is now).
     fn replay(&mut self, graph: &Self::Graph) -> Result<(), CodegenError>;
+    /// Waits until everything queued so far has finished (for timing).
+    fn synchronize(&mut self) -> Result<(), CodegenError>;
     /// Launches `kernel` of `module`: `args[0]` is the `sym` array, then the kernel's params.
     /// A failure is the device's message; the executor names the node and kernel.
     fn launch(
@@ -131,6 +133,10 @@ impl<D: Device> ProgramSet<D> {
 
     pub fn device(&self) -> &D {
         &self.device
+    }
+
+    pub fn device_mut(&mut self) -> &mut D {
+        &mut self.device
     }
 
     /// Loads `program`: its kernels, its params (each key once for all programs), scalars and
@@ -236,17 +242,36 @@ impl<D: Device> ProgramSet<D> {
         self.prepare_carried(index, &values)?;
         self.prepare_arena(index, &values)?;
         self.upload_symbols(index, &values)?;
-        let addresses = self.addresses(index, &values, true)?;
-        let launches = std::mem::take(&mut self.programs[index].program.launches);
-        let result = match self.programs[index].graphs {
-            true => self.run_graph(index, &launches, &addresses),
-            false => launches.iter().try_for_each(|l| self.launch(index, l, &values, &addresses)),
-        };
-        self.programs[index].program.launches = launches;
-        result?;
+        self.launch_all(index, &values)?;
         self.finish_carried(index, &values)?;
         self.programs[index].last = Some(values);
         Ok(())
+    }
+
+    /// Runs program `index`'s launches again on what its last run left on the device (the same
+    /// symbols and inputs; nothing is uploaded), for timing the kernels alone. A program with
+    /// carried buffers would append to them again: it is refused.
+    pub fn rerun(&mut self, index: usize) -> Result<(), CodegenError> {
+        let p = &self.programs[index];
+        let name = &p.program.name;
+        if p.program.buffers.iter().any(|b| matches!(b.storage, Storage::Carried)) {
+            return Err(run_error(name, "a program with carried buffers cannot be run again in place"));
+        }
+        let values = p.last.clone().ok_or_else(|| run_error(name, "rerun before any run"))?;
+        self.launch_all(index, &values)
+    }
+
+    /// Every launch of program `index` at symbol `values` (through its recorded graph if it
+    /// uses one).
+    fn launch_all(&mut self, index: usize, values: &[u64]) -> Result<(), CodegenError> {
+        let addresses = self.addresses(index, values, true)?;
+        let launches = std::mem::take(&mut self.programs[index].program.launches);
+        let result = match self.programs[index].graphs {
+            true => self.run_graph(index, &launches, &addresses),
+            false => launches.iter().try_for_each(|l| self.launch(index, l, values, &addresses)),
+        };
+        self.programs[index].program.launches = launches;
+        result
     }
 
     /// Runs program `index` through a recorded graph (a CUDA graph on a GPU): its launches are

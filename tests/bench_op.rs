@@ -1,0 +1,104 @@
+//! `saturn bench-op`: each op at small shapes on the cpu backend and the CUDA emulator, checked
+//! against its reference (`--check`), with the report's work figures; bad sizes are errors.
+
+mod common;
+
+use common::{saturn, stderr, stdout};
+
+/// Runs `saturn bench-op ARGS --json --check --repeat 2` and returns the report.
+fn report(args: &[&str]) -> serde_json::Value {
+    let mut all = vec!["bench-op"];
+    all.extend_from_slice(args);
+    all.extend(["--json", "--check", "--repeat", "2"]);
+    let out = saturn(&all);
+    assert!(out.status.success(), "saturn {all:?}: {}", stderr(&out));
+    serde_json::from_str(&stdout(&out)).unwrap_or_else(|e| panic!("{e}: {}", stdout(&out)))
+}
+
+fn number(r: &serde_json::Value, key: &str) -> f64 {
+    r[key].as_f64().unwrap_or_else(|| panic!("`{key}` missing in {r}"))
+}
+
+#[test]
+fn mla_decode_reports_its_traffic_and_matches_the_interpreter() {
+    let shape = [
+        "--batch",
+        "2",
+        "--context",
+        "300",
+        "--queries",
+        "3",
+        "--heads",
+        "4",
+        "--latent",
+        "32",
+        "--rope",
+        "8",
+    ];
+    for backend in ["cpu", "cuda-emulator"] {
+        let mut args = vec!["mla-decode", "--backend", backend];
+        args.extend(shape);
+        let r = report(&args);
+        assert!(number(&r, "check_relative_error") <= 1e-4, "{r}");
+        // Inputs read once, output written once: q (latent + rope), the caches, y.
+        let (b, h, s, t, c, rope) = (2.0, 4.0, 3.0, 300.0, 32.0, 8.0);
+        let bytes = 4.0 * (b * h * s * (c + rope) + b * t * (c + rope) + b * h * s * c);
+        assert_eq!(number(&r, "bytes"), bytes);
+        assert_eq!(r["seconds"].as_array().map(Vec::len), Some(2));
+        let median = number(&r, "seconds_median");
+        assert!((number(&r, "bandwidth_bytes_per_s") * median - bytes).abs() < 1e-6 * bytes);
+        // Only devices (the emulator here) have a copy bandwidth to compare with.
+        assert_eq!(r["copy_bandwidth_fraction"].is_number(), backend == "cuda-emulator", "{r}");
+    }
+}
+
+#[test]
+fn grouped_experts_report_their_work_and_match_the_reference() {
+    let shape = [
+        "--tokens",
+        "5",
+        "--hidden",
+        "64",
+        "--inner",
+        "32",
+        "--experts",
+        "8",
+        "--top-k",
+        "2",
+        "--shared",
+        "16",
+    ];
+    for backend in ["cpu", "cuda-emulator"] {
+        let mut args = vec!["grouped-experts", "--backend", backend];
+        args.extend(shape);
+        let r = report(&args);
+        assert!(number(&r, "check_relative_error") <= 1e-4, "{r}");
+        // 5 tokens x 2 experts of 3 products (64 x 32), and the shared expert (64 x 16).
+        assert_eq!(number(&r, "flops"), 2.0 * 3.0 * 5.0 * 64.0 * (2.0 * 32.0 + 16.0));
+        // Tokens 0..5 use experts (2t + j) mod 8: all 8 of them.
+        let weights = 3.0 * 64.0 * 32.0 * 8.0 + 3.0 * 64.0 * 16.0;
+        assert_eq!(number(&r, "bytes"), 4.0 * (weights + 2.0 * 5.0 * 64.0 + 5.0 * 8.0));
+    }
+}
+
+#[test]
+fn impossible_sizes_are_clear_errors() {
+    for (args, want) in [
+        (
+            &["grouped-experts", "--experts", "8", "--top-k", "9"][..],
+            "--top-k (9) cannot exceed --experts (8)",
+        ),
+        (&["mla-decode", "--batch", "0"][..], "--batch must be at least 1"),
+        (&["mla-decode", "--context", "4", "--queries", "5"][..], "cannot exceed --context"),
+        (
+            &["mla-decode", "--batch", "1", "--context", "8", "--repeat", "0"][..],
+            "--repeat must be at least 1",
+        ),
+    ] {
+        let mut all = vec!["bench-op"];
+        all.extend_from_slice(args);
+        let out = saturn(&all);
+        assert!(!out.status.success(), "{all:?} succeeded");
+        assert!(stderr(&out).contains(want), "{all:?}: {}", stderr(&out));
+    }
+}
