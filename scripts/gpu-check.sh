@@ -3,11 +3,16 @@
 # toolkit (NVRTC + ptxas), for example the lent H100/H200 machines:
 #   1. the tiny fixtures through `--backend cuda`: prefill and decode logits against Hugging Face's
 #      (tests/fixtures/*/reference.safetensors, limit 1e-4) and greedy ids exactly;
-#   2. `saturn bench` on the GPU and on the CPU for the shipped default model (JSON).
+#   2. `saturn bench` on the GPU and on the CPU for the shipped default model (JSON);
+#   3. `saturn bench-op` at DeepSeek-V3 layer shapes: mla-decode (batch 64, context 4096: its
+#      traffic against the GPU's copy bandwidth) and grouped-experts (64 and 512 tokens), each
+#      checked against the CPU backend at a size the check can afford; then the same problems
+#      in PyTorch on the same GPU (scripts/bench_ops_torch.py), where PyTorch is installed.
 # It needs a built saturn (`cargo build --release` here; on a machine without Rust, build
 # elsewhere and bring target/release/saturn) and python3 with numpy and safetensors.
 # Results go to ${OUT:-target/gpu-check}. Usage: scripts/gpu-check.sh [SATURN_BINARY]
-# BACKEND=cuda-emulator runs the same checks on the CPU emulator (no GPU; slow, for the script).
+# BACKEND=cuda-emulator runs the same checks on the CPU emulator (no GPU; slow, for the script;
+# the op benchmarks then run at small shapes). PYTHON picks the interpreter for PyTorch.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SATURN="${1:-target/release/saturn}"
@@ -63,3 +68,45 @@ for backend in "$BACKEND" cpu; do
     --decode-tokens "${DECODE:-64}" --json > "$OUT/bench-$backend.json"
   tee -a "$OUT/log.txt" < "$OUT/bench-$backend.json"
 done
+
+echo "== op benchmarks ($BACKEND)" | tee -a "$OUT/log.txt"
+if [ "$BACKEND" = cuda ]; then
+  MLA=(--batch 64 --context 4096)
+  EXPERTS=(--experts 256)
+  TOKENS=(64 512)
+  # The full expert weights make a CPU reference costly: the checked run has 16 experts.
+  CHECKED=(--tokens 64 --experts 16)
+else
+  MLA=(--batch 2 --context 300 --heads 4 --latent 32 --rope 8)
+  EXPERTS=(--experts 8 --hidden 64 --inner 32 --shared 16 --top-k 2)
+  TOKENS=(5)
+  CHECKED=(--tokens 5 "${EXPERTS[@]}")
+fi
+op() {  # op NAME ARGS...: one saturn bench-op run, its JSON kept and logged
+  local name="$1"; shift
+  "$SATURN" bench-op "$@" --backend "$BACKEND" --json > "$OUT/op-$name.json"
+  tee -a "$OUT/log.txt" < "$OUT/op-$name.json"
+}
+op mla-decode mla-decode "${MLA[@]}" --check
+for t in "${TOKENS[@]}"; do op "experts-$t" grouped-experts --tokens "$t" "${EXPERTS[@]}"; done
+op experts-checked grouped-experts "${CHECKED[@]}" --check
+
+echo "== the same problems in PyTorch" | tee -a "$OUT/log.txt"
+PY="${PYTHON:-python3}"
+torch_op() {  # torch_op NAME ARGS...: exit 3 from the script means no PyTorch here
+  local name="$1"; shift
+  local rc=0
+  "$PY" scripts/bench_ops_torch.py "$@" --json > "$OUT/torch-$name.json" || rc=$?
+  if [ "$rc" = 3 ]; then
+    echo "PyTorch is not installed for $PY: no PyTorch comparison" | tee -a "$OUT/log.txt"
+    rm -f "$OUT/torch-$name.json"
+    return 1
+  elif [ "$rc" != 0 ]; then
+    echo "bench_ops_torch.py $name failed (exit $rc)" | tee -a "$OUT/log.txt"
+    return 0
+  fi
+  tee -a "$OUT/log.txt" < "$OUT/torch-$name.json"
+}
+if torch_op mla-decode mla-decode "${MLA[@]}"; then
+  for t in "${TOKENS[@]}"; do torch_op "experts-$t" grouped-experts --tokens "$t" "${EXPERTS[@]}" || true; done
+fi

@@ -18,7 +18,7 @@ pub struct GenerateOptions {
 /// Generates up to `max_new_tokens` after each prompt; returns the new ids of each prompt.
 /// Each prompt runs in its own session of `executor`.
 ///
-/// Prompts run one after another, each in its own [`Session`]; with a sampler, prompt `i` draws
+/// Prompts run one after another, each in its own [`Session`](crate::Session); with a sampler, prompt `i` draws
 /// from the stream seeded with `seed + i`, so results do not depend on the other prompts.
 /// `on_token(prompt, id)` is called for every generated token (for progress reports).
 pub fn generate(

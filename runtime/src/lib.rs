@@ -7,6 +7,7 @@
 //! - [`generate`]: prefill, then decode token by token, greedy or sampled ([`Sampler`]), until
 //!   the end-of-sequence token or the token limit; several prompts of different lengths each
 //!   get their own session.
+//! - [`op_bench`]: one graph (an op at production shapes) timed on any backend or device.
 //!
 //! The graph contract (what `saturn_frontend::forward_graph` builds): input `input_ids: i64[S]`,
 //! cache inputs named `cache.*` with `P` rows, output `logits: [S, vocab]`, and one output per
