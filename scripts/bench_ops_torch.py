@@ -14,9 +14,10 @@ mla-decode: latent attention, q_latent [B,H,S,C], q_rope [B,H,S,R], latent [B,T,
 grouped-experts: DeepSeek-V3 MoE MLPs, x [T,Hd], routing [T,E] (token t -> experts (t*k+j) mod E,
 weight 1/k), w_gate/w_up [E,I,Hd], w_down [E,Hd,I], shared expert of width J; variants `eager`
 (per-expert loop) and, on CUDA, `grouped_mm` (torch._grouped_mm; skipped if rejected).
-Data: seed 0, on the device, activations U[-1,1), weights U[-1,1)*0.02. Timing: 3 warm-ups, then
---repeat runs (CUDA events / perf_counter), median. Exit: 0 ok, 1 failure (out of memory,
-variants disagree, self-check failed), 2 bad arguments, 3 no PyTorch in this Python.
+Data: seed 0, on the device, activations U[-1,1), weights U[-1,1)*0.02. Timing: one run to check
+that the variants agree, 3 warm-ups, then --repeat runs (CUDA events / perf_counter), median.
+Exit: 0 ok, 1 failure (out of memory, variants disagree, self-check failed), 2 bad arguments,
+3 no (CUDA-capable) PyTorch in this Python.
 """
 import argparse
 import itertools
@@ -85,7 +86,7 @@ def mla_variants(q_latent, q_rope, latent, k_pe):
     try:  # private API, only used to report which SDPA kernel the dispatcher picks
         backend = torch.nn.attention.SDPBackend(torch._fused_sdp_choice(
             q, k, v, attn_mask=mask, is_causal=S == T, scale=MLA_SCALE)).name
-    except Exception:  # noqa: BLE001 - informational only
+    except Exception:  # informational only, and the API is private: never fail over it
         backend = "unknown"
     return [("matmul", matmul), ("sdpa", sdpa)], {"sdpa_backend": backend}
 
@@ -150,9 +151,8 @@ def moe_variants(x, routing, experts, shared, with_grouped_mm):
 
 
 def time_runs(fn, device, repeat):
-    """Warm up, then time `repeat` runs; returns (the first run's output, seconds per run)."""
-    out = fn()
-    for _ in range(WARMUP - 1):
+    """Warm up, then time `repeat` runs; returns the seconds of each."""
+    for _ in range(WARMUP):
         fn()
     seconds = []
     if device.type == "cuda":
@@ -169,31 +169,41 @@ def time_runs(fn, device, repeat):
             t0 = time.perf_counter()
             fn()
             seconds.append(time.perf_counter() - t0)
-    return out, seconds
+    return seconds
 
 
 def run_variants(op, variants, device, repeat, optional):
-    """Time every variant; a variant in `optional` that raises (rejected dtype, out of memory)
-    is skipped with its reason. Exits 1 if a variant disagrees with the first one."""
-    timed, skipped, ref = [], [], None
-    for name, fn in variants:
+    """Run each variant once and exit 1 unless all agree with the first, then time them. A
+    variant in `optional` that raises (rejected dtype, out of memory) is skipped with its reason."""
+    skipped, ready, timed, ref = [], [], [], None
+
+    def attempt(name, action):
         try:
-            out, seconds = time_runs(fn, device, repeat)
+            return action()
         except RuntimeError as err:  # torch.cuda.OutOfMemoryError is a RuntimeError too
             if name not in optional:
                 raise
             skipped.append({"name": name, "reason": str(err).strip().splitlines()[0][:300]})
             if device.type == "cuda":
                 torch.cuda.empty_cache()
+            return None
+
+    for name, fn in variants:
+        out = attempt(name, fn)
+        if out is None:
             continue
         if ref is None:
             ref = (name, out)
         elif not rel_diff(out, ref[1]) <= AGREE_REL:  # written so that NaN fails too
             sys.exit(f"bench_ops_torch: {op}: variants disagree: {name} vs {ref[0]} relative "
                      f"difference {rel_diff(out, ref[1]):.3g} > {AGREE_REL}")
-        del out
-        timed.append({"name": name, "seconds_median": statistics.median(seconds),
-                      "seconds": seconds})
+        ready.append((name, fn))
+    ref = out = None  # free the outputs before timing
+    for name, fn in ready:
+        seconds = attempt(name, lambda: time_runs(fn, device, repeat))
+        if seconds is not None:
+            timed.append({"name": name, "seconds_median": statistics.median(seconds),
+                          "seconds": seconds})
     return timed, skipped
 
 
@@ -230,32 +240,34 @@ def naive_moe(x, routing, experts, shared):
 def self_check(op, device, out):
     """Compare every variant with the float64 loops on tiny shapes; True if all within 1e-4.
     _grouped_mm is checked on any device whose torch accepts it (it is timed on CUDA only)."""
-    results = []
+    cases = []  # (label, fn giving the result, float64 reference)
     if op == "mla-decode":
         for B, H, S, T, C, R in ((2, 3, 1, 7, 8, 4), (2, 3, 3, 9, 8, 4), (1, 2, 5, 5, 16, 8)):
             inputs = mla_inputs(B, H, S, T, C, R, device)
             ref = naive_mla(*inputs)
-            for name, fn in mla_variants(*inputs)[0]:
-                results.append((f"{name} B={B} H={H} S={S} T={T}", rel_diff(fn(), ref)))
+            cases += [(f"{name} B={B} H={H} S={S} T={T}", fn, ref)
+                      for name, fn in mla_variants(*inputs)[0]]
     else:
         for T, Hd, I, E, k, J in ((5, 16, 8, 8, 2, 4), (3, 12, 8, 4, 3, 0), (1, 8, 4, 16, 2, 8)):
             x, routing, experts, shared = moe_inputs(T, Hd, I, E, k, J, device)
             want = torch.zeros(T, E, dtype=torch.float64)
-            for t in range(T):
-                for j in range(k):
-                    want[t, (t * k + j) % E] = 1 / k
-            results.append((f"routing T={T} E={E} k={k}", rel_diff(routing, want)))
+            for t, j in itertools.product(range(T), range(k)):
+                want[t, (t * k + j) % E] = 1 / k
+            cases.append((f"routing T={T} E={E} k={k}", lambda r=routing: r, want))
             ref = naive_moe(x, routing, experts, shared)
             variants, _ = moe_variants(x, routing, experts, shared, hasattr(torch, "_grouped_mm"))
-            for name, fn in variants:
-                try:
-                    results.append((f"{name} T={T} E={E} k={k} J={J}", rel_diff(fn(), ref)))
-                except RuntimeError as err:
-                    print(f"skipped {name}: {str(err).strip().splitlines()[0]}", file=out)
-    for label, err in results:
-        verdict = "ok  " if err <= CHECK_REL else "FAIL"
-        print(f"{verdict} {op} {label}: relative error {err:.2e}", file=out)
-    return all(err <= CHECK_REL for _, err in results)
+            cases += [(f"{name} T={T} E={E} k={k} J={J}", fn, ref) for name, fn in variants]
+    ok = True
+    for label, fn, ref in cases:
+        try:
+            err = rel_diff(fn(), ref)
+        except RuntimeError as error:  # e.g. a _grouped_mm that rejects these shapes or float32
+            print(f"skip {op} {label}: {str(error).strip().splitlines()[0]}", file=out)
+            continue
+        ok = ok and err <= CHECK_REL  # written so that NaN fails too
+        print(f"{'ok  ' if err <= CHECK_REL else 'FAIL'} {op} {label}: relative error {err:.2e}",
+              file=out)
+    return ok
 
 
 def at_least(low):
@@ -333,8 +345,8 @@ def main():
               "float32_matmul_precision": "highest", "warmup": WARMUP, "repeat": args.repeat,
               **report}
     for v in report["variants"]:
-        rate = (f"{v['bandwidth_bytes_per_s'] / 1e9:.1f} GB/s" +
-                (f", {v['flops_per_s'] / 1e9:.1f} GFLOP/s" if "flops_per_s" in v else ""))
+        rate = f"{v['bandwidth_bytes_per_s'] / 1e9:.1f} GB/s" + (
+            f" of weights, {v['flops_per_s'] / 1e9:.1f} GFLOP/s" if "flops_per_s" in v else "")
         print(f"  {v['name']:<11} median {v['seconds_median'] * 1e3:9.3f} ms  "
               f"(min {min(v['seconds']) * 1e3:.3f}, max {max(v['seconds']) * 1e3:.3f})  {rate}",
               file=out)

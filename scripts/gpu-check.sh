@@ -76,11 +76,13 @@ if [ "$BACKEND" = cuda ]; then
   TOKENS=(64 512)
   # The full expert weights make a CPU reference costly: the checked run has 16 experts.
   CHECKED=(--tokens 64 --experts 16)
+  TORCH_DEVICE=cuda
 else
   MLA=(--batch 2 --context 300 --heads 4 --latent 32 --rope 8)
   EXPERTS=(--experts 8 --hidden 64 --inner 32 --shared 16 --top-k 2)
   TOKENS=(5)
   CHECKED=(--tokens 5 "${EXPERTS[@]}")
+  TORCH_DEVICE=cpu
 fi
 op() {  # op NAME ARGS...: one saturn bench-op run, its JSON kept and logged
   local name="$1"; shift
@@ -93,12 +95,12 @@ op experts-checked grouped-experts "${CHECKED[@]}" --check
 
 echo "== the same problems in PyTorch" | tee -a "$OUT/log.txt"
 PY="${PYTHON:-python3}"
-torch_op() {  # torch_op NAME ARGS...: exit 3 from the script means no PyTorch here
+torch_op() {  # torch_op NAME ARGS...: exit 3 from the script means no (CUDA) PyTorch here
   local name="$1"; shift
   local rc=0
-  "$PY" scripts/bench_ops_torch.py "$@" --json > "$OUT/torch-$name.json" || rc=$?
+  "$PY" scripts/bench_ops_torch.py "$@" --device "$TORCH_DEVICE" --json > "$OUT/torch-$name.json" || rc=$?
   if [ "$rc" = 3 ]; then
-    echo "PyTorch is not installed for $PY: no PyTorch comparison" | tee -a "$OUT/log.txt"
+    echo "no PyTorch with $TORCH_DEVICE for $PY: no PyTorch comparison" | tee -a "$OUT/log.txt"
     rm -f "$OUT/torch-$name.json"
     return 1
   elif [ "$rc" != 0 ]; then
