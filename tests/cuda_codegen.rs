@@ -10,7 +10,7 @@ mod common;
 use std::collections::BTreeMap;
 
 use common::{cuda_home, root, saturn, stderr};
-use saturn_codegen::cuda::{CudaArch, CudaProgram, CudaTools};
+use saturn_codegen::cuda::{CudaArch, CudaOptions, CudaProgram, CudaTools, WeightStorage};
 use saturn_frontend::{CACHED, Phase, TOKENS, load_model, phase_graph};
 use saturn_ir::SymBindings;
 use saturn_passes::{OptimizeOptions, optimize};
@@ -18,11 +18,15 @@ use saturn_passes::{OptimizeOptions, optimize};
 const TINY: [&str; 2] = ["models/deepseek-v3-tiny", "models/deepseek-v2-lite-tiny"];
 
 fn program(model: &str, phase: Phase) -> CudaProgram {
+    program_with(model, phase, WeightStorage::F32)
+}
+
+fn program_with(model: &str, phase: Phase, weights: WeightStorage) -> CudaProgram {
     let model = load_model(&root().join(model)).unwrap();
     let mut options = OptimizeOptions::for_target("h100").unwrap();
     options.symbols = SymBindings::from([(TOKENS.to_string(), 2048), (CACHED.to_string(), 4096)]);
     let graph = optimize(&phase_graph(&model.config, phase).unwrap(), &options).unwrap().graph;
-    CudaProgram::generate(&graph, saturn_runtime::CACHE_PREFIX).unwrap()
+    CudaProgram::generate_with(&graph, saturn_runtime::CACHE_PREFIX, CudaOptions { weights }).unwrap()
 }
 
 /// The CUDA tools; a missing install fails with what to run (these tests never skip).
@@ -51,20 +55,24 @@ fn generation_is_deterministic() {
     }
 }
 
-/// Every distinct kernel of the tiny models and of DeepSeek-V3 671B, both phases, through NVRTC
-/// for both architectures and ptxas: no errors, no spills.
+/// Every distinct kernel of the tiny models and of DeepSeek-V3 671B, both phases, weights
+/// stored as f32 and as bf16, through NVRTC for both architectures and ptxas: no errors, no
+/// spills.
 #[test]
 fn every_kernel_assembles_without_spills() {
     let tools = tools();
     let mut kernels: BTreeMap<String, String> = BTreeMap::new(); // source -> where it came from
     for model in [TINY[0], TINY[1], "models/deepseek-v3-671b.toml"] {
-        for phase in [Phase::Prefill, Phase::Decode] {
-            let p = program(model, phase);
+        for (phase, weights) in [Phase::Prefill, Phase::Decode]
+            .into_iter()
+            .flat_map(|p| [(p, WeightStorage::F32), (p, WeightStorage::Bf16)])
+        {
+            let p = program_with(model, phase, weights);
             assert!(!p.kernels.is_empty());
             for k in &p.kernels {
                 kernels
                     .entry(CudaProgram::kernel_source(k))
-                    .or_insert(format!("{model} {phase:?} {}", k.name));
+                    .or_insert(format!("{model} {phase:?} {weights:?} {}", k.name));
             }
         }
     }

@@ -1,7 +1,8 @@
 //! The CUDA kernels of the index family (elementwise with broadcasting, where, cast, arange,
 //! causal mask, expand, permute, slice, concat, gather, carried appends) and of the rows family
-//! (reductions, softmax, RMSNorm, top-k mask, RoPE), matrix products and
-//! `mla_decode_attention` run on the CPU emulator against the interpreter.
+//! (reductions, softmax, RMSNorm, top-k mask, RoPE), matrix products, `grouped_experts` and
+//! `mla_decode_attention` run on the CPU emulator against the interpreter; products and
+//! experts with weights stored as f32 and as bf16.
 //!
 //! Each property test builds a small graph with random shapes and attributes (proptest, so
 //! failures shrink) and random values (from the case's seed), generates its CUDA program, runs
@@ -19,8 +20,8 @@ use std::collections::{BTreeMap, HashMap};
 use proptest::collection::vec;
 use proptest::prelude::*;
 use proptest::test_runner::TestCaseError;
-use saturn_codegen::cuda::CudaProgram;
 use saturn_codegen::cuda::emulate::Emulator;
+use saturn_codegen::cuda::{CudaOptions, CudaProgram, StoredWeights, WeightStorage};
 use saturn_ir::{
     BinaryOp, Bindings, DType, Dim, ElementwiseExpr, Graph, NodeId, Op, ReduceOp, Rope, RopeLayout,
     SymBindings, Tensor, TensorData, TensorType, UnaryOp, Yarn, eval_shape, evaluate,
@@ -91,11 +92,19 @@ struct Case {
     params: HashMap<String, Tensor>,
     inputs: Vec<(String, Vec<Dim>, Fill)>,
     rng: Rng,
+    /// How the program stores params; the interpreter gets them rounded the same way.
+    weights: WeightStorage,
 }
 
 impl Case {
     fn new(seed: u64) -> Case {
-        Case { g: Graph::new("case"), params: HashMap::new(), inputs: Vec::new(), rng: Rng::new(seed) }
+        Case {
+            g: Graph::new("case"),
+            params: HashMap::new(),
+            inputs: Vec::new(),
+            rng: Rng::new(seed),
+            weights: WeightStorage::F32,
+        }
     }
 
     fn input(&mut self, name: &str, shape: &[Dim], fill: Fill) -> NodeId {
@@ -129,8 +138,10 @@ impl Case {
     /// inputs, comparing every output with the interpreter's.
     fn check(&mut self, runs: &[Syms]) -> Result<(), TestCaseError> {
         let text = saturn_ir::text::print(&self.g);
-        let program =
-            CudaProgram::generate(&self.g, "cache.").map_err(|e| fail(format!("generate: {e}\n{text}")))?;
+        let options = CudaOptions { weights: self.weights };
+        let program = CudaProgram::generate_with(&self.g, "cache.", options)
+            .map_err(|e| fail(format!("generate: {e}\n{text}")))?;
+        let stored = StoredWeights { params: &self.params, storage: self.weights };
         let mut emu =
             Emulator::new(&program, &self.params).map_err(|e| fail(format!("load: {e}\n{text}")))?;
         for syms in runs {
@@ -142,7 +153,7 @@ impl Case {
                     (name.clone(), fill.tensor(&mut self.rng, eval_shape(shape, &bound).unwrap()))
                 })
                 .collect();
-            let bindings = Bindings { symbols: bound, inputs: inputs.clone(), params: &self.params };
+            let bindings = Bindings { symbols: bound, inputs: inputs.clone(), params: &stored };
             let want = evaluate(&self.g, &bindings).map_err(|e| fail(format!("interpreter: {e}\n{text}")))?;
             let got = emu.run(syms, &inputs).map_err(|e| fail(format!("emulator: {e}\n{text}{syms:?}")))?;
             compare_all(&got, &want).map_err(|m| fail(format!("{m}\n{text}symbols {syms:?}\n{inputs:?}")))?;
@@ -398,7 +409,8 @@ fn aranges_masks_and_carried_appends_match() {
 proptest! {
     #![proptest_config(cfg(10))]
     /// `linear`, `gated_linear`, `rms_norm_linear` (GEMV for a few constant rows, tiled
-    /// otherwise, symbolic rows too) and batched `matmul` with broadcast batch dims.
+    /// otherwise, symbolic rows too) and batched `matmul` with broadcast batch dims; weights
+    /// stored as f32 or bf16 (the interpreter then gets bf16-rounded params).
     #[test]
     fn matrix_products_match(
         rows in prop_oneof![1usize..=8, 9usize..=70],
@@ -407,9 +419,13 @@ proptest! {
         n in prop_oneof![1usize..=9, 60usize..=140],
         (batch, a_one, b_one) in (1usize..=3, any::<bool>(), any::<bool>()),
         weights_are_params in any::<bool>(),
+        bf16 in any::<bool>(),
         seed in any::<u64>(),
     ) {
         let mut c = Case::new(seed);
+        if bf16 {
+            c.weights = WeightStorage::Bf16;
+        }
         let m = if symbolic { Dim::sym("S") } else { Dim::from(rows) };
         let x = c.input("x", &[m.clone(), Dim::from(k)], Fill::Uniform);
         let w = c.value("w", &[n, k], Fill::Uniform, weights_are_params);
@@ -494,4 +510,54 @@ fn reruns_repeat_the_last_run_and_refuse_carried_programs() {
     set.run(index, &[("S", 1), ("P", 0)], &inputs).unwrap();
     let err = set.rerun(index).unwrap_err().to_string();
     assert!(err.contains("carried buffers cannot be run again"), "{err}");
+}
+
+proptest! {
+    #![proptest_config(cfg(8))]
+    /// `grouped_experts` routed by a `router_topk`, with and without a shared expert, T = 1 (the
+    /// matrix-vector path) and more tokens (tiled), weights stored as f32 or bf16.
+    #[test]
+    fn grouped_experts_match(
+        tokens in prop_oneof![Just(1u64), 2u64..=70],
+        (h, i, e) in (1usize..=40, 1usize..=24, 2usize..=8),
+        k in 1u64..=2,
+        shared in proptest::option::of(1usize..=16),
+        bf16 in any::<bool>(),
+        seed in any::<u64>(),
+    ) {
+        let mut c = Case::new(seed);
+        if bf16 {
+            c.weights = WeightStorage::Bf16;
+        }
+        let t = Dim::sym("S");
+        let x = c.input("x", &[t.clone(), Dim::from(h)], Fill::Uniform);
+        let logits = c.input("logits", &[t, Dim::from(e)], Fill::Uniform);
+        let router = saturn_ir::Router {
+            scoring: saturn_ir::RouterScoring::Softmax,
+            k,
+            n_group: 1,
+            topk_group: 1,
+            group_score: saturn_ir::GroupScore::Max,
+            masked_fill: f64::NEG_INFINITY,
+            weights_from_candidates: false,
+            normalize: true,
+            scale: 1.0,
+        };
+        let routing = c.op("routing", Op::RouterTopK(router), &[logits]);
+        let mut args = vec![
+            x,
+            routing,
+            c.param("w_gate", &[e, i, h], Fill::Uniform),
+            c.param("w_up", &[e, i, h], Fill::Uniform),
+            c.param("w_down", &[e, h, i], Fill::Uniform),
+        ];
+        if let Some(j) = shared {
+            args.push(c.param("s_gate", &[j, h], Fill::Uniform));
+            args.push(c.param("s_up", &[j, h], Fill::Uniform));
+            args.push(c.param("s_down", &[h, j], Fill::Uniform));
+        }
+        let y = c.op("y", Op::GroupedExperts { k }, &args);
+        c.out(y);
+        c.check(&[vec![("S", tokens)]])?;
+    }
 }

@@ -13,5 +13,8 @@ mod program;
 pub mod toolchain;
 
 pub use extent::Extent;
-pub use program::{ArenaPlan, Buffer, CudaKernel, CudaProgram, Launch, PRELUDE, Storage};
+pub use program::{
+    ArenaPlan, Buffer, CudaKernel, CudaOptions, CudaProgram, Launch, PRELUDE, Storage, StoredWeights,
+    WeightStorage,
+};
 pub use toolchain::{Assembled, CudaArch, CudaTools, KernelResources, ToolchainError};

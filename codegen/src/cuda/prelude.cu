@@ -1,5 +1,15 @@
 // saturn: device helpers shared by every generated kernel (no headers: NVRTC compiles this alone).
 #define SAT_FULL_MASK 0xffffffffu
+// A bf16 weight as stored (`--weights-dtype bf16`): the top half of an f32, read as that f32.
+struct sat_bf16 {
+  unsigned short bits;
+  __device__ __forceinline__ operator float() const { return __uint_as_float((unsigned int)bits << 16); }
+};
+// Four bf16 weights loaded at once (8 bytes), as floats.
+__device__ __forceinline__ float4 sat_bf16x4(uint2 q) {
+  return make_float4(__uint_as_float(q.x << 16), __uint_as_float(q.x & 0xffff0000u),
+                     __uint_as_float(q.y << 16), __uint_as_float(q.y & 0xffff0000u));
+}
 __device__ __forceinline__ float sat_sigmoid(float x) { return 1.0f / (1.0f + expf(-x)); }
 __device__ __forceinline__ float sat_silu(float x) { return x / (1.0f + expf(-x)); }
 // max and min propagate NaN, as torch.maximum does.

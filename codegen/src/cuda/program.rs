@@ -8,12 +8,48 @@
 
 use std::collections::HashMap;
 
-use saturn_ir::{DType, Dim, Graph, Node, NodeId, Op};
+use saturn_ir::{DType, Dim, Graph, Node, NodeId, Op, ParamSource, Tensor, TensorData};
 use serde::Serialize;
 
 use super::emit::{self, Bind, Group, KernelDef, NodeCtx, Param};
 use super::extent::Extent;
 use crate::CodegenError;
+
+/// How the weights (params) of a program are stored on the device; kernels read them as f32
+/// and compute in f32 whatever their storage.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WeightStorage {
+    #[default]
+    F32,
+    /// bf16, rounded to nearest even on upload: half the bytes a decode step reads. The
+    /// program then computes what the interpreter computes with bf16-rounded weights.
+    Bf16,
+}
+
+/// The weights of `params` as a program with `storage` holds them (each f32 rounded to the
+/// nearest bf16 for [`WeightStorage::Bf16`]): the interpreter or the CPU backend run on these
+/// computes what the device computes, up to summation order.
+pub struct StoredWeights<'a> {
+    pub params: &'a dyn ParamSource,
+    pub storage: WeightStorage,
+}
+
+impl ParamSource for StoredWeights<'_> {
+    fn load(&self, key: &str, shape: &[usize]) -> Result<Tensor, String> {
+        let mut t = self.params.load(key, shape)?;
+        if let (WeightStorage::Bf16, TensorData::F32(v)) = (self.storage, &mut t.data) {
+            v.iter_mut().for_each(|x| *x = half::bf16::from_f32(*x).to_f32());
+        }
+        Ok(t)
+    }
+}
+
+/// Options of [`CudaProgram::generate_with`].
+#[derive(Clone, Copy, Debug, Default)]
+pub struct CudaOptions {
+    pub weights: WeightStorage,
+}
 
 /// Where a buffer's memory comes from.
 #[derive(Clone, Debug, Serialize)]
@@ -109,9 +145,18 @@ pub struct ArenaPlan {
 pub const PRELUDE: &str = include_str!("prelude.cu");
 
 impl CudaProgram {
-    /// Generates the CUDA program of `graph`. Inputs named `carried_prefix*` with an output of
-    /// the same name are carried (the KV cache).
+    /// Generates the CUDA program of `graph` with f32 weights. Inputs named `carried_prefix*`
+    /// with an output of the same name are carried (the KV cache).
     pub fn generate(graph: &Graph, carried_prefix: &str) -> Result<CudaProgram, CodegenError> {
+        CudaProgram::generate_with(graph, carried_prefix, CudaOptions::default())
+    }
+
+    /// [`CudaProgram::generate`] with `options` (how weights are stored).
+    pub fn generate_with(
+        graph: &Graph,
+        carried_prefix: &str,
+        options: CudaOptions,
+    ) -> Result<CudaProgram, CodegenError> {
         saturn_ir::verify(graph)
             .map_err(|e| CodegenError::Unsupported { node: graph.name.clone(), msg: e.to_string() })?;
         let symbols = graph.symbols();
@@ -119,6 +164,7 @@ impl CudaProgram {
             graph,
             buffers: Vec::new(),
             buffer_of: HashMap::new(),
+            stored: Vec::new(),
             kernels: Vec::new(),
             kernel_by_source: HashMap::new(),
             init: Vec::new(),
@@ -158,6 +204,7 @@ impl CudaProgram {
                         let ctx = NodeCtx {
                             node,
                             operands: graph.inputs(id).iter().map(|&i| graph.ty(i)).collect(),
+                            stored: args.iter().map(|&a| b.stored[a]).collect(),
                             symbols: &symbols,
                         };
                         match append {
@@ -175,12 +222,22 @@ impl CudaProgram {
                     }
                 },
             };
+            // Weights may be stored narrower; views of them read the same storage.
+            let stored = match &storage {
+                Storage::Param { .. }
+                    if node.ty.dtype == DType::F32 && options.weights == WeightStorage::Bf16 =>
+                {
+                    DType::BF16
+                }
+                Storage::Alias { of, .. } => b.stored[*of],
+                _ => node.ty.dtype,
+            };
             b.buffer_of.insert(id, b.buffers.len());
-            b.buffers.push(Buffer {
+            b.push(Buffer {
                 name: node.name.clone(),
-                dtype: node.ty.dtype.name().into(),
+                dtype: stored.name().into(),
                 shape: node.ty.shape.clone(),
-                bytes: Extent::of(node.ty.shape.iter().cloned()).times(node.ty.dtype.size_bytes() as u64),
+                bytes: Extent::of(node.ty.shape.iter().cloned()).times(stored.size_bytes() as u64),
                 storage,
             });
         }
@@ -312,6 +369,8 @@ struct Builder<'g> {
     graph: &'g Graph,
     buffers: Vec<Buffer>,
     buffer_of: HashMap<NodeId, usize>,
+    /// How each buffer's elements are stored (its value's dtype, or bf16 for bf16 weights).
+    stored: Vec<DType>,
     kernels: Vec<CudaKernel>,
     /// Kernel source (under a placeholder name) -> index in `kernels`.
     kernel_by_source: HashMap<String, usize>,
@@ -320,6 +379,12 @@ struct Builder<'g> {
 }
 
 impl Builder<'_> {
+    fn push(&mut self, buffer: Buffer) {
+        let dtype = DType::ALL.into_iter().find(|d| d.name() == buffer.dtype).unwrap_or(DType::F32);
+        self.stored.push(dtype);
+        self.buffers.push(buffer);
+    }
+
     /// Reshapes and contiguous slices read their operand's memory.
     fn alias(&self, node: &Node, id: NodeId, args: &[usize]) -> Option<Storage> {
         let (of, offset) = match &node.op {
@@ -357,7 +422,7 @@ impl Builder<'_> {
     ) -> Result<(), CodegenError> {
         let first_scratch = self.buffers.len();
         for (i, bytes) in group.scratch.iter().enumerate() {
-            self.buffers.push(Buffer {
+            self.push(Buffer {
                 name: format!("{}.scratch{i}", ctx.node.name),
                 dtype: "u8".into(),
                 shape: Vec::new(),

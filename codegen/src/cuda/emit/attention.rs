@@ -31,10 +31,8 @@ const SPLIT: &str = r#"  const long long S = ${S}, T = ${T};
   const int hg = (int)(blockIdx.x % ${HG});
   const long long s = blockIdx.x / ${HG};
   const long long split = blockIdx.y;
-  // This batch element's query and cache.
+  // This batch element: its queries are heads bz * H.. of the flattened [B * H, S, ..].
   const long long bz = blockIdx.z;
-  const float* qlb = q_latent + bz * ${H} * S * ${C};
-  const float* qrb = q_rope + bz * ${H} * S * ${R};
   const long long t0 = split * ${CHUNK};
   // Query s sits at position s + T - S and sees keys up to there.
   const long long pos = s + T - S;
@@ -56,11 +54,11 @@ const SPLIT: &str = r#"  const long long S = ${S}, T = ${T};
   __shared__ float sc[${HB}][${CHUNK}];
   for (int i = tid; i < ${HB} * ${C}; i += ${BLOCK}) {
     const int hh = i / ${C}, c = i % ${C}, h = hg * ${HB} + hh;
-    qs[hh][c] = h < ${H} ? qlb[((long long)h * S + s) * ${C} + c] : 0.0f;
+    qs[hh][c] = h < ${H} ? q_latent[((bz * ${H} + h) * S + s) * ${C} + c] : 0.0f;
   }
   for (int i = tid; i < ${HB} * ${R}; i += ${BLOCK}) {
     const int hh = i / ${R}, c = i % ${R}, h = hg * ${HB} + hh;
-    qr[hh][c] = h < ${H} ? qrb[((long long)h * S + s) * ${R} + c] : 0.0f;
+    qr[hh][c] = h < ${H} ? q_rope[((bz * ${H} + h) * S + s) * ${R} + c] : 0.0f;
   }
   const float* lat0 = latent + (bz * T + t0) * ${C};
   const float* kpe0 = k_pe + (bz * T + t0) * ${R};

@@ -71,6 +71,11 @@ impl Product {
         (0..self.params.len() - 2).map(|j| format!("pb{j}")).collect()
     }
 
+    /// Whether the B operands are bf16 weights.
+    fn bf16_weights(&self) -> bool {
+        self.params[1].cty == "sat_bf16"
+    }
+
     /// The result from the accumulators `acc0{ix}` (and `acc1{ix}`).
     fn epilogue(&self, ix: &str) -> String {
         if self.gated() { format!("sat_silu(acc0{ix}) * acc1{ix}") } else { format!("acc0{ix}") }
@@ -106,24 +111,40 @@ impl Product {
         let _ =
             writeln!(c, "  const long long n = (long long)blockIdx.x * {SKINNY_WARPS} + (threadIdx.x >> 5);");
         c.push_str("  if (n >= N) return;\n");
+        let wty = self.params[1].cty;
         for j in 0..bs.len() {
             let _ = writeln!(c, "  float acc{j}[M];");
-            let _ = writeln!(c, "  const float* __restrict__ row{j} = pb{j} + n * K;");
+            let _ = writeln!(c, "  const {wty}* __restrict__ row{j} = pb{j} + n * K;");
         }
         let _ = writeln!(c, "#pragma unroll\n  for (int r = 0; r < M; ++r) {{");
         for j in 0..bs.len() {
             let _ = writeln!(c, "    acc{j}[r] = 0.0f;");
         }
         c.push_str("  }\n");
-        let ptrs: Vec<String> = ["pa".to_string()]
-            .into_iter()
-            .chain(bs.iter().cloned())
-            .map(|p| format!("(unsigned long long){p}"))
-            .collect();
-        let _ = writeln!(c, "  if ((K & 3LL) == 0 && (({}) & 15ULL) == 0) {{", ptrs.join(" | "));
+        // Four weights per load: a float4, or four bf16 in 8 bytes; the rows of A as float4.
+        let (wload, walign) = if self.bf16_weights() {
+            ("sat_bf16x4(*(const uint2*)(row{j} + k))", 7)
+        } else {
+            ("*(const float4*)(row{j} + k)", 15)
+        };
+        let ptrs = |ps: &[String]| ps.iter().map(|p| format!("(unsigned long long){p}")).collect::<Vec<_>>();
+        let condition = match (self.params[0].cty, walign) {
+            ("float", 15) => {
+                format!("(({}) & 15ULL) == 0", ptrs(&[&["pa".to_string()][..], &bs].concat()).join(" | "))
+            }
+            ("float", _) => {
+                format!(
+                    "((unsigned long long)pa & 15ULL) == 0 && (({}) & {walign}ULL) == 0",
+                    ptrs(&bs).join(" | ")
+                )
+            }
+            // A stored narrower than f32 (a product of weights): element by element.
+            _ => "false".to_string(),
+        };
+        let _ = writeln!(c, "  if ((K & 3LL) == 0 && {condition}) {{");
         c.push_str("#pragma unroll 4\n    for (long long k = lane * 4LL; k < K; k += 128) {\n");
         for j in 0..bs.len() {
-            let _ = writeln!(c, "      const float4 w{j} = *(const float4*)(row{j} + k);");
+            let _ = writeln!(c, "      const float4 w{j} = {};", wload.replace("{j}", &j.to_string()));
         }
         let _ = writeln!(c, "#pragma unroll\n      for (int r = 0; r < M; ++r) {{");
         c.push_str("        const float4 v = *(const float4*)(pa + r * K + k);\n");
@@ -288,9 +309,9 @@ fn linear_product(ctx: &NodeCtx, stem: &'static str, x: Param, weights: Vec<Para
     let _ = writeln!(setup, "  const long long M = {};", ctx.product(lead));
     let _ = writeln!(setup, "  const long long N = {};", ctx.dim(&n));
     let _ = writeln!(setup, "  const long long K = {};", ctx.dim(k));
-    let _ = writeln!(setup, "  const float* __restrict__ pa = {};", x.name);
+    let _ = writeln!(setup, "  const {}* __restrict__ pa = {};", x.cty, x.name);
     for (j, w) in weights.iter().enumerate() {
-        let _ = writeln!(setup, "  const float* __restrict__ pb{j} = {};", w.name);
+        let _ = writeln!(setup, "  const {}* __restrict__ pb{j} = {};", w.cty, w.name);
     }
     setup.push_str("  float* __restrict__ pc = out;\n");
     let mut params = vec![x];
@@ -375,13 +396,14 @@ pub(super) fn matmul(ctx: &NodeCtx) -> Result<Group, CodegenError> {
         let _ = writeln!(setup, "  const long long c{first} = zr;");
     }
     let (ao, bo) = (batch_offset(ctx, a, batch.len()), batch_offset(ctx, b, batch.len()));
-    let _ = writeln!(setup, "  const float* __restrict__ pa = a + ({ao});");
-    let _ = writeln!(setup, "  const float* __restrict__ pb0 = b + ({bo});");
+    let (pa, pb) = (ctx.operand(0, "a"), ctx.operand(1, "b"));
+    let _ = writeln!(setup, "  const {}* __restrict__ pa = a + ({ao});", pa.cty);
+    let _ = writeln!(setup, "  const {}* __restrict__ pb0 = b + ({bo});", pb.cty);
     setup.push_str("  float* __restrict__ pc = out + z * M * N;\n");
     let p = Product {
         stem: "matmul",
         node: ctx.node.name.clone(),
-        params: vec![ctx.operand(0, "a"), ctx.operand(1, "b"), ctx.out()],
+        params: vec![pa, pb, ctx.out()],
         setup,
         rows: m.as_const(),
         n: n.clone(),

@@ -81,10 +81,12 @@ pub(crate) struct Group {
     pub scratch: Vec<Extent>,
 }
 
-/// What an emitter sees of a node: its op, result and operand types, and the program symbols.
+/// What an emitter sees of a node: its op, result and operand types, how each operand is
+/// stored (bf16 weights are read through `sat_bf16`), and the program symbols.
 pub(crate) struct NodeCtx<'a> {
     pub node: &'a Node,
     pub operands: Vec<&'a TensorType>,
+    pub stored: Vec<DType>,
     pub symbols: &'a [String],
 }
 
@@ -112,9 +114,9 @@ impl NodeCtx<'_> {
         &self.node.ty.shape
     }
 
-    /// The parameter for operand `i`, named `name`.
+    /// The parameter for operand `i`, named `name`, typed as the operand is stored.
     pub(crate) fn operand(&self, i: usize, name: &str) -> Param {
-        Param { cty: cty(self.operands[i].dtype), name: name.into(), bind: Bind::Operand(i), written: false }
+        Param { cty: cty(self.stored[i]), name: name.into(), bind: Bind::Operand(i), written: false }
     }
 
     /// The parameter for the result, named `out`.
@@ -129,6 +131,8 @@ pub(crate) fn cty(dtype: DType) -> &'static str {
         DType::F32 => "float",
         DType::I64 => "long long",
         DType::Bool => "unsigned char",
+        // Read as f32 by conversion (only weights are stored so).
+        DType::BF16 => "sat_bf16",
         _ => "void",
     }
 }

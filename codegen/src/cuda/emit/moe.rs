@@ -302,9 +302,9 @@ const MATVEC_DENSE: &str = r#"  const long long row = blockIdx.x;
 const MATVEC_CORE: &str = r#"  const long long n = (long long)blockIdx.y * ${COLS} + (threadIdx.x >> 5);
   if (n >= ${N}) return;
   const int lane = threadIdx.x & 31;
-  const float* av = ${A} + (${AROW}) * ${KD};
-  const float* w0 = ${B0} + (wrow + n) * ${KD};
-  const float* w1 = ${B1} + (wrow + n) * ${KD};
+  const ${AT}* av = ${A} + (${AROW}) * ${KD};
+  const ${BT}* w0 = ${B0} + (wrow + n) * ${KD};
+  const ${BT}* w1 = ${B1} + (wrow + n) * ${KD};
   float g = 0.0f, u = 0.0f;
 #pragma unroll 4
   for (int c = lane; c < ${KD}; c += 32) {
@@ -333,6 +333,8 @@ fn matvec(ctx: &NodeCtx, x: &Experts, job: &Job, rows: Vec<Param>) -> KernelDef 
             ("KD", ctx.dim(&p.kd)),
             ("COLS", GEMV_COLS.to_string()),
             ("A", p.a.name.clone()),
+            ("AT", p.a.cty.into()),
+            ("BT", p.b[0].cty.into()),
             ("AROW", if routed && job.stage == Stage::Gate { "row / ${K}" } else { "row" }.into()),
             ("B0", p.b[0].name.clone()),
             ("B1", p.b[usize::from(gated)].name.clone()),
@@ -398,13 +400,13 @@ const TILED_DENSE: &str = r#"  const long long T = ${T};
 const TILED_CORE: &str = r#"  const int N = (int)(${N}), KD = (int)(${KD});
   const int n0 = blockIdx.y * ${TN};
   const int tid = threadIdx.x, tx = tid & 15, ty = tid >> 4;
-  const float* w0 = ${B0} + wrow * KD;
-  const float* w1 = ${B1} + wrow * KD;
+  const ${BT}* w0 = ${B0} + wrow * KD;
+  const ${BT}* w1 = ${B1} + wrow * KD;
   __shared__ float As[16][${TILE} + 1];
   __shared__ float Bg[16][${TN} + 1];
   __shared__ float Bu[16][${TNU}];
   // This thread loads rows ty + 16 i of the A and B tiles at column tx of each K step.
-  const float* ap[4];
+  const ${AT}* ap[4];
 #pragma unroll
   for (int i = 0; i < 4; ++i) {
     const long long ar = arow[ty + 16 * i];
@@ -489,6 +491,8 @@ fn tiled(ctx: &NodeCtx, x: &Experts, job: &Job, rows: Vec<Param>) -> Result<Kern
             ("TNU", if gated { tn + 1 } else { 1 }.to_string()),
             ("NJ", (tn / 16).to_string()),
             ("A", p.a.name.clone()),
+            ("AT", p.a.cty.into()),
+            ("BT", p.b[0].cty.into()),
             ("B0", p.b[0].name.clone()),
             ("B1", p.b[usize::from(gated)].name.clone()),
             ("GATED", gated.to_string()),

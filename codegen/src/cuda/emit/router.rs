@@ -213,7 +213,8 @@ const ROUTER_NORMALIZE: &str = r#"  {
 #pragma unroll
       for (int p = 0; p < ${K}; ++p)
         if (pick[p] > last && pick[p] < next) next = pick[p];
-      sum += (double)sw[next];
+      // Fewer than k picks (impossible for k <= E) would leave `next` past the row.
+      if (next < ${E}) sum += (double)sw[next];
       last = next;
     }
     const float den = (float)sum + ${EPS};

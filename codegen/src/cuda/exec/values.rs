@@ -5,11 +5,11 @@ use saturn_ir::{DType, Dim, Node, Op, ParamSource, Tensor, TensorData};
 use crate::CodegenError;
 use crate::cuda::Buffer;
 
-/// The dtype of a buffer (f32, i64 or bool).
+/// The dtype of a buffer (f32, i64 or bool; bf16 for weights stored so).
 pub(super) fn buffer_dtype(b: &Buffer) -> Result<DType, CodegenError> {
-    [DType::F32, DType::I64, DType::Bool].into_iter().find(|d| d.name() == b.dtype).ok_or_else(|| {
-        CodegenError::Run { node: b.name.clone(), msg: format!("dtype {} has no device form", b.dtype) }
-    })
+    [DType::F32, DType::I64, DType::Bool, DType::BF16].into_iter().find(|d| d.name() == b.dtype).ok_or_else(
+        || CodegenError::Run { node: b.name.clone(), msg: format!("dtype {} has no device form", b.dtype) },
+    )
 }
 
 pub(super) fn tensor_dtype(t: &Tensor) -> DType {
@@ -29,9 +29,12 @@ pub fn bytes_of(t: &Tensor) -> Vec<u8> {
     }
 }
 
-/// The tensor of `shape` whose elements are `bytes`.
+/// The tensor of `shape` whose elements are `bytes` (bf16 elements widened to f32).
 pub fn tensor_of(bytes: &[u8], dtype: DType, shape: Vec<usize>) -> Tensor {
     let data = match dtype {
+        DType::BF16 => TensorData::F32(
+            bytes.chunks_exact(2).map(|c| half::bf16::from_ne_bytes([c[0], c[1]]).to_f32()).collect(),
+        ),
         DType::I64 => TensorData::I64(
             bytes.chunks_exact(8).map(|c| i64::from_ne_bytes(c.try_into().expect("8 bytes"))).collect(),
         ),
@@ -53,9 +56,11 @@ pub(super) fn scalar_bytes(b: &Buffer, value: f64) -> Result<Vec<u8>, CodegenErr
     Ok(bytes_of(&t))
 }
 
-/// A param's values as bytes, loaded as the interpreter loads them (stacked `{e}` keys too).
+/// A param's values as bytes, loaded as the interpreter loads them (stacked `{e}` keys too);
+/// a bf16 buffer gets each f32 rounded to the nearest bf16 (ties to even).
 pub(super) fn load_param(b: &Buffer, key: &str, params: &dyn ParamSource) -> Result<Vec<u8>, CodegenError> {
-    let dtype = buffer_dtype(b)?;
+    let stored = buffer_dtype(b)?;
+    let dtype = if stored == DType::BF16 { DType::F32 } else { stored };
     let shape: Option<Vec<usize>> = b.shape.iter().map(|d| d.as_const().map(|v| v as usize)).collect();
     let shape =
         shape.ok_or_else(|| CodegenError::Param { key: key.into(), msg: "shape is not constant".into() })?;
@@ -66,5 +71,10 @@ pub(super) fn load_param(b: &Buffer, key: &str, params: &dyn ParamSource) -> Res
     };
     let t = saturn_ir::load_param(&node, key, &shape, params)
         .map_err(|e| CodegenError::Param { key: key.into(), msg: e.to_string() })?;
-    Ok(bytes_of(&t))
+    match (&t.data, stored) {
+        (TensorData::F32(v), DType::BF16) => {
+            Ok(v.iter().flat_map(|&x| half::bf16::from_f32(x).to_ne_bytes()).collect())
+        }
+        _ => Ok(bytes_of(&t)),
+    }
 }
