@@ -81,6 +81,36 @@ fn grouped_experts_report_their_work_and_match_the_reference() {
     }
 }
 
+/// bf16 weights: the CUDA emulator stores them as bf16 (half the weight bytes) and matches the
+/// cpu backend computing with the same rounded weights; the cpu backend reads f32 still.
+#[test]
+fn bf16_weights_halve_the_expert_bytes_on_a_cuda_device() {
+    let shape = [
+        "--tokens",
+        "5",
+        "--hidden",
+        "64",
+        "--inner",
+        "32",
+        "--experts",
+        "8",
+        "--top-k",
+        "2",
+        "--shared",
+        "16",
+    ];
+    let weights = 3.0 * 64.0 * 32.0 * 8.0 + 3.0 * 64.0 * 16.0;
+    let rest = 2.0 * 5.0 * 64.0 + 5.0 * 8.0;
+    for (backend, per_weight) in [("cuda-emulator", 2.0), ("cpu", 4.0)] {
+        let mut args = vec!["grouped-experts", "--backend", backend, "--weights-dtype", "bf16"];
+        args.extend(shape);
+        let r = report(&args);
+        assert_eq!(r["weights_dtype"], "bf16");
+        assert!(number(&r, "check_relative_error") <= 1e-4, "{r}");
+        assert_eq!(number(&r, "bytes"), per_weight * weights + 4.0 * rest, "{backend}");
+    }
+}
+
 #[test]
 fn impossible_sizes_are_clear_errors() {
     for (args, want) in [

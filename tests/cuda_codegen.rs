@@ -135,6 +135,32 @@ fn compile_emits_cuda_ptx_plan_and_report() {
     for l in plan["program"]["launches"].as_array().unwrap() {
         assert!(kernels.iter().any(|k| k["name"] == l["kernel"]), "{l}");
     }
+
+    // With bf16 weights every param buffer is bf16 (half the bytes of its f32 twin).
+    let bf16 = tempfile::tempdir().unwrap();
+    let out = saturn(&[
+        "compile",
+        "models/deepseek-v3-tiny",
+        "--target",
+        "h100",
+        "--emit",
+        "cuda",
+        "--weights-dtype",
+        "bf16",
+        "-o",
+        bf16.path().to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let plan16: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(bf16.path().join("plan.json")).unwrap()).unwrap();
+    let params = |p: &serde_json::Value| -> Vec<serde_json::Value> {
+        let buffers = p["program"]["buffers"].as_array().unwrap();
+        buffers.iter().filter(|b| b["storage"]["kind"] == "param").cloned().collect()
+    };
+    let (wide, narrow) = (params(&plan), params(&plan16));
+    assert_eq!(wide.len(), narrow.len());
+    assert!(!narrow.is_empty() && narrow.iter().all(|b| b["dtype"] == "bf16"), "{narrow:?}");
+    assert!(wide.iter().all(|b| b["dtype"] == "f32"));
 }
 
 #[test]

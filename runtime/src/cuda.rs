@@ -6,8 +6,8 @@
 use std::cell::RefCell;
 use std::collections::HashMap;
 
-use saturn_codegen::cuda::CudaProgram;
 use saturn_codegen::cuda::exec::{Device, ProgramSet};
+use saturn_codegen::cuda::{CudaOptions, CudaProgram};
 use saturn_ir::{Graph, ParamSource, Tensor};
 
 use crate::session::{PhaseGraphs, check_contract};
@@ -64,18 +64,19 @@ pub struct CudaPrograms {
 }
 
 impl CudaPrograms {
-    /// Generates the graphs' CUDA programs and loads them on `device` with the weights from
-    /// `params`.
+    /// Generates the graphs' CUDA programs (weights stored as `options` says) and loads them on
+    /// `device` with the weights from `params`.
     pub fn compile<D: Device + 'static>(
         device: D,
         graph: &Graph,
         phases: PhaseGraphs,
         params: &dyn ParamSource,
+        options: CudaOptions,
     ) -> Result<CudaPrograms, RuntimeError> {
         let mut set = ProgramSet::new(device);
         let mut add = |g: &Graph| -> Result<usize, RuntimeError> {
             check_contract(g)?;
-            Ok(set.add(CudaProgram::generate(g, CACHE_PREFIX)?, params)?)
+            Ok(set.add(CudaProgram::generate_with(g, CACHE_PREFIX, options)?, params)?)
         };
         let forward = add(graph)?;
         let prefill = phases.prefill.map(&mut add).transpose()?;

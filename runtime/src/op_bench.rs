@@ -10,8 +10,8 @@ use std::collections::{BTreeMap, HashMap};
 use std::time::Instant;
 
 use saturn_codegen::cpu::{Carried, CpuProgram, InputData, ProgramCache, Workspace};
-use saturn_codegen::cuda::CudaProgram;
 use saturn_codegen::cuda::exec::{Device, ProgramSet};
+use saturn_codegen::cuda::{CudaOptions, CudaProgram};
 use saturn_ir::{Bindings, Graph, ParamSource, SymBindings, Tensor, TensorData, evaluate};
 
 use crate::{CACHE_PREFIX, RuntimeError};
@@ -103,16 +103,17 @@ pub fn time_cpu(case: &OpCase, repeat: usize) -> Result<Timing, RuntimeError> {
     Ok(Timing { seconds, outputs })
 }
 
-/// The graph's CUDA program on `device`: the first run uploads the inputs, the timed runs
-/// replay its launches (as one recorded graph when `graphs`) and wait for them.
+/// The graph's CUDA program (generated with `options`) on `device`: the first run uploads the
+/// inputs, the timed runs replay its launches (as one recorded graph when `graphs`) and wait
+/// for them.
 pub fn time_device<D: Device>(
     device: D,
     case: &OpCase,
     repeat: usize,
-    graphs: bool,
+    (options, graphs): (CudaOptions, bool),
 ) -> Result<Timing, RuntimeError> {
     let mut set = ProgramSet::new(device);
-    let index = set.add(CudaProgram::generate(case.graph, CACHE_PREFIX)?, case.params)?;
+    let index = set.add(CudaProgram::generate_with(case.graph, CACHE_PREFIX, options)?, case.params)?;
     set.use_graphs(index, graphs);
     set.run(index, case.symbols, case.inputs)?;
     let seconds = timed(repeat, || {

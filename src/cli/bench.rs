@@ -73,6 +73,7 @@ pub fn run(model_path: &Path, args: &BenchArgs, run: &RunArgs) -> Result<()> {
     let prepared = graphs.prepare(weights.as_ref())?;
     let programs = run.compile(&prepared)?;
     let executor = super::executor(&prepared, &programs)?;
+    let weights = run.weights(&prepared);
     let load_seconds = start.elapsed().as_secs_f64();
 
     let mut prefill = Vec::new();
@@ -81,7 +82,7 @@ pub fn run(model_path: &Path, args: &BenchArgs, run: &RunArgs) -> Result<()> {
     let mut profiles = Vec::new();
     let rounds = args.repeat + 1 + usize::from(args.profile);
     for round in 0..rounds {
-        let mut session = executor.session(&prepared, limits)?;
+        let mut session = executor.session(&weights, limits)?;
         session.reserve(all);
         // Profiling times every step, so only an extra last round is profiled.
         let profiled = args.profile && round == rounds - 1;

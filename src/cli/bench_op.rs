@@ -18,6 +18,7 @@ use std::collections::{BTreeMap, HashMap};
 use anyhow::{Result, bail};
 use clap::{Args, Subcommand};
 use rayon::prelude::*;
+use saturn_codegen::cuda::{CudaOptions, WeightStorage};
 use saturn_ir::{DType, Dim, Graph, Op, ParamSource, Tensor, TensorType};
 use saturn_runtime::op_bench::{self, OpCase, Timing};
 use serde::Serialize;
@@ -89,6 +90,10 @@ pub struct HowArgs {
     /// Print the results as JSON.
     #[arg(long)]
     json: bool,
+    /// The weights (grouped-experts has weights): f32, or bf16-rounded (stored as bf16 on the
+    /// CUDA backends, half the bytes; computed with as f32 elsewhere and by --check).
+    #[arg(long, value_enum, default_value_t = super::WeightsDtype::F32)]
+    weights_dtype: super::WeightsDtype,
 }
 
 #[derive(Serialize)]
@@ -97,6 +102,7 @@ struct Report {
     backend: String,
     device: String,
     shapes: BTreeMap<&'static str, usize>,
+    weights_dtype: &'static str,
     repeat: usize,
     seconds: Vec<f64>,
     seconds_median: f64,
@@ -120,7 +126,18 @@ struct Problem {
     params: Generated,
     shapes: BTreeMap<&'static str, usize>,
     bytes: f64,
+    /// Weight elements among `bytes` (counted at 4 bytes each there).
+    weight_elements: f64,
     flops: f64,
+}
+
+/// Bytes fewer per weight element than f32 when `backend` stores weights as `storage` (only the
+/// CUDA backends store bf16 as bf16).
+fn weight_saving(backend: Backend, storage: WeightStorage) -> f64 {
+    match (backend, storage) {
+        (Backend::Cuda | Backend::CudaEmulator, WeightStorage::Bf16) => 2.0,
+        _ => 0.0,
+    }
 }
 
 pub fn run(args: OpArgs) -> Result<()> {
@@ -135,10 +152,13 @@ pub fn run(args: OpArgs) -> Result<()> {
     if how.repeat == 0 {
         bail!("--repeat must be at least 1");
     }
-    let case =
-        OpCase { graph: &problem.graph, params: &problem.params, inputs: &problem.inputs, symbols: &[] };
-    let (timing, device, copy) = time(&case, &how)?;
+    let options = how.weights_dtype.cuda_options();
+    // Every backend, and the reference, computes with the weights as the dtype makes them.
+    let weights = how.weights_dtype.weights(&problem.params);
+    let case = OpCase { graph: &problem.graph, params: &weights, inputs: &problem.inputs, symbols: &[] };
+    let (timing, device, copy) = time(&case, &how, options)?;
     let check_relative_error = how.check.then(|| check(&case, &how, &timing)).transpose()?;
+    let bytes = problem.bytes - problem.weight_elements * weight_saving(how.backend, options.weights);
     let median = timing.median();
     let report = Report {
         op: problem.op,
@@ -148,12 +168,13 @@ pub fn run(args: OpArgs) -> Result<()> {
         repeat: how.repeat,
         seconds_median: median,
         seconds: timing.seconds,
-        bytes: problem.bytes,
-        bandwidth_bytes_per_s: problem.bytes / median,
+        weights_dtype: how.weights_dtype.name(),
+        bytes,
+        bandwidth_bytes_per_s: bytes / median,
         flops: problem.flops,
         flops_per_s: problem.flops / median,
         copy_bandwidth_bytes_per_s: copy,
-        copy_bandwidth_fraction: copy.map(|c| problem.bytes / median / c),
+        copy_bandwidth_fraction: copy.map(|c| bytes / median / c),
         check_relative_error,
     };
     if how.json {
@@ -175,7 +196,7 @@ pub fn run(args: OpArgs) -> Result<()> {
 
 /// Times the op on the chosen backend; also names the device and measures its copy bandwidth
 /// (on CUDA devices: a 1 GiB device-to-device copy; 64 MiB on the emulator).
-fn time(case: &OpCase, how: &HowArgs) -> Result<(Timing, String, Option<f64>)> {
+fn time(case: &OpCase, how: &HowArgs, options: CudaOptions) -> Result<(Timing, String, Option<f64>)> {
     let threads = format!("{} threads", rayon::current_num_threads());
     Ok(match how.backend {
         Backend::Interp => (op_bench::time_interp(case, how.repeat)?, format!("cpu, {threads}"), None),
@@ -185,12 +206,16 @@ fn time(case: &OpCase, how: &HowArgs) -> Result<(Timing, String, Option<f64>)> {
             let mut gpu = saturn_runtime::GpuDevice::open(0, tools)?;
             let name = gpu.name();
             let copy = op_bench::device_copy_bandwidth(&mut gpu, 1 << 30, 10)?;
-            (op_bench::time_device(gpu, case, how.repeat, true)?, name, Some(copy))
+            (op_bench::time_device(gpu, case, how.repeat, (options, true))?, name, Some(copy))
         }
         Backend::CudaEmulator => {
             let mut emu = saturn_codegen::cuda::emulate::HostDevice::default();
             let copy = op_bench::device_copy_bandwidth(&mut emu, 64 << 20, 3)?;
-            (op_bench::time_device(emu, case, how.repeat, false)?, "cuda emulator".into(), Some(copy))
+            (
+                op_bench::time_device(emu, case, how.repeat, (options, false))?,
+                "cuda emulator".into(),
+                Some(copy),
+            )
         }
     })
 }
@@ -289,6 +314,7 @@ fn mla_decode(b: usize, t: usize, s: usize, h: usize, c: usize, r: usize) -> Res
         graph: g,
         inputs,
         params: Generated::default(),
+        weight_elements: 0.0,
         shapes: BTreeMap::from([
             ("batch", b as usize),
             ("context", t as usize),
@@ -362,6 +388,7 @@ fn grouped_experts(t: usize, hd: usize, i: usize, e: usize, k: usize, j: usize) 
         ]),
         // The weights of the experts some token uses, the shared expert's, x, routing and y.
         bytes: 4.0 * (3.0 * hf * i_f * distinct + 3.0 * hf * jf + 2.0 * tf * hf + tf * e as f64),
+        weight_elements: 3.0 * hf * (i_f * distinct + jf),
         flops: 2.0 * 3.0 * tf * hf * (kf * i_f + jf),
     })
 }

@@ -9,7 +9,7 @@
 use std::path::Path;
 
 use anyhow::{Context, Result};
-use saturn_codegen::cuda::{CudaProgram, CudaTools};
+use saturn_codegen::cuda::{CudaOptions, CudaProgram, CudaTools};
 use saturn_ir::{Graph, SymBindings};
 use serde_json::json;
 
@@ -20,12 +20,14 @@ pub struct CudaEmit<'a> {
     pub ptx: bool,
     /// The folder with `lib/libnvrtc.so.13` and `bin/ptxas` (else `SATURN_CUDA_HOME`, PATH).
     pub cuda_home: Option<&'a Path>,
+    /// How the program stores weights.
+    pub options: CudaOptions,
 }
 
 /// Generates the CUDA program of `graph` and writes what `emit` asks for into `dir` (`ptx`
 /// includes `cuda`).
 pub fn write(graph: &Graph, symbols: &SymBindings, emit: &CudaEmit, dir: &Path) -> Result<()> {
-    let program = CudaProgram::generate(graph, saturn_runtime::CACHE_PREFIX)
+    let program = CudaProgram::generate_with(graph, saturn_runtime::CACHE_PREFIX, emit.options)
         .with_context(|| format!("generating CUDA for `{}`", graph.name))?;
     let plan = serde_json::to_string_pretty(&plan_json(&program, symbols)?)? + "\n";
     // Compile before writing anything, so a rejected kernel leaves no partial output.

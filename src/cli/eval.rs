@@ -20,7 +20,8 @@ pub fn run(model: &Path, ids: &[u64], decode_ids: Option<&[u64]>, out: &Path, ru
     let prepared = graphs.prepare(weights.as_ref())?;
     let programs = run.compile(&prepared)?;
     let executor = super::executor(&prepared, &programs)?;
-    let mut session = executor.session(&prepared, limits)?;
+    let weights = run.weights(&prepared);
+    let mut session = executor.session(&weights, limits)?;
     // Check every id before running anything, so a bad decode id fails fast.
     let all: Vec<u64> = ids.iter().chain(decode_ids.unwrap_or_default()).copied().collect();
     saturn_runtime::check_ids(&all, limits)?;

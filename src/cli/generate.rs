@@ -64,7 +64,8 @@ pub fn run(
             .context("progress bar template")?,
     );
     let start = std::time::Instant::now();
-    let outputs = generate(executor, &prepared, limits, prompts, &options, &mut |_, _| progress.inc(1))?;
+    let weights = run.weights(&prepared);
+    let outputs = generate(executor, &weights, limits, prompts, &options, &mut |_, _| progress.inc(1))?;
     let seconds = start.elapsed().as_secs_f64();
     progress.finish_and_clear();
     // The rate goes to stderr, so stdout stays the ids alone.

@@ -131,6 +131,9 @@ enum Command {
         /// installs them).
         #[arg(long)]
         cuda_home: Option<PathBuf>,
+        /// How the CUDA program stores the weights (`--emit cuda`): f32, or bf16.
+        #[arg(long, value_enum, default_value_t = WeightsDtype::F32)]
+        weights_dtype: WeightsDtype,
         /// The output folder.
         #[arg(short = 'o', long = "out-dir")]
         out_dir: PathBuf,
@@ -187,6 +190,48 @@ struct RunArgs {
     /// $SATURN_CUDA_HOME; scripts/install-cuda-tools.sh installs them).
     #[arg(long)]
     cuda_home: Option<PathBuf>,
+    /// The weights: f32 as loaded, or bf16 (each rounded to the nearest bf16). The CUDA
+    /// backends store bf16 weights as bf16 (half the bytes; f32 arithmetic); cpu and interp
+    /// compute with the rounded values, which checks the CUDA backends' results.
+    #[arg(long, value_enum, default_value_t = WeightsDtype::F32)]
+    weights_dtype: WeightsDtype,
+}
+
+/// `--weights-dtype`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum WeightsDtype {
+    F32,
+    Bf16,
+}
+
+impl WeightsDtype {
+    /// The dtype as `--weights-dtype` names it.
+    fn name(self) -> &'static str {
+        match self {
+            WeightsDtype::F32 => "f32",
+            WeightsDtype::Bf16 => "bf16",
+        }
+    }
+
+    fn storage(self) -> saturn_codegen::cuda::WeightStorage {
+        match self {
+            WeightsDtype::F32 => saturn_codegen::cuda::WeightStorage::F32,
+            WeightsDtype::Bf16 => saturn_codegen::cuda::WeightStorage::Bf16,
+        }
+    }
+
+    /// The weights of `params` as this dtype makes them: bf16-rounded values for bf16, which
+    /// the CUDA backends store as bf16 and the others compute with as f32.
+    fn weights<'p>(
+        self,
+        params: &'p dyn saturn_runtime::ParamSource,
+    ) -> saturn_codegen::cuda::StoredWeights<'p> {
+        saturn_codegen::cuda::StoredWeights { params, storage: self.storage() }
+    }
+
+    fn cuda_options(self) -> saturn_codegen::cuda::CudaOptions {
+        saturn_codegen::cuda::CudaOptions { weights: self.storage() }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -236,8 +281,17 @@ impl RunArgs {
         }
     }
 
+    /// The prepared weights as `--weights-dtype` makes them: what programs and sessions load.
+    fn weights<'p>(
+        &self,
+        prepared: &'p saturn_runtime::Prepared<'_>,
+    ) -> saturn_codegen::cuda::StoredWeights<'p> {
+        self.weights_dtype.weights(prepared)
+    }
+
     /// Compiles the prepared graphs for the chosen backend.
     fn compile(&self, prepared: &saturn_runtime::Prepared<'_>) -> Result<Programs> {
+        let (options, params) = (self.weights_dtype.cuda_options(), self.weights(prepared));
         if self.backend == Backend::Interp {
             return Ok(Programs::Interp);
         }
@@ -251,17 +305,20 @@ impl RunArgs {
             Backend::Cuda => saturn_codegen::cuda::CudaTools::locate(self.cuda_home.as_deref())
                 .map_err(anyhow::Error::from)
                 .and_then(|tools| Ok(saturn_runtime::GpuDevice::open(0, tools)?))
-                .and_then(|gpu| Ok(saturn_runtime::CudaPrograms::compile(gpu, forward, phases, prepared)?))
+                .and_then(|gpu| {
+                    Ok(saturn_runtime::CudaPrograms::compile(gpu, forward, phases, &params, options)?)
+                })
                 .map(Programs::Cuda),
             Backend::CudaEmulator => saturn_runtime::CudaPrograms::compile(
                 saturn_codegen::cuda::emulate::HostDevice::default(),
                 forward,
                 phases,
-                prepared,
+                &params,
+                options,
             )
             .map(Programs::Cuda)
             .map_err(Into::into),
-            _ => saturn_runtime::CpuPrograms::compile(forward, phases, prepared)
+            _ => saturn_runtime::CpuPrograms::compile(forward, phases, &params)
                 .map(|p| Programs::Cpu(Box::new(p)))
                 .map_err(Into::into),
         };
@@ -344,8 +401,9 @@ pub fn run(cli: Cli) -> Result<()> {
         }
         Command::BenchOp { op } => bench_op::run(op),
         Command::Memory { model, context, batch, json } => memory::run(&model, context, batch, json),
-        Command::Compile { model, phase, emit, cuda_home, out_dir, opt } => {
-            optimize::compile(&model, phase.into(), &opt, &emit, cuda_home.as_deref(), &out_dir)
+        Command::Compile { model, phase, emit, cuda_home, weights_dtype, out_dir, opt } => {
+            let cuda = (cuda_home.as_deref(), weights_dtype.cuda_options());
+            optimize::compile(&model, phase.into(), &opt, &emit, cuda, &out_dir)
         }
         Command::Explain { model, phase, json, opt } => optimize::explain(&model, phase.into(), &opt, json),
     }

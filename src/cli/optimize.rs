@@ -168,7 +168,7 @@ pub fn compile(
     phase: Phase,
     opt: &OptArgs,
     emit: &[String],
-    cuda_home: Option<&Path>,
+    (cuda_home, cuda_options): (Option<&Path>, saturn_codegen::cuda::CudaOptions),
     dir: &Path,
 ) -> Result<()> {
     for e in emit {
@@ -188,7 +188,7 @@ pub fn compile(
         write_atomically(&dir.join("optimized.ir"), text::print(&optimized).as_bytes())?;
     }
     if wants("cuda") || wants("ptx") {
-        let emit = super::cuda::CudaEmit { ptx: wants("ptx"), cuda_home };
+        let emit = super::cuda::CudaEmit { ptx: wants("ptx"), cuda_home, options: cuda_options };
         super::cuda::write(&optimized, &options.symbols, &emit, dir)?;
     }
     write_atomically(&dir.join("report.json"), (serde_json::to_string_pretty(&report)? + "\n").as_bytes())?;
