@@ -3,11 +3,14 @@
 # toolkit (NVRTC + ptxas), for example the lent H100/H200 machines:
 #   1. the tiny fixtures through `--backend cuda`: prefill and decode logits against Hugging Face's
 #      (tests/fixtures/*/reference.safetensors, limit 1e-4) and greedy ids exactly;
-#   2. `saturn bench` on the GPU and on the CPU for the shipped default model (JSON);
-#   3. `saturn bench-op` at DeepSeek-V3 layer shapes: mla-decode (batch 64, context 4096: its
-#      traffic against the GPU's copy bandwidth) and grouped-experts (64 and 512 tokens), each
-#      checked against the CPU backend at a size the check can afford; then the same problems
-#      in PyTorch on the same GPU (scripts/bench_ops_torch.py), where PyTorch is installed.
+#   2. bf16 weights: the fixtures' logits on the GPU against the cpu backend's with the same
+#      bf16-rounded weights (limit 1e-4);
+#   3. `saturn bench` on the GPU and on the CPU for the shipped default model (JSON);
+#   4. `saturn bench-op` at DeepSeek-V3 layer shapes: mla-decode (batch 64, context 4096: its
+#      traffic against the GPU's copy bandwidth) and grouped-experts (64 and 512 tokens, f32
+#      and bf16 weights), each checked against the CPU backend at a size the check can afford;
+#      then the same problems in PyTorch on the same GPU (scripts/bench_ops_torch.py), where
+#      PyTorch is installed.
 # It needs a built saturn (`cargo build --release` here; on a machine without Rust, build
 # elsewhere and bring target/release/saturn) and python3 with numpy and safetensors.
 # Results go to ${OUT:-target/gpu-check}. Usage: scripts/gpu-check.sh [SATURN_BINARY]
@@ -62,6 +65,29 @@ assert worst <= 1e-4, f"max abs error {worst} > 1e-4"
 print(f"worst error {worst:.3e} (limit 1e-4)")
 PY
 
+echo "== bf16 weights: $BACKEND against the cpu backend on the same rounded weights" | tee -a "$OUT/log.txt"
+python3 - "$SATURN" "$OUT" "$BACKEND" <<'PY' | tee -a "$OUT/log.txt"
+import subprocess, sys, numpy as np
+from safetensors.numpy import load_file
+saturn, out, backend = sys.argv[1], sys.argv[2], sys.argv[3]
+worst = 0.0
+for model in ["deepseek-v3-tiny", "deepseek-v2-lite-tiny"]:
+    ref = load_file(f"tests/fixtures/{model}/reference.safetensors")
+    ids, dec = ref["input_ids"][0], ref["decode_ids"][0]
+    got = {}
+    for b in [backend, "cpu"]:
+        path = f"{out}/{model}-bf16-{b}.safetensors"
+        subprocess.run([saturn, "eval", f"models/{model}", "--backend", b, "--weights-dtype", "bf16",
+                        "--ids", ",".join(map(str, ids)), "--decode-ids", ",".join(map(str, dec)),
+                        "--out", path], check=True)
+        got[b] = load_file(path)
+    for name in ["logits", "decode_logits"]:
+        err = float(np.abs(got[backend][name] - got["cpu"][name]).max())
+        worst = max(worst, err)
+        print(f"{model} {name}: {backend} vs cpu with bf16 weights, max abs difference {err:.3e}")
+assert worst <= 1e-4, f"max abs difference {worst} > 1e-4"
+PY
+
 echo "== saturn bench ($BACKEND, then cpu)" | tee -a "$OUT/log.txt"
 for backend in "$BACKEND" cpu; do
   "$SATURN" bench models/deepseek-v3-mini.toml --backend "$backend" --prompt-tokens "${PROMPT:-64}" \
@@ -90,7 +116,10 @@ op() {  # op NAME ARGS...: one saturn bench-op run, its JSON kept and logged
   tee -a "$OUT/log.txt" < "$OUT/op-$name.json"
 }
 op mla-decode mla-decode "${MLA[@]}" --check
-for t in "${TOKENS[@]}"; do op "experts-$t" grouped-experts --tokens "$t" "${EXPERTS[@]}"; done
+for t in "${TOKENS[@]}"; do
+  op "experts-$t" grouped-experts --tokens "$t" "${EXPERTS[@]}"
+  op "experts-$t-bf16" grouped-experts --tokens "$t" "${EXPERTS[@]}" --weights-dtype bf16
+done
 op experts-checked grouped-experts "${CHECKED[@]}" --check
 
 echo "== the same problems in PyTorch" | tee -a "$OUT/log.txt"
