@@ -15,6 +15,10 @@ fn report(args: &[&str]) -> serde_json::Value {
     serde_json::from_str(&stdout(&out)).unwrap_or_else(|e| panic!("{e}: {}", stdout(&out)))
 }
 
+/// A small grouped-experts problem: 5 tokens, hidden 64, 8 experts of 32 (top-2), shared 16.
+const EXPERTS: [&str; 12] =
+    ["--tokens", "5", "--hidden", "64", "--inner", "32", "--experts", "8", "--top-k", "2", "--shared", "16"];
+
 fn number(r: &serde_json::Value, key: &str) -> f64 {
     r[key].as_f64().unwrap_or_else(|| panic!("`{key}` missing in {r}"))
 }
@@ -54,23 +58,9 @@ fn mla_decode_reports_its_traffic_and_matches_the_interpreter() {
 
 #[test]
 fn grouped_experts_report_their_work_and_match_the_reference() {
-    let shape = [
-        "--tokens",
-        "5",
-        "--hidden",
-        "64",
-        "--inner",
-        "32",
-        "--experts",
-        "8",
-        "--top-k",
-        "2",
-        "--shared",
-        "16",
-    ];
     for backend in ["cpu", "cuda-emulator"] {
         let mut args = vec!["grouped-experts", "--backend", backend];
-        args.extend(shape);
+        args.extend(EXPERTS);
         let r = report(&args);
         assert!(number(&r, "check_relative_error") <= 1e-4, "{r}");
         // 5 tokens x 2 experts of 3 products (64 x 32), and the shared expert (64 x 16).
@@ -85,25 +75,11 @@ fn grouped_experts_report_their_work_and_match_the_reference() {
 /// cpu backend computing with the same rounded weights; the cpu backend reads f32 still.
 #[test]
 fn bf16_weights_halve_the_expert_bytes_on_a_cuda_device() {
-    let shape = [
-        "--tokens",
-        "5",
-        "--hidden",
-        "64",
-        "--inner",
-        "32",
-        "--experts",
-        "8",
-        "--top-k",
-        "2",
-        "--shared",
-        "16",
-    ];
     let weights = 3.0 * 64.0 * 32.0 * 8.0 + 3.0 * 64.0 * 16.0;
     let rest = 2.0 * 5.0 * 64.0 + 5.0 * 8.0;
     for (backend, per_weight) in [("cuda-emulator", 2.0), ("cpu", 4.0)] {
         let mut args = vec!["grouped-experts", "--backend", backend, "--weights-dtype", "bf16"];
-        args.extend(shape);
+        args.extend(EXPERTS);
         let r = report(&args);
         assert_eq!(r["weights_dtype"], "bf16");
         assert!(number(&r, "check_relative_error") <= 1e-4, "{r}");

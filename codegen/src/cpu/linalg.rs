@@ -362,6 +362,8 @@ mod tests {
             (50, 1030, 9),
             (128, 64, 33),
             (129, 40, 21),
+            // Fewer weight rows than a block.
+            (3, 20, 3),
             // Split across threads, with a last block of one weight row.
             (64, 256, 301),
         ];

@@ -7,6 +7,8 @@
 //! place, while the block of `x` rows stays in L1. On CPUs whose 512-bit FMA runs at full rate
 //! this doubles the multiply-add throughput of 256-bit code.
 
+use std::ops::Range;
+
 /// Rows of `x` and of `w` per block: 6 x 4 = 24 accumulators, plus the 10 vectors loaded per
 /// step, fit the 32 AVX-512 registers.
 const ROWS: usize = 6;
@@ -38,12 +40,15 @@ pub unsafe fn linear_rows(
     if m == 0 || n0 >= n1 || k == 0 {
         return;
     }
-    // Whole blocks are read in place; a last block of fewer weight rows is copied into
-    // zero-padded rows, so every block has the same shape (one base pointer and a stride).
+    // Whole blocks are read in place, so every block has the same shape (one base pointer and
+    // a stride). The rows left over take a block shifted back to end at `n1`, writing only its
+    // last columns (the others belong to earlier blocks or to another caller's range), or, in
+    // a weight of fewer rows than a block, zero-padded copies of them.
     let whole = n0 + (n1 - n0) / WEIGHTS * WEIGHTS;
-    let padded = (whole < n1).then(|| {
+    let tail = n1 - whole;
+    let padded = (tail > 0 && n1 < WEIGHTS).then(|| {
         let mut rows = vec![0f32; WEIGHTS * k];
-        rows[..(n1 - whole) * k].copy_from_slice(&w[whole * k..n1 * k]);
+        rows[..tail * k].copy_from_slice(&w[whole * k..n1 * k]);
         rows
     });
     for chunk in (0..m).step_by(CHUNK) {
@@ -53,23 +58,30 @@ pub unsafe fn linear_rows(
         for j in (n0..whole).step_by(WEIGHTS) {
             // SAFETY: weight rows j..j + WEIGHTS are inside `w` (j + WEIGHTS <= whole <= n1);
             // output columns j..j + WEIGHTS are this call's.
-            unsafe { block(x, w[j * k..].as_ptr(), k, out.add(j), n, WEIGHTS) };
+            unsafe { block(x, w[j * k..].as_ptr(), k, out.add(j), n, 0..WEIGHTS) };
         }
-        if let Some(rows) = &padded {
+        match &padded {
             // SAFETY: `rows` holds WEIGHTS rows of k; only columns whole..n1 are written.
-            unsafe { block(x, rows.as_ptr(), k, out.add(whole), n, n1 - whole) };
+            Some(rows) => unsafe { block(x, rows.as_ptr(), k, out.add(whole), n, 0..tail) },
+            // SAFETY: rows n1 - WEIGHTS..n1 are inside `w` (n1 >= WEIGHTS); only columns
+            // whole..n1 of the block's are written.
+            None if tail > 0 => unsafe {
+                let start = n1 - WEIGHTS;
+                block(x, w[start * k..].as_ptr(), k, out.add(start), n, WEIGHTS - tail..WEIGHTS)
+            },
+            None => {}
         }
     }
 }
 
 /// Every row of `x` (row stride `k`) against one block of [`WEIGHTS`] weight rows at `w`
-/// (row stride `k`), writing the first `cols` columns of the block's output.
+/// (row stride `k`), writing columns `cols` of the block's output.
 ///
 /// # Safety
-/// `w` points at [`WEIGHTS`] rows of `k`; `out` has `x.len() / k` rows of stride `n` with
-/// `cols` writable elements each.
+/// `w` points at [`WEIGHTS`] rows of `k`; `out` has `x.len() / k` rows of stride `n` whose
+/// elements `cols` are writable.
 #[target_feature(enable = "avx512f")]
-unsafe fn block(x: &[f32], w: *const f32, k: usize, out: *mut f32, n: usize, cols: usize) {
+unsafe fn block(x: &[f32], w: *const f32, k: usize, out: *mut f32, n: usize, cols: Range<usize>) {
     let m = x.len() / k;
     let mut r = 0;
     while r < m {
@@ -80,18 +92,18 @@ unsafe fn block(x: &[f32], w: *const f32, k: usize, out: *mut f32, n: usize, col
             // The first pass over the block also fetches the next block's weight rows (for
             // the last block, addresses past the weights: a prefetch never faults).
             match (rows, r == 0) {
-                (1, true) => tile::<1, true>(x, w, k, out, n, cols),
-                (2, true) => tile::<2, true>(x, w, k, out, n, cols),
-                (3, true) => tile::<3, true>(x, w, k, out, n, cols),
-                (4, true) => tile::<4, true>(x, w, k, out, n, cols),
-                (5, true) => tile::<5, true>(x, w, k, out, n, cols),
-                (_, true) => tile::<ROWS, true>(x, w, k, out, n, cols),
-                (1, false) => tile::<1, false>(x, w, k, out, n, cols),
-                (2, false) => tile::<2, false>(x, w, k, out, n, cols),
-                (3, false) => tile::<3, false>(x, w, k, out, n, cols),
-                (4, false) => tile::<4, false>(x, w, k, out, n, cols),
-                (5, false) => tile::<5, false>(x, w, k, out, n, cols),
-                (_, false) => tile::<ROWS, false>(x, w, k, out, n, cols),
+                (1, true) => tile::<1, true>(x, w, k, out, n, cols.clone()),
+                (2, true) => tile::<2, true>(x, w, k, out, n, cols.clone()),
+                (3, true) => tile::<3, true>(x, w, k, out, n, cols.clone()),
+                (4, true) => tile::<4, true>(x, w, k, out, n, cols.clone()),
+                (5, true) => tile::<5, true>(x, w, k, out, n, cols.clone()),
+                (_, true) => tile::<ROWS, true>(x, w, k, out, n, cols.clone()),
+                (1, false) => tile::<1, false>(x, w, k, out, n, cols.clone()),
+                (2, false) => tile::<2, false>(x, w, k, out, n, cols.clone()),
+                (3, false) => tile::<3, false>(x, w, k, out, n, cols.clone()),
+                (4, false) => tile::<4, false>(x, w, k, out, n, cols.clone()),
+                (5, false) => tile::<5, false>(x, w, k, out, n, cols.clone()),
+                (_, false) => tile::<ROWS, false>(x, w, k, out, n, cols.clone()),
             }
         }
         r += rows;
@@ -109,7 +121,7 @@ unsafe fn block(x: &[f32], w: *const f32, k: usize, out: *mut f32, n: usize, col
 ///
 /// # Safety
 /// `x` points at `R` rows of `k`, `w` at [`WEIGHTS`] rows of `k`; `out` has `R` rows of
-/// stride `n` with `cols` writable elements each.
+/// stride `n` whose elements `cols` are writable.
 #[inline(never)]
 #[target_feature(enable = "avx512f")]
 unsafe fn tile<const R: usize, const FETCH: bool>(
@@ -118,7 +130,7 @@ unsafe fn tile<const R: usize, const FETCH: bool>(
     k: usize,
     out: *mut f32,
     n: usize,
-    cols: usize,
+    cols: Range<usize>,
 ) {
     use std::arch::x86_64::*;
     let mut acc = [_mm512_setzero_ps(); ROWS * WEIGHTS];
@@ -165,8 +177,8 @@ unsafe fn tile<const R: usize, const FETCH: bool>(
         }
         let sums = std::hint::black_box(sums);
         for r in 0..R {
-            for (i, &s) in sums[r * WEIGHTS..(r + 1) * WEIGHTS].iter().enumerate().take(cols) {
-                *out.add(r * n + i) = s;
+            for i in cols.clone() {
+                *out.add(r * n + i) = sums[r * WEIGHTS + i];
             }
         }
     }
