@@ -5,7 +5,7 @@ use std::sync::Arc;
 use saturn_ir::{ReduceOp, Rope, Router};
 
 use super::super::ElementwiseKernel;
-use super::super::attention::{MlaOperands, mla_decode_attention};
+use super::super::attention::{MlaOperands, MlaScratch, mla_decode_attention};
 use super::super::layout::{MAX_RANK, Strided, broadcast_strides, copy_strided, gather, row_major};
 use super::super::linalg::{linear, matmul_batched};
 use super::super::masks::{causal_mask, topk_mask};
@@ -160,13 +160,14 @@ pub(super) struct Scratch {
     pairs: Vec<(usize, usize)>,
     router: RouterScratch,
     experts: ExpertScratch,
+    mla: MlaScratch,
 }
 
 impl Scratch {
     /// Makes room for `floats` attention scores, so runs up to a plan's capacities do not grow
     /// the buffer step by step.
     pub(super) fn reserve_scores(&mut self, floats: usize) {
-        self.a.reserve(floats.saturating_sub(self.a.len()));
+        self.mla.reserve(floats);
     }
 }
 
@@ -321,7 +322,7 @@ pub(super) fn exec(kernel: &Kernel, args: &[View], out: &View, env: &mut Env) ->
                 &ops,
                 (batch, q[nb], q[nb + 1], q[nb + 2], qr[nb + 2], lat[nb]),
                 *scale as f32,
-                &mut s.a,
+                &mut s.mla,
                 out.f32_mut(),
             );
         }

@@ -375,8 +375,8 @@ impl CpuProgram {
         matches!(self.values[v].storage, Storage::Arena).then(|| self.bytes(ws, v))
     }
 
-    /// The most attention scores a step holds with symbols at `caps` (`b * h * s * t` floats
-    /// of an `mla_decode_attention`).
+    /// The most attention scores a step holds with symbols at `caps` (`h * s * t` floats of an
+    /// `mla_decode_attention`, one batch element at a time).
     fn scores_at(&self, caps: &[u64]) -> usize {
         let dims =
             |v: usize| self.values[v].shape.iter().map(|d| d.eval(caps).unwrap_or(0)).collect::<Vec<_>>();
@@ -385,8 +385,8 @@ impl CpuProgram {
             .filter(|s| matches!(s.kernel, Kernel::MlaDecodeAttention { .. }))
             .map(|s| {
                 let (q, latent) = (dims(s.args[0]), dims(s.args[2]));
-                // [B.., H, S] rows of T keys (latent is [B.., T, C]).
-                q[..q.len().saturating_sub(1)].iter().product::<usize>()
+                // [H, S] rows of T keys (q is [B.., H, S, C], latent [B.., T, C]).
+                q[q.len().saturating_sub(3)..q.len().saturating_sub(1)].iter().product::<usize>()
                     * latent.len().checked_sub(2).map_or(0, |at| latent[at])
             })
             .max()
