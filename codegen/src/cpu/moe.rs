@@ -8,7 +8,7 @@
 use rayon::prelude::*;
 use saturn_ir::{BinaryOp, GroupScore, Router, RouterScoring, UnaryOp};
 
-use super::linalg::{SharedSlice, dot, linear, par_ranges};
+use super::linalg::{SharedSlice, dot_fetching, linear, par_ranges};
 use super::masks::topk_row;
 
 /// Reusable buffers of the router (one token at a time).
@@ -236,8 +236,9 @@ fn one_token<'w>(
         for r in r0..r1 {
             let k = starts.partition_point(|&st| st <= r) - 1;
             let (m, i) = (mlp(k), r - starts[k]);
-            let g = dot(x, &m.gate[i * h..(i + 1) * h]);
-            let u = dot(x, &m.up[i * h..(i + 1) * h]);
+            // The expert's next rows are fetched alongside (see `dot_fetching`).
+            let g = dot_fetching(x, &m.gate[i * h..(i + 1) * h], row(m.gate, i + 1, h));
+            let u = dot_fetching(x, &m.up[i * h..(i + 1) * h], row(m.up, i + 1, h));
             // SAFETY: each hidden unit `r` is written by one task only.
             unsafe { act.write(r, UnaryOp::Silu.apply(g) * u) };
         }
@@ -251,7 +252,8 @@ fn one_token<'w>(
         for r in r0..r1 {
             let (k, c) = (r / h, r % h);
             let m = mlp(k);
-            let y = dot(&act[starts[k]..starts[k + 1]], &m.down[c * m.inner..(c + 1) * m.inner]);
+            let down = row(m.down, c, m.inner);
+            let y = dot_fetching(&act[starts[k]..starts[k + 1]], down, row(m.down, c + 1, m.inner));
             // SAFETY: each (expert, output) element is written by one task only.
             unsafe { ys.write(r, y) };
         }
@@ -265,6 +267,11 @@ fn one_token<'w>(
         }
         *o = sum;
     }
+}
+
+/// Row `i` of a row-major matrix with rows of `len` (empty past the end).
+fn row(w: &[f32], i: usize, len: usize) -> &[f32] {
+    w.get(i * len..(i + 1) * len).unwrap_or(&[])
 }
 
 /// One expert's share of the scratch buffers: its index, gate, up and output rows.
