@@ -93,6 +93,41 @@ pub fn linear(x: &[f32], w: &[f32], m: usize, k: usize, n: usize, out: &mut [f32
     }
 }
 
+/// `out [m, n] = a [m, k] b [k, n]`, all row-major and contiguous (a product with a cache of
+/// rows, like attention's `p latent`), allocating nothing: AVX-512 strips of 64 columns of
+/// `b` against broadcast elements of `a` where the CPU has AVX-512, split across threads by
+/// strips when the work pays for it; else each output row as scaled rows of `b` added in order.
+pub fn matmul_row_major(a: &[f32], b: &[f32], (m, k, n): (usize, usize, usize), out: &mut [f32]) {
+    assert!(a.len() >= m * k && b.len() >= k * n && out.len() >= m * n, "matmul operands too short");
+    if m * n == 0 {
+        return;
+    }
+    #[cfg(target_arch = "x86_64")]
+    if super::row_blocks::available() {
+        let dst = SharedOut(out.as_mut_ptr());
+        let part = |s0: usize, s1: usize| {
+            // SAFETY: a is m x k, b is k x n, out is m x n (asserted above); this task writes
+            // only its strips' columns; the CPU has AVX-512.
+            unsafe { super::row_blocks::matmul_rows(a, b, (m, k, n), (s0, s1), { dst }.0) };
+        };
+        let strips = super::row_blocks::strips(n);
+        if m * n * k < PARALLEL_MIN_GEMM {
+            part(0, strips);
+        } else {
+            par_ranges(strips, m * n * k, part);
+        }
+        return;
+    }
+    for (row, o) in a.chunks_exact(k.max(1)).zip(out.chunks_exact_mut(n)).take(m) {
+        o.fill(0.0);
+        for (&s, brow) in row.iter().zip(b.chunks_exact(n)) {
+            for (dst, &v) in o.iter_mut().zip(brow) {
+                *dst += s * v;
+            }
+        }
+    }
+}
+
 /// One strided matrix operand: element `(r, c)` is `data[r * rs + c * cs]`.
 #[derive(Clone, Copy)]
 pub struct Operand<'a> {
@@ -362,6 +397,26 @@ mod tests {
             }
         }
         out
+    }
+
+    /// Row-major products of every shape class: strips of 64 columns and a partial one, row
+    /// blocks of 6 and fewer, large enough to split across threads.
+    #[test]
+    fn matmul_row_major_matches_a_naive_product() {
+        for &(m, k, n) in
+            &[(1, 1, 1), (1, 5, 64), (7, 33, 65), (16, 160, 256), (13, 300, 130), (128, 200, 512), (3, 0, 5)]
+        {
+            let a: Vec<f32> = (0..m * k).map(|i| ((i * 7 % 13) as f32 - 6.0) / 7.0).collect();
+            let b: Vec<f32> = (0..k * n).map(|i| ((i * 5 % 11) as f32 - 5.0) / 9.0).collect();
+            // naive() takes w as [n, k]: transpose b.
+            let bt: Vec<f32> = (0..n * k).map(|i| b[(i % k) * n + i / k]).collect();
+            let want = naive(&a, &bt, m, k, n);
+            let mut out = vec![f32::NAN; m * n];
+            matmul_row_major(&a, &b, (m, k, n), &mut out);
+            for (i, (x, y)) in out.iter().zip(&want).enumerate() {
+                assert!((x - y).abs() <= 1e-4 * (1.0 + y.abs()), "{m}x{k}x{n} [{i}]: {x} vs {y}");
+            }
+        }
     }
 
     #[test]

@@ -183,3 +183,100 @@ unsafe fn tile<const R: usize, const FETCH: bool>(
         }
     }
 }
+
+/// Columns of `b` per strip of [`matmul_rows`]: four 512-bit vectors.
+const STRIP: usize = 64;
+
+/// `out [m, n] = a [m, k] b [k, n]` with `b` row-major (as a cache of rows is), for the column
+/// strips `s0..s1` of [`STRIP`] columns: each row of `b` is read once per block of six rows of
+/// `a`, 64 columns at a time against broadcast elements of `a`, with no packing or transposing
+/// (so nothing is allocated). Needs [`available`].
+///
+/// # Safety
+/// `a` holds `m * k` elements, `b` `k * n`, `out` at least `m * n`; the caller may run disjoint
+/// strip ranges on several threads over the same `out`.
+#[target_feature(enable = "avx512f")]
+pub unsafe fn matmul_rows(
+    a: &[f32],
+    b: &[f32],
+    (m, k, n): (usize, usize, usize),
+    (s0, s1): (usize, usize),
+    out: *mut f32,
+) {
+    debug_assert!(a.len() >= m * k && b.len() >= k * n);
+    for strip in s0..s1 {
+        let col = strip * STRIP;
+        let width = (n - col).min(STRIP);
+        let mut r = 0;
+        while r < m {
+            let rows = (m - r).min(ROWS);
+            // SAFETY: rows r..r + rows of a and out, columns col..col + width, are inside the
+            // operands (the caller's contract).
+            unsafe {
+                let (a, out) = (a[r * k..].as_ptr(), out.add(r * n + col));
+                let b = b[col..].as_ptr();
+                match rows {
+                    1 => strip_tile::<1>(a, b, (k, n), width, out),
+                    2 => strip_tile::<2>(a, b, (k, n), width, out),
+                    3 => strip_tile::<3>(a, b, (k, n), width, out),
+                    4 => strip_tile::<4>(a, b, (k, n), width, out),
+                    5 => strip_tile::<5>(a, b, (k, n), width, out),
+                    _ => strip_tile::<ROWS>(a, b, (k, n), width, out),
+                }
+            }
+            r += rows;
+        }
+    }
+}
+
+/// The column strips [`matmul_rows`] splits `n` columns into.
+pub fn strips(n: usize) -> usize {
+    n.div_ceil(STRIP)
+}
+
+/// `R` rows of `a` (row stride `k`) against `width <= 64` columns of `b` (row stride `n`): 4 x
+/// `R` accumulators, 4 vectors of `b` and one broadcast of `a` per row of `b`.
+///
+/// # Safety
+/// `a` points at `R` rows of `k`; `b` at `k` rows of stride `n` with `width` readable columns;
+/// `out` at `R` rows of stride `n` with `width` writable columns.
+#[inline(never)]
+#[target_feature(enable = "avx512f")]
+unsafe fn strip_tile<const R: usize>(
+    a: *const f32,
+    b: *const f32,
+    (k, n): (usize, usize),
+    width: usize,
+    out: *mut f32,
+) {
+    use std::arch::x86_64::*;
+    // The lanes of each of the four vectors that are inside the strip.
+    let masks: [__mmask16; 4] = std::array::from_fn(|i| {
+        let lanes = width.saturating_sub(16 * i).min(16);
+        ((1u32 << lanes) - 1) as __mmask16
+    });
+    let mut acc = [_mm512_setzero_ps(); ROWS * 4];
+    for kk in 0..k {
+        // SAFETY: row kk of b has `width` columns from here; masked lanes read nothing.
+        unsafe {
+            let row = b.add(kk * n);
+            let b0 = _mm512_maskz_loadu_ps(masks[0], row);
+            let b1 = _mm512_maskz_loadu_ps(masks[1], row.add(16));
+            let b2 = _mm512_maskz_loadu_ps(masks[2], row.add(32));
+            let b3 = _mm512_maskz_loadu_ps(masks[3], row.add(48));
+            for r in 0..R {
+                let x = _mm512_set1_ps(*a.add(r * k + kk));
+                acc[r * 4] = _mm512_fmadd_ps(x, b0, acc[r * 4]);
+                acc[r * 4 + 1] = _mm512_fmadd_ps(x, b1, acc[r * 4 + 1]);
+                acc[r * 4 + 2] = _mm512_fmadd_ps(x, b2, acc[r * 4 + 2]);
+                acc[r * 4 + 3] = _mm512_fmadd_ps(x, b3, acc[r * 4 + 3]);
+            }
+        }
+    }
+    for r in 0..R {
+        for (i, &mask) in masks.iter().enumerate() {
+            // SAFETY: row r of out has `width` columns from here; masked lanes write nothing.
+            unsafe { _mm512_mask_storeu_ps(out.add(r * n + 16 * i), mask, acc[r * 4 + i]) };
+        }
+    }
+}
