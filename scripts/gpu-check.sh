@@ -16,6 +16,8 @@
 # Results go to ${OUT:-target/gpu-check}. Usage: scripts/gpu-check.sh [SATURN_BINARY]
 # BACKEND=cuda-emulator runs the same checks on the CPU emulator (no GPU; slow, for the script;
 # the op benchmarks then run at small shapes). PYTHON picks the interpreter for PyTorch.
+# SECTIONS="fixtures bf16 bench ops torch" (the default) names the parts to run, so a long
+# check can be split across several runs (each keeps its files in $OUT).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SATURN="${1:-target/release/saturn}"
@@ -28,10 +30,30 @@ if [ -z "${SATURN_CUDA_HOME:-}" ]; then
   done
 fi
 export SATURN_CUDA_HOME="${SATURN_CUDA_HOME:?no CUDA toolkit found: set SATURN_CUDA_HOME}"
-echo "== GPU and tools" | tee "$OUT/log.txt"
+# SECTIONS picks what runs (default: all), e.g. SECTIONS="ops torch" to rerun the benchmarks.
+SECTIONS="${SECTIONS:-fixtures bf16 bench ops torch}"
+wants() { [[ " $SECTIONS " == *" $1 "* ]]; }
+echo "== GPU and tools (sections: $SECTIONS)" | tee -a "$OUT/log.txt"
 { nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv || true
   "$SATURN_CUDA_HOME/bin/ptxas" --version | tail -2; } | tee -a "$OUT/log.txt"
 
+# Op benchmark shapes: DeepSeek-V3's on a GPU, small ones on the emulator.
+if [ "$BACKEND" = cuda ]; then
+  MLA=(--batch 64 --context 4096)
+  EXPERTS=(--experts 256)
+  TOKENS=(64 512)
+  # The full expert weights make a CPU reference costly: the checked run has 16 experts.
+  CHECKED=(--tokens 64 --experts 16)
+  TORCH_DEVICE=cuda
+else
+  MLA=(--batch 2 --context 300 --heads 4 --latent 32 --rope 8)
+  EXPERTS=(--experts 8 --hidden 64 --inner 32 --shared 16 --top-k 2)
+  TOKENS=(5)
+  CHECKED=(--tokens 5 "${EXPERTS[@]}")
+  TORCH_DEVICE=cpu
+fi
+
+if wants fixtures; then
 echo "== tiny fixtures against transformers" | tee -a "$OUT/log.txt"
 python3 - "$SATURN" "$OUT" "$BACKEND" <<'PY' | tee -a "$OUT/log.txt"
 import subprocess, sys, numpy as np
@@ -64,7 +86,9 @@ for model in ["deepseek-v3-tiny", "deepseek-v2-lite-tiny"]:
 assert worst <= 1e-4, f"max abs error {worst} > 1e-4"
 print(f"worst error {worst:.3e} (limit 1e-4)")
 PY
+fi
 
+if wants bf16; then
 echo "== bf16 weights: $BACKEND against the cpu backend on the same rounded weights" | tee -a "$OUT/log.txt"
 python3 - "$SATURN" "$OUT" "$BACKEND" <<'PY' | tee -a "$OUT/log.txt"
 import subprocess, sys, numpy as np
@@ -87,29 +111,19 @@ for model in ["deepseek-v3-tiny", "deepseek-v2-lite-tiny"]:
         print(f"{model} {name}: {backend} vs cpu with bf16 weights, max abs difference {err:.3e}")
 assert worst <= 1e-4, f"max abs difference {worst} > 1e-4"
 PY
+fi
 
+if wants bench; then
 echo "== saturn bench ($BACKEND, then cpu)" | tee -a "$OUT/log.txt"
 for backend in "$BACKEND" cpu; do
   "$SATURN" bench models/deepseek-v3-mini.toml --backend "$backend" --prompt-tokens "${PROMPT:-64}" \
     --decode-tokens "${DECODE:-64}" --json > "$OUT/bench-$backend.json"
   tee -a "$OUT/log.txt" < "$OUT/bench-$backend.json"
 done
-
-echo "== op benchmarks ($BACKEND)" | tee -a "$OUT/log.txt"
-if [ "$BACKEND" = cuda ]; then
-  MLA=(--batch 64 --context 4096)
-  EXPERTS=(--experts 256)
-  TOKENS=(64 512)
-  # The full expert weights make a CPU reference costly: the checked run has 16 experts.
-  CHECKED=(--tokens 64 --experts 16)
-  TORCH_DEVICE=cuda
-else
-  MLA=(--batch 2 --context 300 --heads 4 --latent 32 --rope 8)
-  EXPERTS=(--experts 8 --hidden 64 --inner 32 --shared 16 --top-k 2)
-  TOKENS=(5)
-  CHECKED=(--tokens 5 "${EXPERTS[@]}")
-  TORCH_DEVICE=cpu
 fi
+
+if wants ops; then
+echo "== op benchmarks ($BACKEND)" | tee -a "$OUT/log.txt"
 op() {  # op NAME ARGS...: one saturn bench-op run, its JSON kept and logged
   local name="$1"; shift
   "$SATURN" bench-op "$@" --backend "$BACKEND" --json > "$OUT/op-$name.json"
@@ -121,7 +135,9 @@ for t in "${TOKENS[@]}"; do
   op "experts-$t-bf16" grouped-experts --tokens "$t" "${EXPERTS[@]}" --weights-dtype bf16
 done
 op experts-checked grouped-experts "${CHECKED[@]}" --check
+fi
 
+if wants torch; then
 echo "== the same problems in PyTorch" | tee -a "$OUT/log.txt"
 PY="${PYTHON:-python3}"
 torch_op() {  # torch_op NAME ARGS...: exit 3 from the script means no (CUDA) PyTorch here
@@ -140,4 +156,5 @@ torch_op() {  # torch_op NAME ARGS...: exit 3 from the script means no (CUDA) Py
 }
 if torch_op mla-decode mla-decode "${MLA[@]}"; then
   for t in "${TOKENS[@]}"; do torch_op "experts-$t" grouped-experts --tokens "$t" "${EXPERTS[@]}" || true; done
+fi
 fi
