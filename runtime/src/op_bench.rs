@@ -35,10 +35,15 @@ pub struct Timing {
 impl Timing {
     /// The median run time in seconds.
     pub fn median(&self) -> f64 {
-        let mut v = self.seconds.clone();
-        v.sort_by(f64::total_cmp);
-        v.get(v.len() / 2).copied().unwrap_or(f64::NAN)
+        median(&self.seconds)
     }
+}
+
+/// The middle of `v` once sorted (the upper one of an even count; NaN when empty).
+pub fn median(v: &[f64]) -> f64 {
+    let mut v = v.to_vec();
+    v.sort_by(f64::total_cmp);
+    v.get(v.len() / 2).copied().unwrap_or(f64::NAN)
 }
 
 /// Runs `run` once untimed, then `repeat` times timed.

@@ -18,6 +18,7 @@ use std::time::Instant;
 
 use anyhow::{Result, bail};
 use saturn_frontend::load_model;
+use saturn_runtime::op_bench::median;
 use saturn_runtime::{Limits, Session};
 use serde::Serialize;
 
@@ -197,12 +198,6 @@ fn decode_loop(session: &mut Session, next: &mut u64, steps: usize) -> Result<Ve
 fn last_row_choice(logits: &[f32], tokens: usize) -> u64 {
     let vocab = logits.len() / tokens.max(1);
     saturn_runtime::argmax(&logits[logits.len() - vocab..])
-}
-
-fn median(v: &[f64]) -> f64 {
-    let mut v = v.to_vec();
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
 }
 
 fn rayon_threads() -> usize {

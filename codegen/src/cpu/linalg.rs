@@ -118,9 +118,15 @@ pub fn matmul_row_major(a: &[f32], b: &[f32], (m, k, n): (usize, usize, usize), 
         }
         return;
     }
-    for (row, o) in a.chunks_exact(k.max(1)).zip(out.chunks_exact_mut(n)).take(m) {
+    scaled_rows(a, b, (m, k, n), out);
+}
+
+/// [`matmul_row_major`] without AVX-512: each output row as the rows of `b` scaled by the row
+/// of `a` and added in order.
+fn scaled_rows(a: &[f32], b: &[f32], (m, k, n): (usize, usize, usize), out: &mut [f32]) {
+    for (i, o) in out.chunks_exact_mut(n).take(m).enumerate() {
         o.fill(0.0);
-        for (&s, brow) in row.iter().zip(b.chunks_exact(n)) {
+        for (&s, brow) in a[i * k..(i + 1) * k].iter().zip(b.chunks_exact(n)) {
             for (dst, &v) in o.iter_mut().zip(brow) {
                 *dst += s * v;
             }
@@ -199,12 +205,7 @@ fn gemv_rows(x: &[f32], w: &[f32], m: usize, k: usize, n: usize, out: &mut [f32]
                     let row = r + i.min(take - 1);
                     *xr = &x[row * k..(row + 1) * k];
                 }
-                let d = if m == 1 {
-                    let next = w.get((j + 1) * k..(j + 2) * k).unwrap_or(&[]);
-                    [dot_fetching(xs[0], wj, next); 4]
-                } else {
-                    dots(&xs, wj)
-                };
+                let d = if m == 1 { [dot_fetching(xs[0], wj, row(w, j + 1, k)); 4] } else { dots(&xs, wj) };
                 for (i, &v) in d.iter().enumerate().take(take) {
                     // SAFETY: (r + i, j) is inside the m x n output and only this task writes
                     // column j.
@@ -301,6 +302,12 @@ fn reduce_lanes(acc: &mut [f32; 16]) -> f32 {
     acc[0]
 }
 
+/// Row `i` of a row-major matrix with rows of `len` elements (empty past the end): the `next`
+/// of [`dot_fetching`].
+pub fn row(w: &[f32], i: usize, len: usize) -> &[f32] {
+    w.get(i * len..(i + 1) * len).unwrap_or(&[])
+}
+
 /// `sum(a[i] * b[i])` over `a.len()` elements, prefetching `next` (the row read after `b`, or
 /// nothing) line by line alongside: rows of a page or so each start a new stream, which the
 /// hardware prefetcher would pick up only after a few misses (decode's one-row products ran
@@ -351,8 +358,8 @@ fn dot_lanes<const FMA: bool>(a: &[f32], b: &[f32], next: &[f32]) -> f32 {
 }
 
 /// `out[b] = a (m x k) times w (k x n)` for each `(a offset, w offset)` pair of row-major
-/// blocks, the outputs contiguous. One row against a matrix is an axpy loop over the matrix's
-/// rows; batches split across threads when the work pays for it.
+/// blocks, the outputs contiguous. One row against a matrix is [`matmul_row_major`] (no
+/// packing); batches split across threads when the work pays for it.
 pub fn matmul_batched(
     a: &[f32],
     w: &[f32],
@@ -366,12 +373,7 @@ pub fn matmul_batched(
     let one = |(&(ao, wo), o): (&(usize, usize), &mut [f32])| {
         let (ab, wb) = (&a[ao..], &w[wo..]);
         if m == 1 {
-            o.fill(0.0);
-            for (kk, &s) in ab[..k].iter().enumerate() {
-                for (dst, &v) in o.iter_mut().zip(&wb[kk * n..(kk + 1) * n]) {
-                    *dst += s * v;
-                }
-            }
+            matmul_row_major(ab, wb, (1, k, n), o);
         } else {
             gemm(m, k, n, Operand { data: ab, rs: k, cs: 1 }, Operand { data: wb, rs: n, cs: 1 }, o);
         }
@@ -403,18 +405,32 @@ mod tests {
     /// blocks of 6 and fewer, large enough to split across threads.
     #[test]
     fn matmul_row_major_matches_a_naive_product() {
-        for &(m, k, n) in
-            &[(1, 1, 1), (1, 5, 64), (7, 33, 65), (16, 160, 256), (13, 300, 130), (128, 200, 512), (3, 0, 5)]
-        {
+        for &(m, k, n) in &[
+            (1, 1, 1),
+            (1, 5, 64),
+            (7, 33, 65),
+            (16, 160, 256),
+            (13, 300, 130),
+            (128, 200, 512),
+            (3, 0, 5),
+            (1, 0, 3),
+        ] {
             let a: Vec<f32> = (0..m * k).map(|i| ((i * 7 % 13) as f32 - 6.0) / 7.0).collect();
             let b: Vec<f32> = (0..k * n).map(|i| ((i * 5 % 11) as f32 - 5.0) / 9.0).collect();
             // naive() takes w as [n, k]: transpose b.
             let bt: Vec<f32> = (0..n * k).map(|i| b[(i % k) * n + i / k]).collect();
             let want = naive(&a, &bt, m, k, n);
-            let mut out = vec![f32::NAN; m * n];
-            matmul_row_major(&a, &b, (m, k, n), &mut out);
-            for (i, (x, y)) in out.iter().zip(&want).enumerate() {
-                assert!((x - y).abs() <= 1e-4 * (1.0 + y.abs()), "{m}x{k}x{n} [{i}]: {x} vs {y}");
+            // Both paths: AVX-512 strips where the CPU has them, and the scaled rows of CPUs
+            // without.
+            type Product = fn(&[f32], &[f32], (usize, usize, usize), &mut [f32]);
+            for (path, product) in
+                [("matmul_row_major", matmul_row_major as Product), ("scaled_rows", scaled_rows)]
+            {
+                let mut out = vec![f32::NAN; m * n];
+                product(&a, &b, (m, k, n), &mut out);
+                for (i, (x, y)) in out.iter().zip(&want).enumerate() {
+                    assert!((x - y).abs() <= 1e-4 * (1.0 + y.abs()), "{path} {m}x{k}x{n} [{i}]: {x} vs {y}");
+                }
             }
         }
     }

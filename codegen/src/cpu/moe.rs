@@ -8,7 +8,7 @@
 use rayon::prelude::*;
 use saturn_ir::{BinaryOp, GroupScore, Router, RouterScoring, UnaryOp};
 
-use super::linalg::{SharedSlice, dot_fetching, linear, par_ranges};
+use super::linalg::{SharedSlice, dot_fetching, linear, par_ranges, row};
 use super::masks::topk_row;
 
 /// Reusable buffers of the router (one token at a time).
@@ -267,11 +267,6 @@ fn one_token<'w>(
         }
         *o = sum;
     }
-}
-
-/// Row `i` of a row-major matrix with rows of `len` (empty past the end).
-fn row(w: &[f32], i: usize, len: usize) -> &[f32] {
-    w.get(i * len..(i + 1) * len).unwrap_or(&[])
 }
 
 /// One expert's share of the scratch buffers: its index, gate, up and output rows.

@@ -164,7 +164,6 @@ impl CudaProgram {
             graph,
             buffers: Vec::new(),
             buffer_of: HashMap::new(),
-            stored: Vec::new(),
             kernels: Vec::new(),
             kernel_by_source: HashMap::new(),
             init: Vec::new(),
@@ -204,7 +203,7 @@ impl CudaProgram {
                         let ctx = NodeCtx {
                             node,
                             operands: graph.inputs(id).iter().map(|&i| graph.ty(i)).collect(),
-                            stored: args.iter().map(|&a| b.stored[a]).collect(),
+                            stored: args.iter().map(|&a| b.stored(a)).collect(),
                             symbols: &symbols,
                         };
                         match append {
@@ -229,11 +228,11 @@ impl CudaProgram {
                 {
                     DType::BF16
                 }
-                Storage::Alias { of, .. } => b.stored[*of],
+                Storage::Alias { of, .. } => b.stored(*of),
                 _ => node.ty.dtype,
             };
             b.buffer_of.insert(id, b.buffers.len());
-            b.push(Buffer {
+            b.buffers.push(Buffer {
                 name: node.name.clone(),
                 dtype: stored.name().into(),
                 shape: node.ty.shape.clone(),
@@ -369,8 +368,6 @@ struct Builder<'g> {
     graph: &'g Graph,
     buffers: Vec<Buffer>,
     buffer_of: HashMap<NodeId, usize>,
-    /// How each buffer's elements are stored (its value's dtype, or bf16 for bf16 weights).
-    stored: Vec<DType>,
     kernels: Vec<CudaKernel>,
     /// Kernel source (under a placeholder name) -> index in `kernels`.
     kernel_by_source: HashMap<String, usize>,
@@ -379,10 +376,11 @@ struct Builder<'g> {
 }
 
 impl Builder<'_> {
-    fn push(&mut self, buffer: Buffer) {
-        let dtype = DType::ALL.into_iter().find(|d| d.name() == buffer.dtype).unwrap_or(DType::F32);
-        self.stored.push(dtype);
-        self.buffers.push(buffer);
+    /// How value buffer `i`'s elements are stored: its value's dtype, or bf16 for bf16 weights
+    /// and views of them (scratch buffers, never operands, have no dtype).
+    fn stored(&self, i: usize) -> DType {
+        let name = &self.buffers[i].dtype;
+        DType::ALL.into_iter().find(|d| d.name() == name).unwrap_or_else(|| panic!("buffer {i} has no dtype"))
     }
 
     /// Reshapes and contiguous slices read their operand's memory.
@@ -422,7 +420,7 @@ impl Builder<'_> {
     ) -> Result<(), CodegenError> {
         let first_scratch = self.buffers.len();
         for (i, bytes) in group.scratch.iter().enumerate() {
-            self.push(Buffer {
+            self.buffers.push(Buffer {
                 name: format!("{}.scratch{i}", ctx.node.name),
                 dtype: "u8".into(),
                 shape: Vec::new(),
