@@ -56,8 +56,8 @@ fn generation_is_deterministic() {
 }
 
 /// Every distinct kernel of the tiny models and of DeepSeek-V3 671B, both phases, weights
-/// stored as f32 and as bf16, through NVRTC for both architectures and ptxas: no errors, no
-/// spills.
+/// stored as f32 and as bf16 (whose decode attention runs on tensor cores), through NVRTC for
+/// both architectures and ptxas: no errors, no spills.
 #[test]
 fn every_kernel_assembles_without_spills() {
     let tools = tools();
@@ -69,6 +69,10 @@ fn every_kernel_assembles_without_spills() {
         {
             let p = program_with(model, phase, weights);
             assert!(!p.kernels.is_empty());
+            // bf16 decode attention is the tensor-core kernel (these heads and widths fit it).
+            if phase == Phase::Decode && weights == WeightStorage::Bf16 {
+                assert!(p.kernels.iter().any(|k| k.name.starts_with("mla_decode_split_mma")), "{model}");
+            }
             for k in &p.kernels {
                 kernels
                     .entry(CudaProgram::kernel_source(k))

@@ -8,6 +8,9 @@ mod common;
 use common::{Values, read_safetensors, saturn, stderr, stdout};
 
 const TOLERANCE: f32 = 1e-4;
+/// bf16 math's tolerance relative to a result's scale: torch.testing's default relative
+/// tolerance for bf16 (`assert_close`), 1.6e-2, about four units of bf16's last place.
+const BF16_TOLERANCE: f32 = 1.6e-2;
 
 struct Reference {
     rows: usize,
@@ -104,7 +107,10 @@ fn check_eval(model: &str, backend: &[&str]) {
 }
 
 /// bf16 weights: the CUDA path (bf16 storage, on the emulator) computes what the cpu backend
-/// computes with the same bf16-rounded weights, within [`TOLERANCE`]. How far bf16 weights move
+/// computes with the same bf16-rounded weights. Prefill (whose attention is the expanded form,
+/// f32 products) within [`TOLERANCE`]; decode, whose `mla_decode_attention` runs on tensor cores
+/// with bf16 queries, cache and probabilities, within [`BF16_TOLERANCE`] of the logits' largest
+/// magnitude. How far bf16 weights move
 /// the logits from transformers' f32 ones is printed, not asserted: a routing choice that flips
 /// with the rounding changes a position's logits by far more than the rounding itself.
 fn check_bf16(model: &str) {
@@ -116,7 +122,12 @@ fn check_bf16(model: &str) {
         let emulated = eval_row(model, &r, row, &[&bf16[..], EMULATOR].concat());
         for (what, a, b) in [("prefill", &cpu.0, &emulated.0), ("decode", &cpu.1, &emulated.1)] {
             let err = max_error(a, b);
-            assert!(err <= TOLERANCE, "{model} row {row} {what}: emulator vs cpu, bf16 weights: {err}");
+            let scale = a.iter().fold(0f32, |m, x| m.max(x.abs()));
+            let bound = if what == "decode" { BF16_TOLERANCE * scale } else { TOLERANCE };
+            eprintln!(
+                "{model} row {row} {what}: emulator vs cpu, bf16 weights: {err:.3e} (bound {bound:.3e})"
+            );
+            assert!(err <= bound, "{model} row {row} {what}: emulator vs cpu, bf16 weights: {err} > {bound}");
         }
         let from_f32 = max_error(&cpu.0, &r.logits[row * s * v..(row + 1) * s * v])
             .max(max_error(&cpu.1, &r.decode_logits[row * d * v..(row + 1) * d * v]));

@@ -32,6 +32,8 @@ use saturn_ir::{
 enum Fill {
     /// f32 uniform in `[-1, 1)`.
     Uniform,
+    /// [`Fill::Uniform`] rounded to bf16 (exact in a tensor-core operand).
+    UniformBf16,
     /// f32 within `[-1000, 1000]`, with zeros (casts).
     Wide,
     /// f32 in `[-8, 8)`; each row of 8 elements all `-inf` with probability 1/4, each element
@@ -45,7 +47,7 @@ enum Fill {
 impl Fill {
     fn dtype(self) -> DType {
         match self {
-            Fill::Uniform | Fill::Wide | Fill::Extreme => DType::F32,
+            Fill::Uniform | Fill::UniformBf16 | Fill::Wide | Fill::Extreme => DType::F32,
             Fill::Int(..) => DType::I64,
             Fill::Bool => DType::Bool,
         }
@@ -55,6 +57,9 @@ impl Fill {
         let n = shape.iter().product::<usize>();
         match self {
             Fill::Uniform => Tensor::f32(shape, (0..n).map(|_| rng.unit()).collect()),
+            Fill::UniformBf16 => {
+                Tensor::f32(shape, (0..n).map(|_| half::bf16::from_f32(rng.unit()).to_f32()).collect())
+            }
             Fill::Wide => Tensor::f32(
                 shape,
                 (0..n).map(|_| if rng.below(5) == 0 { 0.0 } else { rng.unit() * 1000.0 }).collect(),
@@ -94,6 +99,8 @@ struct Case {
     rng: Rng,
     /// How the program stores params; the interpreter gets them rounded the same way.
     weights: WeightStorage,
+    /// Floats must match within `tolerance * max(1, |want|)`.
+    tolerance: f32,
 }
 
 impl Case {
@@ -104,6 +111,7 @@ impl Case {
             inputs: Vec::new(),
             rng: Rng::new(seed),
             weights: WeightStorage::F32,
+            tolerance: 1e-5,
         }
     }
 
@@ -156,7 +164,8 @@ impl Case {
             let bindings = Bindings { symbols: bound, inputs: inputs.clone(), params: &stored };
             let want = evaluate(&self.g, &bindings).map_err(|e| fail(format!("interpreter: {e}\n{text}")))?;
             let got = emu.run(syms, &inputs).map_err(|e| fail(format!("emulator: {e}\n{text}{syms:?}")))?;
-            compare_all(&got, &want).map_err(|m| fail(format!("{m}\n{text}symbols {syms:?}\n{inputs:?}")))?;
+            compare_all(&got, &want, self.tolerance)
+                .map_err(|m| fail(format!("{m}\n{text}symbols {syms:?}\n{inputs:?}")))?;
         }
         Ok(())
     }
@@ -167,25 +176,29 @@ fn fail(msg: String) -> TestCaseError {
 }
 
 /// Every output of `want` in `got` with its shape and values.
-fn compare_all(got: &BTreeMap<String, Tensor>, want: &BTreeMap<String, Tensor>) -> Result<(), String> {
+fn compare_all(
+    got: &BTreeMap<String, Tensor>,
+    want: &BTreeMap<String, Tensor>,
+    tolerance: f32,
+) -> Result<(), String> {
     for (name, w) in want {
         let g = got.get(name).ok_or_else(|| format!("no output `{name}`"))?;
         if g.shape != w.shape {
             return Err(format!("`{name}`: shape {:?}, want {:?}", g.shape, w.shape));
         }
-        compare(&g.data, &w.data).map_err(|m| format!("`{name}`: {m}"))?;
+        compare(&g.data, &w.data, tolerance).map_err(|m| format!("`{name}`: {m}"))?;
     }
     Ok(())
 }
 
-fn compare(got: &TensorData, want: &TensorData) -> Result<(), String> {
+fn compare(got: &TensorData, want: &TensorData, tolerance: f32) -> Result<(), String> {
     match (got, want) {
         (TensorData::F32(g), TensorData::F32(w)) => {
             for (i, (&a, &b)) in g.iter().zip(w).enumerate() {
                 let ok = if b.is_nan() || b.is_infinite() {
                     a.to_bits() == b.to_bits() || (a.is_nan() && b.is_nan())
                 } else {
-                    (a - b).abs() <= 1e-5 * b.abs().max(1.0)
+                    (a - b).abs() <= tolerance * b.abs().max(1.0)
                 };
                 if !ok {
                     return Err(format!("element {i}: got {a}, want {b}\n got {g:?}\nwant {w:?}"));
@@ -395,7 +408,7 @@ fn aranges_masks_and_carried_appends_match() {
             inputs.insert("cache.k".into(), past.clone());
             inputs.insert("cache.v".into(), past_v.clone());
             let want = evaluate(&c.g, &Bindings { symbols: bound, inputs, params: &c.params }).unwrap();
-            compare_all(&got, &want).unwrap_or_else(|m| panic!("S={s} P={p}: {m}"));
+            compare_all(&got, &want, c.tolerance).unwrap_or_else(|m| panic!("S={s} P={p}: {m}"));
             past = emu.carried("cache.k").unwrap();
             assert_eq!(past, want["cache.k"], "the carried cache after S={s} P={p}");
             past_v = emu.carried("cache.v").unwrap();
@@ -467,6 +480,41 @@ proptest! {
         let k_pe = c.input("k_pe", &batched(&[t, Dim::from(r)]), Fill::Uniform);
         let y = c.op("y", Op::MlaDecodeAttention { scale: 0.4 }, &[q, qr, latent, k_pe]);
         c.out(y);
+        let runs: Vec<Syms> = runs.iter().map(|&(s, p)| vec![("S", s), ("P", p)]).collect();
+        c.check(&runs)?;
+    }
+}
+
+proptest! {
+    #![proptest_config(cfg(6))]
+    /// `mla_decode_attention` on tensor cores (bf16 weights allow bf16 operands): one to four
+    /// 16-row head tiles, several head groups, latent widths that leave partial 8-column output
+    /// tiles, rope widths that pad the 16-wide k-steps, partial key tiles and splits. Inputs
+    /// are bf16 values, so what is left to differ from the interpreter is the probabilities'
+    /// rounding to bf16 (2^-9 relative) and the order of the sums.
+    #[test]
+    fn mla_decode_attention_on_tensor_cores_matches(
+        batch in prop_oneof![Just(vec![]), vec(1usize..=2, 1..=1)],
+        (h, c_dim, r) in (prop_oneof![1usize..=16, 17usize..=70], 1usize..=72, 0usize..=20),
+        runs in vec((1u64..=2, prop_oneof![0u64..=40, 250u64..=270]), 1..=2),
+        seed in any::<u64>(),
+    ) {
+        let mut c = Case::new(seed);
+        c.weights = WeightStorage::Bf16;
+        c.tolerance = 8e-3;
+        let s = Dim::sym("S");
+        let t = Dim::sym("P").add(&s);
+        let batched = |rest: &[Dim]| dims(&batch).into_iter().chain(rest.iter().cloned()).collect::<Vec<_>>();
+        let fill = Fill::UniformBf16;
+        let q = c.input("q_latent", &batched(&[Dim::from(h), s.clone(), Dim::from(c_dim)]), fill);
+        let qr = c.input("q_rope", &batched(&[Dim::from(h), s, Dim::from(r)]), fill);
+        let latent = c.input("latent", &batched(&[t.clone(), Dim::from(c_dim)]), fill);
+        let k_pe = c.input("k_pe", &batched(&[t, Dim::from(r)]), fill);
+        let y = c.op("y", Op::MlaDecodeAttention { scale: 0.4 }, &[q, qr, latent, k_pe]);
+        c.out(y);
+        let text = saturn_ir::text::print(&c.g);
+        let program = CudaProgram::generate_with(&c.g, "cache.", CudaOptions { weights: c.weights }).unwrap();
+        prop_assert!(program.source().contains("mla_decode_split_mma"), "no tensor-core kernel for\n{text}");
         let runs: Vec<Syms> = runs.iter().map(|&(s, p)| vec![("S", s), ("P", p)]).collect();
         c.check(&runs)?;
     }

@@ -11,7 +11,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use cudarc::driver::sys::{CUgraphInstantiate_flags, CUstreamCaptureMode};
+use cudarc::driver::sys::{CUfunction_attribute_enum, CUgraphInstantiate_flags, CUstreamCaptureMode};
 use cudarc::driver::{
     CudaContext, CudaFunction, CudaGraph, CudaSlice, CudaStream, DevicePtr, LaunchConfig, PushKernelArg,
 };
@@ -154,6 +154,15 @@ impl Device for GpuDevice {
         args: &[u64],
     ) -> Result<(), String> {
         let f = module.get(kernel).ok_or("is not loaded")?;
+        // Beyond 48 KiB, a kernel's dynamic shared memory must be opted into (the device's
+        // limit is checked by the executor); the driver keeps the setting per function.
+        if shared_bytes > 48 * 1024 {
+            f.set_attribute(
+                CUfunction_attribute_enum::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
+                shared_bytes as i32,
+            )
+            .map_err(|e| format!("cannot allow {shared_bytes} bytes of dynamic shared memory: {e}"))?;
+        }
         let mut launch = self.stream.launch_builder(f);
         for a in args {
             launch.arg(a);

@@ -10,6 +10,47 @@ __device__ __forceinline__ float4 sat_bf16x4(uint2 q) {
   return make_float4(__uint_as_float(q.x << 16), __uint_as_float(q.x & 0xffff0000u),
                      __uint_as_float(q.y << 16), __uint_as_float(q.y & 0xffff0000u));
 }
+// An f32 as bf16 bits, rounded to nearest even (NaN stays a quiet NaN), as the host rounds
+// weights on upload (`half::bf16::from_f32`).
+__device__ __forceinline__ unsigned int sat_bf16_bits(float f) {
+  const unsigned int u = __float_as_uint(f);
+  if ((u & 0x7fffffffu) > 0x7f800000u) return ((u >> 16) | 0x40u) & 0xffffu;
+  return (u + 0x7fffu + ((u >> 16) & 1u)) >> 16;
+}
+// d[16x8] += a[16x16] b[16x8]: bf16 operands, f32 accumulators, one warp (`mma.sync` m16n8k16,
+// A row-major, B column-major). Fragments as the PTX ISA lays them out, with g = lane / 4 and
+// t = lane % 4: a[0] = A[g][2t..2t+1], a[1] = A[g+8][2t..], a[2] = A[g][2t+8..],
+// a[3] = A[g+8][2t+8..]; b[0] = B[2t..2t+1][g], b[1] = B[2t+8..2t+9][g]; d[0..1] = D[g][2t..2t+1],
+// d[2..3] = D[g+8][2t..]. Every lane of the warp must call it (sm_80 and later).
+__device__ __forceinline__ void sat_mma_bf16(float* d, const unsigned int* a, const unsigned int* b) {
+#ifdef SAT_EMULATED
+  // The emulator has no tensor cores: each lane gathers the rows of A and columns of B its four
+  // results need from the lanes that hold them.
+  const int lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
+  for (int q = 0; q < 4; ++q) {
+    unsigned int ar[4], bc[2][2];
+    for (int i = 0; i < 4; ++i) ar[i] = __shfl_sync(SAT_FULL_MASK, a[i], g * 4 + q);
+    for (int j = 0; j < 2; ++j)
+      for (int i = 0; i < 2; ++i) bc[j][i] = __shfl_sync(SAT_FULL_MASK, b[i], (2 * t + j) * 4 + q);
+    for (int r = 0; r < 2; ++r)
+      for (int j = 0; j < 2; ++j) {
+        float acc = d[2 * r + j];
+        for (int half = 0; half < 2; ++half) {
+          const unsigned int x = ar[r + 2 * half], y = bc[j][half];
+          acc = fmaf(__uint_as_float(x << 16), __uint_as_float(y << 16), acc);
+          acc = fmaf(__uint_as_float(x & 0xffff0000u), __uint_as_float(y & 0xffff0000u), acc);
+        }
+        d[2 * r + j] = acc;
+      }
+  }
+#else
+  asm volatile(
+      "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, "
+      "{%0, %1, %2, %3};\n"
+      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
+#endif
+}
 __device__ __forceinline__ float sat_sigmoid(float x) { return 1.0f / (1.0f + expf(-x)); }
 __device__ __forceinline__ float sat_silu(float x) { return x / (1.0f + expf(-x)); }
 // max and min propagate NaN, as torch.maximum does.

@@ -15,15 +15,17 @@ use super::emit::{self, Bind, Group, KernelDef, NodeCtx, Param};
 use super::extent::Extent;
 use crate::CodegenError;
 
-/// How the weights (params) of a program are stored on the device; kernels read them as f32
-/// and compute in f32 whatever their storage.
+/// How the weights (params) of a program are stored on the device; kernels read them as f32.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum WeightStorage {
+    /// f32: every kernel computes in f32, as the interpreter does (up to summation order).
     #[default]
     F32,
-    /// bf16, rounded to nearest even on upload: half the bytes a decode step reads. The
-    /// program then computes what the interpreter computes with bf16-rounded weights.
+    /// bf16, rounded to nearest even on upload: half the bytes a decode step reads. Products
+    /// with weights compute what the interpreter computes with bf16-rounded weights; decode
+    /// attention also rounds its queries, cache and probabilities to bf16 to run on tensor
+    /// cores (f32 accumulation), so results agree at bf16's tolerance.
     Bf16,
 }
 
@@ -205,6 +207,7 @@ impl CudaProgram {
                             operands: graph.inputs(id).iter().map(|&i| graph.ty(i)).collect(),
                             stored: args.iter().map(|&a| b.stored(a)).collect(),
                             symbols: &symbols,
+                            tensor_cores: options.weights == WeightStorage::Bf16,
                         };
                         match append {
                             Some(cache) => {

@@ -127,6 +127,193 @@ const SPLIT: &str = r#"  const long long S = ${S}, T = ${T};
   }
 "#;
 
+/// [`SPLIT`] on tensor cores (bf16 operands, f32 accumulators), for programs that store
+/// weights in bf16 and so accept bf16 rounding: the block's heads (up to 64, in 16-row tiles)
+/// and a tile of keys meet in `mma.sync` products, scores and output alike, with an online
+/// softmax across the chunk's key tiles (FlashMLA's structure). Queries and key tiles are
+/// rounded to bf16 in shared memory; warp `w` owns rows `16 * (w % MT)..` of the output and
+/// a `1 / (8 / MT)` share of its columns, in registers.
+const SPLIT_MMA: &str = r#"  const long long S = ${S}, T = ${T};
+  const long long splits = (T + ${CHUNK} - 1) / ${CHUNK};
+  const int hg = (int)(blockIdx.x % ${HG});
+  const long long s = blockIdx.x / ${HG};
+  const long long split = blockIdx.y;
+  const long long bz = blockIdx.z;
+  const long long t0 = split * ${CHUNK};
+  const long long pos = s + T - S;
+  long long t1 = t0 + ${CHUNK};
+  if (t1 > T) t1 = T;
+  if (t1 > pos + 1) t1 = pos + 1;
+  const int nk = t1 > t0 ? (int)(t1 - t0) : 0;
+  const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5, g = lane >> 2, t = lane & 3;
+  if (nk == 0) {
+    if (tid < ${HB} && hg * ${HB} + tid < ${H}) {
+      const long long at = ((bz * ${H} + hg * ${HB} + tid) * S + s) * splits + split;
+      m_part[at] = __int_as_float(0xff800000);
+      l_part[at] = 0.0f;
+    }
+    return;
+  }
+  // Shared memory: queries [HB][KS] and a key tile [NK][KS] as bf16 (latent, then rope, then
+  // zeros up to KP; rows padded to KS so fragment loads spread over the banks), the tile's
+  // probabilities [HB][PS] as bf16, its scores [HB][NK], and per head the running max, sum and
+  // the factor that rescales the output.
+  extern __shared__ __align__(16) unsigned char smem[];
+  unsigned short* qs = (unsigned short*)smem;
+  unsigned short* ks = qs + ${HB} * ${KS};
+  unsigned short* ps = ks + ${NK} * ${KS};
+  float* sc = (float*)(ps + ${HB} * ${PS});
+  float* mrow = sc + ${HB} * ${NK};
+  float* lrow = mrow + ${HB};
+  float* alpha = lrow + ${HB};
+  for (int i = tid; i < ${HB} * ${KP}; i += ${BLOCK}) {
+    const int hh = i / ${KP}, c = i % ${KP}, h = hg * ${HB} + hh;
+    float v = 0.0f;
+    if (h < ${H}) {
+      const long long row = (bz * ${H} + h) * S + s;
+      if (c < ${C}) v = q_latent[row * ${C} + c];
+      else if (c < ${C} + ${R}) v = q_rope[row * ${R} + (c - ${C})];
+    }
+    qs[hh * ${KS} + c] = (unsigned short)sat_bf16_bits(v);
+  }
+  if (tid < ${HB}) {
+    mrow[tid] = __int_as_float(0xff800000);
+    lrow[tid] = 0.0f;
+  }
+  const float* lat0 = latent + (bz * T + t0) * ${C};
+  const float* kpe0 = k_pe + (bz * T + t0) * ${R};
+  const int mt = warp % ${MT}, part = warp / ${MT};
+  float acc[${NPW}][4];
+#pragma unroll
+  for (int j = 0; j < ${NPW}; ++j) acc[j][0] = acc[j][1] = acc[j][2] = acc[j][3] = 0.0f;
+  for (int k0 = 0; k0 < nk; k0 += ${NK}) {
+    const int nkt = nk - k0 < ${NK} ? nk - k0 : ${NK};
+    // The previous tile's keys and probabilities are no longer read.
+    __syncthreads();
+    for (int i = tid; i < ${NK} * ${KP}; i += ${BLOCK}) {
+      const int kk = i / ${KP}, c = i % ${KP};
+      float v = 0.0f;
+      if (kk < nkt) {
+        if (c < ${C}) v = lat0[(long long)(k0 + kk) * ${C} + c];
+        else if (c < ${C} + ${R}) v = kpe0[(long long)(k0 + kk) * ${R} + (c - ${C})];
+      }
+      ks[kk * ${KS} + c] = (unsigned short)sat_bf16_bits(v);
+    }
+    __syncthreads();
+    // Scores, scaled: a warp per 16 x 8 tile of (heads, keys).
+    for (int tile = warp; tile < ${MT} * ${NK8}; tile += ${WARPS}) {
+      const int tm = tile / ${NK8}, tn = tile % ${NK8};
+      float d[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+      const unsigned short* qa = qs + (tm * 16 + g) * ${KS} + 2 * t;
+      const unsigned short* kb = ks + (tn * 8 + g) * ${KS} + 2 * t;
+      for (int c0 = 0; c0 < ${KP}; c0 += 16) {
+        unsigned int a[4], b[2];
+        a[0] = *(const unsigned int*)(qa + c0);
+        a[1] = *(const unsigned int*)(qa + 8 * ${KS} + c0);
+        a[2] = *(const unsigned int*)(qa + c0 + 8);
+        a[3] = *(const unsigned int*)(qa + 8 * ${KS} + c0 + 8);
+        b[0] = *(const unsigned int*)(kb + c0);
+        b[1] = *(const unsigned int*)(kb + c0 + 8);
+        sat_mma_bf16(d, a, b);
+      }
+      float* o = sc + (tm * 16 + g) * ${NK} + tn * 8 + 2 * t;
+      o[0] = d[0] * ${SCALE};
+      o[1] = d[1] * ${SCALE};
+      o[8 * ${NK}] = d[2] * ${SCALE};
+      o[8 * ${NK} + 1] = d[3] * ${SCALE};
+    }
+    __syncthreads();
+    // Online softmax: four threads per head, each over NK / 4 keys of the tile.
+    {
+      const int row = tid >> 2, sub = tid & 3;
+      const bool live = row < ${HB};
+      float v[${KPT}];
+      float mx = __int_as_float(0xff800000);
+#pragma unroll
+      for (int j = 0; j < ${KPT}; ++j) {
+        const int kk = sub * ${KPT} + j;
+        v[j] = live && kk < nkt ? sc[row * ${NK} + kk] : __int_as_float(0xff800000);
+        mx = fmaxf(mx, v[j]);
+      }
+      mx = fmaxf(mx, __shfl_xor_sync(SAT_FULL_MASK, mx, 1));
+      mx = fmaxf(mx, __shfl_xor_sync(SAT_FULL_MASK, mx, 2));
+      const float m_old = live ? mrow[row] : 0.0f;
+      const float m_new = fmaxf(m_old, mx);
+      float sum = 0.0f;
+#pragma unroll
+      for (int j = 0; j < ${KPT}; ++j) {
+        const int kk = sub * ${KPT} + j;
+        // The sum adds the probabilities as rounded, as the output's product uses them.
+        const unsigned int p = live && kk < nkt ? sat_bf16_bits(expf(v[j] - m_new)) : 0u;
+        if (live) ps[row * ${PS} + kk] = (unsigned short)p;
+        sum += __uint_as_float(p << 16);
+      }
+      sum += __shfl_xor_sync(SAT_FULL_MASK, sum, 1);
+      sum += __shfl_xor_sync(SAT_FULL_MASK, sum, 2);
+      if (live && sub == 0) {
+        const float a = expf(m_old - m_new);
+        alpha[row] = a;
+        mrow[row] = m_new;
+        lrow[row] = lrow[row] * a + sum;
+      }
+    }
+    __syncthreads();
+    // Output: rescale by the new max, then add probabilities x the tile's latent rows.
+    {
+      const float a0 = alpha[mt * 16 + g], a1 = alpha[mt * 16 + g + 8];
+#pragma unroll
+      for (int j = 0; j < ${NPW}; ++j) {
+        acc[j][0] *= a0;
+        acc[j][1] *= a0;
+        acc[j][2] *= a1;
+        acc[j][3] *= a1;
+      }
+      const unsigned short* pa = ps + (mt * 16 + g) * ${PS} + 2 * t;
+#pragma unroll
+      for (int kk0 = 0; kk0 < ${NK}; kk0 += 16) {
+        unsigned int a[4];
+        a[0] = *(const unsigned int*)(pa + kk0);
+        a[1] = *(const unsigned int*)(pa + 8 * ${PS} + kk0);
+        a[2] = *(const unsigned int*)(pa + kk0 + 8);
+        a[3] = *(const unsigned int*)(pa + 8 * ${PS} + kk0 + 8);
+        const unsigned short* vb = ks + (kk0 + 2 * t) * ${KS} + part * ${NPW} * 8 + g;
+#pragma unroll
+        for (int j = 0; j < ${NPW}; ++j) {
+          if (part * ${NPW} + j < ${NT}) {
+            const unsigned short* v = vb + j * 8;
+            unsigned int b[2];
+            b[0] = (unsigned int)v[0] | ((unsigned int)v[${KS}] << 16);
+            b[1] = (unsigned int)v[8 * ${KS}] | ((unsigned int)v[9 * ${KS}] << 16);
+            sat_mma_bf16(acc[j], a, b);
+          }
+        }
+      }
+    }
+  }
+  // The chunk's unnormalised output, max and sum per head.
+  const long long stride = S * splits * ${C};
+  float* o0 = o_part + (((bz * ${H} + hg * ${HB}) * S + s) * splits + split) * ${C};
+  const int h0 = mt * 16 + g;
+#pragma unroll
+  for (int j = 0; j < ${NPW}; ++j) {
+    const int col = (part * ${NPW} + j) * 8 + 2 * t;
+    if (part * ${NPW} + j < ${NT}) {
+      for (int r = 0; r < 2; ++r) {
+        const int hh = h0 + 8 * r;
+        if (hg * ${HB} + hh < ${H}) {
+          if (col < ${C}) o0[hh * stride + col] = acc[j][2 * r];
+          if (col + 1 < ${C}) o0[hh * stride + col + 1] = acc[j][2 * r + 1];
+        }
+      }
+    }
+  }
+  if (tid < ${HB} && hg * ${HB} + tid < ${H}) {
+    const long long at = ((bz * ${H} + hg * ${HB} + tid) * S + s) * splits + split;
+    m_part[at] = mrow[tid];
+    l_part[at] = lrow[tid];
+  }
+"#;
+
 /// Combines the chunks a query sees (the chunks past its position were never written); a query
 /// that sees no key gives zeros, as in the interpreter. A block per (batch, head, query) row.
 const COMBINE: &str = r#"  const long long S = ${S}, T = ${T};
@@ -177,7 +364,8 @@ const COMBINE: &str = r#"  const long long S = ${S}, T = ${T};
 
 /// `mla_decode_attention`: the split kernel over (head group x query, chunk, batch), then the
 /// combine over (batch x head x query). Scratch: the chunks' max, sum and output per (batch,
-/// head, query).
+/// head, query). With `ctx.tensor_cores`, the split runs on tensor cores ([`SPLIT_MMA`]) where
+/// its tiles fit.
 pub(super) fn mla_decode_attention(ctx: &NodeCtx, scale: f64) -> Result<Group, CodegenError> {
     let (q, qr, lat) = (&ctx.operands[0].shape, &ctx.operands[1].shape, &ctx.operands[2].shape);
     // Leading batch dims (the type checker made them the same on every operand).
@@ -189,13 +377,19 @@ pub(super) fn mla_decode_attention(ctx: &NodeCtx, scale: f64) -> Result<Group, C
         ctx.constant(&qr[nb + 2], "the rope width")?,
     );
     let (s, t) = (&q[nb + 1], &lat[nb]);
-    let per_head = c + r.max(1) + CHUNK;
-    let hb = MAX_HEADS_PER_BLOCK.min(h).min(SHARED_FLOATS / per_head);
+    let mma = ctx.tensor_cores.then(|| MmaTiles::new(h, c, r)).flatten();
+    let hb = match &mma {
+        Some(m) => m.heads,
+        None => {
+            let per_head = c + r.max(1) + CHUNK;
+            MAX_HEADS_PER_BLOCK.min(h).min(SHARED_FLOATS / per_head)
+        }
+    };
     if hb == 0 {
         return Err(ctx.unsupported(format!("a latent width of {c} does not fit shared memory")));
     }
     let hg = h.div_ceil(hb);
-    let vars = [
+    let mut vars = vec![
         ("S", ctx.dim(s)),
         ("T", ctx.dim(t)),
         ("H", h.to_string()),
@@ -210,6 +404,9 @@ pub(super) fn mla_decode_attention(ctx: &NodeCtx, scale: f64) -> Result<Group, C
         ("WARPS", (BLOCK / 32).to_string()),
         ("SCALE", c_float(scale as f32)),
     ];
+    if let Some(m) = &mma {
+        vars.extend(m.vars());
+    }
     // Splits per (head, query): ceil(T / CHUNK) <= (T + CHUNK - 1) / CHUNK.
     let padded = t.add(&Dim::constant(CHUNK - 1));
     let per_split = |floats: u64| {
@@ -218,7 +415,7 @@ pub(super) fn mla_decode_attention(ctx: &NodeCtx, scale: f64) -> Result<Group, C
             .ceil_div(CHUNK)
     };
     let split = KernelDef {
-        stem: "mla_decode_split".into(),
+        stem: if mma.is_some() { "mla_decode_split_mma" } else { "mla_decode_split" }.into(),
         params: vec![
             ctx.operand(0, "q_latent"),
             ctx.operand(1, "q_rope"),
@@ -228,10 +425,10 @@ pub(super) fn mla_decode_attention(ctx: &NodeCtx, scale: f64) -> Result<Group, C
             scratch(1, "l_part", true),
             scratch(2, "o_part", true),
         ],
-        body: fill(SPLIT, &vars),
+        body: fill(if mma.is_some() { SPLIT_MMA } else { SPLIT }, &vars),
         block: BLOCK as u32,
         grid: [Extent::of([s.clone()]).times(hg), Extent::of([t.clone()]).ceil_div(CHUNK), batch],
-        shared_bytes: 0,
+        shared_bytes: mma.as_ref().map_or(0, |m| m.shared_bytes),
         globals: String::new(),
     };
     let combine = KernelDef {
@@ -249,4 +446,61 @@ pub(super) fn mla_decode_attention(ctx: &NodeCtx, scale: f64) -> Result<Group, C
         globals: String::new(),
     };
     Ok(Group { kernels: vec![split, combine], scratch: vec![per_split(1), per_split(1), per_split(c)] })
+}
+
+/// Keys per tensor-core tile of [`SPLIT_MMA`] (two k-steps of the output product).
+const MMA_KEYS: u64 = 32;
+/// Dynamic shared memory [`SPLIT_MMA`] may use: what an sm_80 block can opt into (163 KiB),
+/// rounded down.
+const MMA_MAX_SHARED: u64 = 160 * 1024;
+/// Output accumulators per thread of [`SPLIT_MMA`], at most (4 per 16 x 8 tile): 128 keeps the
+/// kernel within 255 registers, as V3's 64 heads x 512 columns over 8 warps need.
+const MMA_MAX_ACCUMULATORS: u64 = 128;
+
+/// The tiling of [`SPLIT_MMA`] for `h` heads, latent width `c` and rope width `r`.
+struct MmaTiles {
+    /// 16-row tiles of heads per block: 1, 2 or 4 (8 warps split evenly among them).
+    m_tiles: u64,
+    heads: u64,
+    /// The dot-product width, padded to the 16 of an `mma` k-step.
+    k_padded: u64,
+    /// 8-column tiles of the output, and how many one warp owns.
+    n_tiles: u64,
+    per_warp: u64,
+    shared_bytes: u32,
+}
+
+impl MmaTiles {
+    /// `None` where the output accumulators or the shared memory would not fit.
+    fn new(h: u64, c: u64, r: u64) -> Option<MmaTiles> {
+        let m_tiles = h.div_ceil(16).next_power_of_two().min(4);
+        let heads = 16 * m_tiles;
+        let k_padded = (c + r).div_ceil(16) * 16;
+        let n_tiles = c.div_ceil(8);
+        let per_warp = n_tiles.div_ceil(BLOCK / 32 / m_tiles);
+        let shared = 2 * (heads * (k_padded + 8) + MMA_KEYS * (k_padded + 8) + heads * (MMA_KEYS + 8))
+            + 4 * (heads * MMA_KEYS + 3 * heads);
+        (c > 0 && 4 * per_warp <= MMA_MAX_ACCUMULATORS && shared <= MMA_MAX_SHARED).then(|| MmaTiles {
+            m_tiles,
+            heads,
+            k_padded,
+            n_tiles,
+            per_warp,
+            shared_bytes: shared as u32,
+        })
+    }
+
+    fn vars(&self) -> [(&'static str, String); 9] {
+        [
+            ("MT", self.m_tiles.to_string()),
+            ("KP", self.k_padded.to_string()),
+            ("KS", (self.k_padded + 8).to_string()),
+            ("NK", MMA_KEYS.to_string()),
+            ("NK8", (MMA_KEYS / 8).to_string()),
+            ("PS", (MMA_KEYS + 8).to_string()),
+            ("KPT", (MMA_KEYS / 4).to_string()),
+            ("NT", self.n_tiles.to_string()),
+            ("NPW", self.per_warp.to_string()),
+        ]
+    }
 }

@@ -88,6 +88,9 @@ pub(crate) struct NodeCtx<'a> {
     pub operands: Vec<&'a TensorType>,
     pub stored: Vec<DType>,
     pub symbols: &'a [String],
+    /// Products may round their operands to bf16 and run on tensor cores (the program stores
+    /// weights in bf16, so its results are compared at bf16 tolerance).
+    pub tensor_cores: bool,
 }
 
 impl NodeCtx<'_> {

@@ -28,6 +28,8 @@
 #include <ucontext.h>
 #include <utility>
 
+// Lets shared device code choose an emulated path (tensor-core instructions).
+#define SAT_EMULATED 1
 #define __global__
 #define __device__
 #define __host__
