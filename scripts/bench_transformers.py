@@ -24,7 +24,8 @@ Prompt ids: ids[i] = (1 + 7919 * i) % vocab_size, the same for both sides.
 transformers (run in the venv by scripts/bench_transformers_worker.py): float32, eager
 attention (experts: transformers' default implementation, recorded in the results),
 torch.set_num_threads(<cores>), torch.inference_mode(). Prefill: one forward over the prompt with
-use_cache=True, one warm-up then the median of --runs runs. Decode: prefill, then M greedy steps
+use_cache=True and logits_to_keep=1 (the last position's logits, as generate() asks; saturn's
+generation graphs compute the same), one warm-up then the median of --runs runs. Decode: prefill, then M greedy steps
 feeding one token with past_key_values; one warm-up run, then decode tokens/s = M / the median
 over --decode-runs runs of the summed step times.
 

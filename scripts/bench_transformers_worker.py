@@ -138,7 +138,9 @@ def bench(args: argparse.Namespace) -> dict:
     prompt = torch.tensor([ids], dtype=torch.long)
 
     def prefill():
-        return model(input_ids=prompt, use_cache=True)
+        # The last position's logits only, as `generate` asks for them (and saturn's generation
+        # graphs compute): the vocabulary projection of every prompt position is not prefill's.
+        return model(input_ids=prompt, use_cache=True, logits_to_keep=1)
 
     def greedy():
         out = prefill()

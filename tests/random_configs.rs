@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 use common::{Rng, write_safetensors};
 use proptest::prelude::*;
 use safetensors::Dtype;
-use saturn_frontend::{Phase, phase_graph};
+use saturn_frontend::{Logits, Phase, phase_graph};
 use saturn_runtime::{Backend, CpuPrograms, Executor, Limits, PhaseGraphs, Session};
 use serde_json::{Value, json};
 
@@ -134,6 +134,15 @@ proptest! {
         prop_assert_eq!(&logits.shape, &vec![s, model.config.vocab_size as usize]);
         let data = logits.as_f32().unwrap();
         prop_assert!(data.iter().all(|x| x.is_finite()), "non-finite logits for config {}", config);
+
+        // The graph generation runs computes the last position's logits alone: the same row.
+        let last = saturn_frontend::phase_graph_with(&model.config, Phase::Chunked, Logits::Last).unwrap();
+        saturn_ir::verify(&last).unwrap();
+        let mut session = interpreted(&last, weights.as_ref(), &model);
+        let row = session.prefill(&ids).unwrap();
+        let vocab = model.config.vocab_size as usize;
+        prop_assert_eq!(&row.shape, &vec![1, vocab]);
+        prop_assert_eq!(row.as_f32().unwrap(), &data[(s - 1) * vocab..]);
     }
 
     #[test]

@@ -32,7 +32,8 @@ pub use checkpoint::{Checkpoint, TensorEntry};
 pub use config::{ConfigSchema, DeepseekConfig, Family, MoeConfig, RopeConfig, Routing, yarn_get_mscale};
 pub use error::{FrontendError, Result};
 pub use lower::{
-    AttentionForm, CACHED, Phase, TOKENS, attention_form, cache_name, forward_graph, phase_graph,
+    AttentionForm, CACHED, Logits, Phase, TOKENS, attention_form, cache_name, forward_graph,
+    forward_graph_with, phase_graph, phase_graph_with,
 };
 pub use memory::{BytesByDtype, MemoryReport, PRICED_DTYPES, memory_report};
 pub use random_weights::RandomWeights;

@@ -50,19 +50,15 @@ pub fn generate(
         session.reserve(prompt.len() + options.max_new_tokens);
         let mut generated = Vec::with_capacity(options.max_new_tokens);
         if options.max_new_tokens > 0 {
-            let mut tokens = prompt.len();
-            let mut logits = session.prefill_in_place(prompt)?;
+            session.prefill_in_place(prompt)?;
             loop {
-                let vocab = logits.len() / tokens.max(1);
-                let last_row = &logits[logits.len() - vocab..];
-                let next = pick(&options.sampler, last_row, &mut rng);
+                let next = pick(&options.sampler, session.last_row(), &mut rng);
                 generated.push(next);
                 on_token(index, next);
                 if generated.len() == options.max_new_tokens || options.eos_token_id == Some(next) {
                     break;
                 }
-                tokens = 1;
-                logits = session.extend_in_place(&[next])?;
+                session.extend_in_place(&[next])?;
             }
         }
         results.push(generated);

@@ -2,7 +2,8 @@
 //!
 //! - [`Session`]: one sequence with its KV cache. `prefill` runs a prompt with an empty cache
 //!   (`P = 0`), `extend` runs more tokens after the cache (chunked prefill, or decode with one
-//!   token: `S = 1`); both return the logits of the new positions and keep the appended cache.
+//!   token: `S = 1`); both return the logits the graph computes (every new position, or the
+//!   last one) and keep the appended cache.
 //! - [`Prepared`]: graphs whose weight-only subexpressions are computed once, up front.
 //! - [`generate`]: prefill, then decode token by token, greedy or sampled ([`Sampler`]), until
 //!   the end-of-sequence token or the token limit; several prompts of different lengths each
@@ -10,8 +11,9 @@
 //! - [`op_bench`]: one graph (an op at production shapes) timed on any backend or device.
 //!
 //! The graph contract (what `saturn_frontend::forward_graph` builds): input `input_ids: i64[S]`,
-//! cache inputs named `cache.*` with `P` rows, output `logits: [S, vocab]`, and one output per
-//! cache input, of the same name, with `P+S` rows.
+//! cache inputs named `cache.*` with `P` rows, output `logits: [S, vocab]` (or `[1, vocab]`,
+//! the last position's, as generation builds it), and one output per cache input, of the same
+//! name, with `P+S` rows.
 //!
 //! Two backends run a session ([`Backend`]): the reference interpreter of `saturn_ir`, and
 //! [`CpuPrograms`], the graphs compiled by `saturn_codegen` into kernel steps over a planned

@@ -224,20 +224,28 @@ impl Session<'_> {
         }
     }
 
-    /// Runs a prompt from an empty cache; returns its logits `[S, vocab]`.
+    /// Runs a prompt from an empty cache; returns its logits: `[S, vocab]`, or `[1, vocab]`
+    /// for graphs that compute the last position's only.
     pub fn prefill(&mut self, ids: &[u64]) -> Result<Tensor, RuntimeError> {
         self.check(ids, 0)?;
         self.run(ids, true)?;
-        Ok(self.logits_tensor(ids.len()))
+        Ok(self.logits_tensor())
     }
 
-    /// Runs more tokens after the cache (one token: a decode step); returns their logits.
+    /// Runs more tokens after the cache (one token: a decode step); returns their logits (as
+    /// [`Session::prefill`]).
     pub fn extend(&mut self, ids: &[u64]) -> Result<Tensor, RuntimeError> {
         self.extend_in_place(ids)?;
-        Ok(self.logits_tensor(ids.len()))
+        Ok(self.logits_tensor())
     }
 
-    /// [`Session::extend`], the logits `[S * vocab]` borrowed from the session (no copy).
+    /// The last position's logits after the last run (empty before any).
+    pub fn last_row(&self) -> &[f32] {
+        let logits = self.last_logits();
+        &logits[logits.len().saturating_sub(self.vocab)..]
+    }
+
+    /// [`Session::extend`], the logits borrowed from the session (no copy).
     pub fn extend_in_place(&mut self, ids: &[u64]) -> Result<&[f32], RuntimeError> {
         let started = match &self.engine {
             Engine::Interp { cache, .. } => cache.is_some(),
@@ -263,8 +271,9 @@ impl Session<'_> {
         check_ids_at(ids, position, self.limits)
     }
 
-    fn logits_tensor(&self, tokens: usize) -> Tensor {
-        Tensor::f32(vec![tokens, self.vocab], self.last_logits().to_vec())
+    fn logits_tensor(&self) -> Tensor {
+        let logits = self.last_logits();
+        Tensor::f32(vec![logits.len().checked_div(self.vocab).unwrap_or(0), self.vocab], logits.to_vec())
     }
 
     /// The logits of the last run.

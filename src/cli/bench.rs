@@ -17,7 +17,7 @@ use std::path::Path;
 use std::time::Instant;
 
 use anyhow::{Result, bail};
-use saturn_frontend::load_model;
+use saturn_frontend::{Logits, load_model};
 use saturn_runtime::op_bench::median;
 use saturn_runtime::{Limits, Session};
 use serde::Serialize;
@@ -62,7 +62,7 @@ pub fn run(model_path: &Path, args: &BenchArgs, run: &RunArgs) -> Result<()> {
     }
     let start = Instant::now();
     let model = load_model(model_path)?;
-    let graphs = RunGraphs::new(&model.config, run.opt_level, run.opt_target())?;
+    let graphs = RunGraphs::new(&model.config, run.opt_level, run.opt_target(), Logits::Last)?;
     let limits =
         Limits { vocab_size: model.config.vocab_size, max_positions: model.config.max_position_embeddings };
     let all = args.prompt.len() + args.decode_tokens;
@@ -91,7 +91,8 @@ pub fn run(model_path: &Path, args: &BenchArgs, run: &RunArgs) -> Result<()> {
             session.enable_profile();
         }
         let t = Instant::now();
-        let mut next = last_row_choice(session.prefill_in_place(&args.prompt)?, args.prompt.len());
+        session.prefill_in_place(&args.prompt)?;
+        let mut next = saturn_runtime::argmax(session.last_row());
         prefill.push(t.elapsed().as_secs_f64());
         if profiled {
             profiles.push(("prefill", session.profile()));
@@ -188,16 +189,11 @@ fn decode_loop(session: &mut Session, next: &mut u64, steps: usize) -> Result<Ve
     let mut ids = Vec::with_capacity(steps + 1);
     ids.push(*next);
     for _ in 0..steps {
-        *next = last_row_choice(session.extend_in_place(&[*next])?, 1);
+        session.extend_in_place(&[*next])?;
+        *next = saturn_runtime::argmax(session.last_row());
         ids.push(*next);
     }
     Ok(ids)
-}
-
-/// The greedy choice from the last row of `tokens` rows of logits.
-fn last_row_choice(logits: &[f32], tokens: usize) -> u64 {
-    let vocab = logits.len() / tokens.max(1);
-    saturn_runtime::argmax(&logits[logits.len() - vocab..])
 }
 
 fn rayon_threads() -> usize {

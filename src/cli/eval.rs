@@ -3,7 +3,7 @@
 use std::path::Path;
 
 use anyhow::{Result, bail};
-use saturn_frontend::load_model;
+use saturn_frontend::{Logits, load_model};
 
 use super::RunArgs;
 use super::optimize::RunGraphs;
@@ -13,7 +13,7 @@ use super::output::write_f32_safetensors;
 
 pub fn run(model: &Path, ids: &[u64], decode_ids: Option<&[u64]>, out: &Path, run: &RunArgs) -> Result<()> {
     let model = load_model(model)?;
-    let graphs = RunGraphs::new(&model.config, run.opt_level, run.opt_target())?;
+    let graphs = RunGraphs::new(&model.config, run.opt_level, run.opt_target(), Logits::All)?;
     let weights = model.open_weights(&graphs.forward)?;
     let limits =
         Limits { vocab_size: model.config.vocab_size, max_positions: model.config.max_position_embeddings };

@@ -5,7 +5,7 @@ use std::path::Path;
 
 use anyhow::{Context, Result};
 use indicatif::{ProgressBar, ProgressStyle};
-use saturn_frontend::load_model;
+use saturn_frontend::{Logits, load_model};
 
 use super::RunArgs;
 use super::optimize::RunGraphs;
@@ -43,7 +43,7 @@ pub fn run(
     run: &RunArgs,
 ) -> Result<()> {
     let model = load_model(model)?;
-    let graphs = RunGraphs::new(&model.config, run.opt_level, run.opt_target())?;
+    let graphs = RunGraphs::new(&model.config, run.opt_level, run.opt_target(), Logits::Last)?;
     let limits =
         Limits { vocab_size: model.config.vocab_size, max_positions: model.config.max_position_embeddings };
     for prompt in prompts {

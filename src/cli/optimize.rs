@@ -9,7 +9,8 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail};
 use clap::{Args, ValueEnum};
 use saturn_frontend::{
-    AttentionForm, CACHED, DeepseekConfig, Phase, TOKENS, attention_form, load_model, phase_graph,
+    AttentionForm, CACHED, DeepseekConfig, Logits, Phase, TOKENS, attention_form, load_model, phase_graph,
+    phase_graph_with,
 };
 use saturn_ir::{Graph, SymBindings, text};
 use saturn_passes::{Extraction, Limits, OptimizeOptions, OptimizeReport, Targets, graph_cost, optimize};
@@ -107,8 +108,10 @@ impl OptArgs {
     }
 }
 
-/// The graphs `eval` and `generate` run: the chunked forward graph and the prefill and decode
-/// graphs, each optimised for `target` and its phase unless `opt_level` is 0.
+/// The graphs `eval`, `generate` and `bench` run: the chunked forward graph and the prefill and
+/// decode graphs, computing the logits `logits` names (`eval` writes every position's,
+/// generation needs the last), each optimised for `target` and its phase unless `opt_level` is
+/// 0.
 pub struct RunGraphs {
     pub forward: Graph,
     pub prefill: Graph,
@@ -116,9 +119,9 @@ pub struct RunGraphs {
 }
 
 impl RunGraphs {
-    pub fn new(config: &DeepseekConfig, opt_level: u8, target: &str) -> Result<RunGraphs> {
+    pub fn new(config: &DeepseekConfig, opt_level: u8, target: &str, logits: Logits) -> Result<RunGraphs> {
         let phase = |phase: Phase| -> Result<Graph> {
-            let lowered = phase_graph(config, phase)?;
+            let lowered = phase_graph_with(config, phase, logits)?;
             if opt_level == 0 {
                 return Ok(lowered);
             }

@@ -453,6 +453,10 @@ mod tests {
             (3, 20, 3),
             // Split across threads, with a last block of one weight row.
             (64, 256, 301),
+            // Several groups of weight blocks (64 rows at k = 1024), a partial last group and
+            // a shifted tail block.
+            (13, 1024, 150),
+            (2, 2048, 70),
         ];
         for &(m, k, n) in &sizes {
             let x: Vec<f32> = (0..m * k).map(|i| ((i * 7 % 13) as f32 - 6.0) / 7.0).collect();

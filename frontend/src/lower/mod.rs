@@ -3,8 +3,9 @@
 //! One lowering serves every phase: the forward graph takes `S` new tokens after `P` cached
 //! positions. Inputs: `input_ids: i64[S]` and, per layer, the KV cache `cache.lN.latent: [P, d_c]`
 //! (the normalised latent) and `cache.lN.k_pe: [P, d_r]` (the RoPE'd shared key). Outputs:
-//! `logits: f32[S, vocab]` for every new position and the appended caches (same names, `P+S`
-//! rows). A phase binds symbols ([`Phase`]): prefill `P = 0`, decode `S = 1`.
+//! `logits: f32[S, vocab]` for every new position (`[1, vocab]` for the last one only with
+//! [`Logits::Last`]) and the appended caches (same names, `P+S` rows). A phase binds symbols
+//! ([`Phase`]): prefill `P = 0`, decode `S = 1`.
 //!
 //! The cache holds what MLA needs to rebuild keys and values (576 numbers per token per layer
 //! for V3), up-projected by `kv_b_proj` at every step. Interleaved RoPE keeps pairs in place, so
@@ -51,6 +52,17 @@ impl Phase {
     }
 }
 
+/// Which positions' logits a graph computes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum Logits {
+    /// Every new position: `logits: [S, vocab]` (evaluation, the fixtures).
+    #[default]
+    All,
+    /// The last new position only: `logits: [1, vocab]`, all generation needs. The final norm
+    /// and the vocabulary projection (the largest product of a short prompt) run on one row.
+    Last,
+}
+
 /// The name of layer `layer`'s cache of `part` (`latent` or `k_pe`), as input and output.
 pub fn cache_name(layer: u64, part: &str) -> String {
     format!("cache.l{layer}.{part}")
@@ -58,7 +70,12 @@ pub fn cache_name(layer: u64, part: &str) -> String {
 
 /// The graph of `config` for `phase`: the forward graph with the phase's symbols bound.
 pub fn phase_graph(config: &DeepseekConfig, phase: Phase) -> Result<Graph> {
-    let forward = forward_graph(config)?;
+    phase_graph_with(config, phase, Logits::All)
+}
+
+/// [`phase_graph`] computing the logits `logits` names.
+pub fn phase_graph_with(config: &DeepseekConfig, phase: Phase, logits: Logits) -> Result<Graph> {
+    let forward = forward_graph_with(config, logits)?;
     let bind = |sym: &str, v: u64| saturn_ir::SymBindings::from([(sym.to_string(), v)]);
     let name = format!("{}.{}", config.model_type(), phase.name());
     Ok(match phase {
@@ -70,6 +87,11 @@ pub fn phase_graph(config: &DeepseekConfig, phase: Phase) -> Result<Graph> {
 
 /// Builds the forward graph of `config`: `S` new tokens after `P` cached positions.
 pub fn forward_graph(config: &DeepseekConfig) -> Result<Graph> {
+    forward_graph_with(config, Logits::All)
+}
+
+/// [`forward_graph`] computing the logits `logits` names.
+pub fn forward_graph_with(config: &DeepseekConfig, logits: Logits) -> Result<Graph> {
     let mut b = Builder::new(Graph::new(format!("{}.forward", config.model_type())));
     let s = Dim::sym(TOKENS);
     let p = Dim::sym(CACHED);
@@ -105,6 +127,11 @@ pub fn forward_graph(config: &DeepseekConfig) -> Result<Graph> {
         h = b.op("ffn_residual", Op::Binary(BinaryOp::Add), &[h, ffn])?;
     }
     b.scope.clear();
+    if logits == Logits::Last {
+        let end = Dim::sym(TOKENS);
+        let start = end.sub(&Dim::constant(1));
+        h = b.op("last_position", Op::Slice { axis: 0, start, end }, &[h])?;
+    }
     let norm_w = b.param("model.norm.weight", &[d])?;
     let h = b.op("final_norm", Op::RmsNorm { eps: config.rms_norm_eps }, &[h, norm_w])?;
     let head =

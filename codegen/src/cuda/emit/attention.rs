@@ -480,7 +480,7 @@ impl MmaTiles {
         let per_warp = n_tiles.div_ceil(BLOCK / 32 / m_tiles);
         let shared = 2 * (heads * (k_padded + 8) + MMA_KEYS * (k_padded + 8) + heads * (MMA_KEYS + 8))
             + 4 * (heads * MMA_KEYS + 3 * heads);
-        (c > 0 && 4 * per_warp <= MMA_MAX_ACCUMULATORS && shared <= MMA_MAX_SHARED).then(|| MmaTiles {
+        (c > 0 && 4 * per_warp <= MMA_MAX_ACCUMULATORS && shared <= MMA_MAX_SHARED).then_some(MmaTiles {
             m_tiles,
             heads,
             k_padded,

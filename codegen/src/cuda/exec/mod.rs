@@ -521,10 +521,13 @@ impl<D: Device> ProgramSet<D> {
             room[i] = size;
         }
         for (i, b) in prog.buffers.iter().enumerate() {
-            let (of, start) = root_offset(prog, i, values)?;
-            if of == i || addr[of] == 0 {
+            // An alias of a buffer with no memory yet (`init`, at zero symbols) is skipped
+            // before its offset is evaluated, which may be negative there (`S - 1` rows in).
+            let Storage::Alias { of, .. } = b.storage else { continue };
+            if addr[of] == 0 {
                 continue;
             }
+            let (of, start) = root_offset(prog, i, values)?;
             check_room(&b.name, start + eval(&b.name, &b.bytes, prog, values)?, room[of])?;
             addr[i] = addr[of] + start as u64;
         }
