@@ -93,7 +93,7 @@ pub struct HowArgs {
     json: bool,
     /// The weights (grouped-experts has weights): f32, or bf16-rounded (stored as bf16 on the
     /// CUDA backends, half the bytes; computed with as f32 elsewhere and by --check). On the
-    /// CUDA backends bf16 also runs mla-decode on tensor cores (bf16 operands), which --check
+    /// CUDA backends bf16 also puts both ops on tensor cores (bf16 operands), which --check
     /// then holds to bf16's tolerance, 1.6e-2 of the largest output.
     #[arg(long, value_enum, default_value_t = super::WeightsDtype::F32)]
     weights_dtype: super::WeightsDtype,
@@ -185,9 +185,9 @@ pub fn run(args: OpArgs) -> Result<()> {
     } else {
         print_report(&report);
     }
-    // Tensor-core attention rounds its operands to bf16: torch.testing's bf16 tolerance.
-    let tensor_cores = report.op == "mla-decode"
-        && matches!(how.backend, Backend::Cuda | Backend::CudaEmulator)
+    // With bf16 weights the CUDA kernels run on tensor cores, their operands rounded to bf16:
+    // torch.testing's bf16 tolerance.
+    let tensor_cores = matches!(how.backend, Backend::Cuda | Backend::CudaEmulator)
         && options.weights == WeightStorage::Bf16;
     let tolerance = if tensor_cores { 1.6e-2 } else { 1e-4 };
     if let Some(e) = check_relative_error

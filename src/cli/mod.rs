@@ -132,7 +132,7 @@ enum Command {
         #[arg(long)]
         cuda_home: Option<PathBuf>,
         /// How the CUDA program stores the weights (`--emit cuda`): f32, or bf16 (which also
-        /// puts decode attention on tensor cores).
+        /// puts products with weights and decode attention on tensor cores).
         #[arg(long, value_enum, default_value_t = WeightsDtype::F32)]
         weights_dtype: WeightsDtype,
         /// The output folder.
@@ -192,9 +192,10 @@ struct RunArgs {
     #[arg(long)]
     cuda_home: Option<PathBuf>,
     /// The weights: f32 as loaded, or bf16 (each rounded to the nearest bf16). The CUDA
-    /// backends store bf16 weights as bf16 (half the bytes) and run decode attention on tensor
-    /// cores with bf16 operands (f32 accumulation); cpu and interp compute in f32 with the
-    /// rounded weights, which checks the CUDA backends' results (at bf16 tolerance).
+    /// backends store bf16 weights as bf16 (half the bytes) and run products with weights and
+    /// decode attention on tensor cores with bf16 operands (f32 accumulation); cpu and interp
+    /// compute in f32 with the rounded weights, which checks the CUDA backends' results (at
+    /// bf16 tolerance).
     #[arg(long, value_enum, default_value_t = WeightsDtype::F32)]
     weights_dtype: WeightsDtype,
 }

@@ -22,10 +22,10 @@ pub enum WeightStorage {
     /// f32: every kernel computes in f32, as the interpreter does (up to summation order).
     #[default]
     F32,
-    /// bf16, rounded to nearest even on upload: half the bytes a decode step reads. Products
-    /// with weights compute what the interpreter computes with bf16-rounded weights; decode
-    /// attention also rounds its queries, cache and probabilities to bf16 to run on tensor
-    /// cores (f32 accumulation), so results agree at bf16's tolerance.
+    /// bf16, rounded to nearest even on upload: half the bytes a decode step reads. Tiled
+    /// products with weights and decode attention round their other operands to bf16 too, to
+    /// run on tensor cores (f32 accumulation), so results agree with the interpreter's (on the
+    /// rounded weights) at bf16's tolerance.
     Bf16,
 }
 
@@ -175,6 +175,13 @@ impl CudaProgram {
         let constant = graph.constant_nodes();
         let outputs: HashMap<&str, NodeId> =
             graph.outputs().iter().map(|(n, id)| (n.as_str(), *id)).collect();
+        // Router logits stay f32 whatever the weights' storage, as DeepSeek's reference and
+        // transformers compute the gate: bf16 rounding there would flip expert choices.
+        let router_logits: std::collections::HashSet<NodeId> = graph
+            .node_ids()
+            .filter(|&id| matches!(graph.node(id).op, Op::RouterTopK(_)))
+            .filter_map(|id| graph.inputs(id).first().copied())
+            .collect();
         // Carried outputs: node -> the carried input's buffer.
         let mut carried_outputs: HashMap<NodeId, usize> = HashMap::new();
         let mut inputs = Vec::new();
@@ -207,7 +214,8 @@ impl CudaProgram {
                             operands: graph.inputs(id).iter().map(|&i| graph.ty(i)).collect(),
                             stored: args.iter().map(|&a| b.stored(a)).collect(),
                             symbols: &symbols,
-                            tensor_cores: options.weights == WeightStorage::Bf16,
+                            tensor_cores: options.weights == WeightStorage::Bf16
+                                && !router_logits.contains(&id),
                         };
                         match append {
                             Some(cache) => {

@@ -2,6 +2,9 @@
 //! dims, `rms_norm_linear` (a row-norm kernel into scratch, then the linear kernel on it) and
 //! `gated_linear` (`silu(x w_gate^T) * (x w_up^T)`, both products in one kernel).
 //!
+//! With bf16 weights in a program that accepts bf16 rounding, the tiled `linear` kinds run on
+//! tensor cores instead ([`super::mma`]); the rest of this file is f32 throughout.
+//!
 //! Two kernel shapes. When the rows of `x` are a constant of at most [`SKINNY_ROWS`] (decode),
 //! the product is bound by reading the weight once: `linear` gives each warp one output column
 //! and streams that weight row with float4 loads, every lane accumulating all rows; `matmul`
@@ -16,7 +19,7 @@ use std::fmt::Write as _;
 
 use saturn_ir::Dim;
 
-use super::{Bind, Group, KernelDef, NodeCtx, Param};
+use super::{Bind, DENSE_ROWS, Group, KernelDef, NodeCtx, Param, fill, mma};
 use crate::CodegenError;
 use crate::cuda::extent::Extent;
 
@@ -59,6 +62,8 @@ struct Product {
     /// Dims whose product is M (for grids).
     m_dims: Vec<Dim>,
     layout: Layout,
+    /// The program accepts bf16 rounding: bf16 weights go through tensor cores.
+    tensor_cores: bool,
 }
 
 impl Product {
@@ -85,6 +90,7 @@ impl Product {
         match (self.rows, self.layout) {
             (Some(m), Layout::Rows) if (1..=SKINNY_ROWS).contains(&m) => Ok(self.gemv()),
             (Some(m), Layout::Cols) if (1..=SKINNY_ROWS).contains(&m) => self.skinny_matmul(),
+            (_, Layout::Rows) if self.tensor_cores && self.bf16_weights() => self.tiled_mma(),
             _ => self.tiled(),
         }
     }
@@ -298,6 +304,28 @@ impl Product {
     }
 }
 
+impl Product {
+    /// [`Product::tiled`] on tensor cores ([`mma`]): the rows of `x` in tiles of 64.
+    fn tiled_mma(self) -> Result<KernelDef, CodegenError> {
+        let gated = self.gated();
+        let mut c = self.setup.clone();
+        c.push_str(&fill(DENSE_ROWS, &[("TILE", mma::ROWS.to_string()), ("M", "M".into())]));
+        let b = self.bs();
+        let value = if gated { "sat_silu(g) * u" } else { "g" };
+        c.push_str(&mma::core(&mma::Tile { n: "N", kd: "K", a: "pa", b: &b, dst: "pc", value, wt: "1.0f" }));
+        let m_tiles = Extent::of(self.m_dims.iter().cloned()).ceil_div(mma::ROWS);
+        Ok(KernelDef {
+            stem: format!("{}_mma", self.stem),
+            grid: [m_tiles, Extent::of([self.n.clone()]).ceil_div(mma::columns(gated)), Extent::one()],
+            params: self.params,
+            body: c,
+            block: 256,
+            shared_bytes: 0,
+            globals: String::new(),
+        })
+    }
+}
+
 /// The product `x w^T` (or gated, with two weights) for `x [..., K]` (operand 0's shape) read
 /// through `x`; the weights are `[N, K]`.
 fn linear_product(ctx: &NodeCtx, stem: &'static str, x: Param, weights: Vec<Param>) -> Product {
@@ -327,6 +355,7 @@ fn linear_product(ctx: &NodeCtx, stem: &'static str, x: Param, weights: Vec<Para
         batch: Vec::new(),
         m_dims: lead.to_vec(),
         layout: Layout::Rows,
+        tensor_cores: ctx.tensor_cores,
     }
 }
 
@@ -410,6 +439,7 @@ pub(super) fn matmul(ctx: &NodeCtx) -> Result<Group, CodegenError> {
         batch: batch.to_vec(),
         m_dims: vec![m.clone()],
         layout: Layout::Cols,
+        tensor_cores: false,
     };
     Ok(Group { kernels: vec![p.kernel()?], scratch: Vec::new() })
 }

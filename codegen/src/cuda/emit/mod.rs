@@ -9,6 +9,7 @@
 mod attention;
 mod index;
 mod linalg;
+mod mma;
 mod moe;
 mod router;
 mod rows;
@@ -139,6 +140,17 @@ pub(crate) fn cty(dtype: DType) -> &'static str {
         _ => "void",
     }
 }
+
+/// The prologue of a tiled kernel over plain rows: the block's `${TILE}` rows from
+/// `blockIdx.x * ${TILE}` of `${M}` as `arow` (-1 past the end), results to the same rows
+/// (`orow`), weights from row 0 (`wrow`).
+pub(crate) const DENSE_ROWS: &str = r#"  const long long m0 = (long long)blockIdx.x * ${TILE};
+  __shared__ long long arow[${TILE}];
+  if (threadIdx.x < ${TILE}) arow[threadIdx.x] = m0 + threadIdx.x < ${M} ? m0 + threadIdx.x : -1;
+  __syncthreads();
+  const long long* orow = arow;
+  const long long wrow = 0;
+"#;
 
 /// Threads per block of the one-thread-per-element kernels.
 pub(crate) const ELEMENT_BLOCK: u32 = 256;

@@ -11,14 +11,15 @@
 
 use saturn_ir::Dim;
 
-use super::{Bind, ELEMENT_BLOCK, Group, KernelDef, NodeCtx, Param, element_grid, fill};
+use super::{Bind, DENSE_ROWS, ELEMENT_BLOCK, Group, KernelDef, NodeCtx, Param, element_grid, fill, mma};
 use crate::CodegenError;
 use crate::cuda::extent::Extent;
 
 /// The most experts a token is routed to in `grouped_experts` (a slot fits a byte).
 const EXPERTS_MAX_K: u64 = 64;
-/// Rows (tokens) of a block of the tiled products, and its columns in a gated product.
-const TILE: u64 = 64;
+/// Rows (tokens) of a block of the tiled products (the tensor-core tiles' too), and its columns
+/// in a gated product.
+const TILE: u64 = mma::ROWS;
 /// Const token counts up to this run the per-pair matrix-vector path (decode).
 const GEMV_MAX_TOKENS: u64 = 4;
 /// Output columns per block of the matrix-vector kernels (one warp each).
@@ -385,15 +386,6 @@ const TILED_ROUTED: &str = r#"  const long long T = ${T};
   const long long wrow = (long long)e * ${N};
 "#;
 
-const TILED_DENSE: &str = r#"  const long long T = ${T};
-  const long long m0 = (long long)blockIdx.x * ${TILE};
-  __shared__ long long arow[${TILE}];
-  if (threadIdx.x < ${TILE}) arow[threadIdx.x] = m0 + threadIdx.x < T ? m0 + threadIdx.x : -1;
-  __syncthreads();
-  const long long* orow = arow;
-  const long long wrow = 0;
-"#;
-
 /// The tiled product: 64 rows x `TN` columns per block of 256 threads, K in steps of 16 through
 /// shared memory, a 4 x `NJ` register tile per thread (rows `ty + 16 i`, columns `tx + 16 j`).
 /// Plain products take twice the columns of gated ones, so both keep 32 accumulators.
@@ -467,9 +459,23 @@ fn tiled(ctx: &NodeCtx, x: &Experts, job: &Job, rows: Vec<Param>) -> Result<Kern
     if p.n.as_const().zip(p.kd.as_const()).is_none_or(|(n, kd)| n * kd >= 1 << 31) {
         return Err(ctx.unsupported(format!("expert weights of {} x {} are not generated", p.n, p.kd)));
     }
-    let tn = if gated { TILE } else { 2 * TILE };
-    let mut body = String::from(if routed { TILED_ROUTED } else { TILED_DENSE });
-    body.push_str(TILED_CORE);
+    // Tensor cores where the weights are bf16 and the program accepts bf16 rounding.
+    let mma = ctx.tensor_cores && p.b[0].cty == "sat_bf16";
+    let tn = match (mma, gated) {
+        (true, _) => mma::columns(gated),
+        (false, true) => TILE,
+        (false, false) => 2 * TILE,
+    };
+    let mut body = String::from(if routed { TILED_ROUTED } else { DENSE_ROWS });
+    let b: Vec<String> = p.b.iter().map(|b| b.name.clone()).collect();
+    let (kd, n) = (ctx.dim(&p.kd), ctx.dim(&p.n));
+    let wt = if routed { "rw[r]" } else { "1.0f" };
+    if mma {
+        let tile = mma::Tile { n: &n, kd: &kd, a: &p.a.name, b: &b, dst: &p.dst.name, value: p.value, wt };
+        body.push_str(&mma::core(&tile));
+    } else {
+        body.push_str(TILED_CORE);
+    }
     let grid_rows = if routed {
         // Every expert's last tile may be partial: at most ceil(T k / 64) + E tiles in all.
         let t = &x.t;
@@ -484,8 +490,9 @@ fn tiled(ctx: &NodeCtx, x: &Experts, job: &Job, rows: Vec<Param>) -> Result<Kern
     let body = x.fill(
         &body,
         &[
-            ("N", ctx.dim(&p.n)),
-            ("KD", ctx.dim(&p.kd)),
+            ("M", "${T}".into()),
+            ("N", n),
+            ("KD", kd),
             ("TILE", TILE.to_string()),
             ("TN", tn.to_string()),
             ("TNU", if gated { tn + 1 } else { 1 }.to_string()),
@@ -498,13 +505,13 @@ fn tiled(ctx: &NodeCtx, x: &Experts, job: &Job, rows: Vec<Param>) -> Result<Kern
             ("GATED", gated.to_string()),
             ("AROW", if job.stage == Stage::Gate { "p / ${K}" } else { "p" }.into()),
             ("RW", if p.lead.is_empty() { "1.0f" } else { "routing[(p / ${K}) * ${E} + e]" }.into()),
-            ("WT", if routed { "rw[r]" } else { "1.0f" }.into()),
+            ("WT", wt.into()),
             ("DST", p.dst.name.clone()),
             ("VALUE", p.value.into()),
         ],
     );
     Ok(KernelDef {
-        stem: stem("moe_tiled", job),
+        stem: stem(if mma { "moe_mma" } else { "moe_tiled" }, job),
         params: p.params(rows),
         body,
         block: 256,
