@@ -101,6 +101,27 @@ fn bf16_mla_decode_runs_on_tensor_cores_within_bf16_tolerance() {
     assert!(e > 1e-5 && e <= 1.6e-2, "{r}");
 }
 
+/// `linear` at a size that takes the tiled kernels (more than 8 rows, partial tiles): f32 on
+/// the cpu backend and the emulator to 1e-4, bf16 weights on the emulator (tensor cores) to
+/// bf16's tolerance with the weight bytes halved.
+#[test]
+fn linear_reports_its_work_and_matches_the_reference() {
+    let shape = ["--tokens", "70", "--input", "40", "--output", "130"];
+    let (t, k, n) = (70.0, 40.0, 130.0);
+    for (backend, dtype, tolerance, per_weight) in [
+        ("cpu", "f32", 1e-4, 4.0),
+        ("cuda-emulator", "f32", 1e-4, 4.0),
+        ("cuda-emulator", "bf16", 1.6e-2, 2.0),
+    ] {
+        let mut args = vec!["linear", "--backend", backend, "--weights-dtype", dtype];
+        args.extend(shape);
+        let r = report(&args);
+        assert!(number(&r, "check_relative_error") <= tolerance, "{r}");
+        assert_eq!(number(&r, "flops"), 2.0 * t * k * n);
+        assert_eq!(number(&r, "bytes"), 4.0 * (t * k + t * n) + per_weight * n * k, "{r}");
+    }
+}
+
 #[test]
 fn impossible_sizes_are_clear_errors() {
     for (args, want) in [
@@ -109,6 +130,7 @@ fn impossible_sizes_are_clear_errors() {
             "--top-k (9) cannot exceed --experts (8)",
         ),
         (&["mla-decode", "--batch", "0"][..], "--batch must be at least 1"),
+        (&["linear", "--output", "0"][..], "--output must be at least 1"),
         (&["mla-decode", "--context", "4", "--queries", "5"][..], "cannot exceed --context"),
         (
             &["mla-decode", "--batch", "1", "--context", "8", "--repeat", "0"][..],

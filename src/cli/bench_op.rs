@@ -8,6 +8,8 @@
 //! - `grouped-experts`: `grouped_experts` on a batch of tokens with a balanced routing (token `t`
 //!   uses experts `(t k + j) mod E`, `j < k`, each with weight `1/k`; the same rule as
 //!   `scripts/bench_ops_torch.py`, which times PyTorch on the same problem).
+//! - `linear`: `x w^T` at prefill sizes: the rate of the product kernels (tensor cores with bf16
+//!   weights on CUDA), against cuBLAS through PyTorch (`bench_ops_torch.py linear`).
 //!
 //! Inputs and weights are uniform random from fixed seeds (weights in `[-0.02, 0.02)`), made in
 //! parallel. `--check` runs the op once more on a reference (the cpu backend, or the interpreter
@@ -66,6 +68,21 @@ pub enum OpArgs {
         /// The shared expert's inner width (0: none).
         #[arg(long, default_value_t = 2048)]
         shared: usize,
+        #[command(flatten)]
+        how: HowArgs,
+    },
+    /// linear: `x w^T`, a prefill-sized product with a weight (tensor cores with bf16 weights
+    /// on the CUDA backends; compare with cuBLAS: `scripts/bench_ops_torch.py linear`).
+    Linear {
+        /// Rows of `x` (tokens).
+        #[arg(long, default_value_t = 4096)]
+        tokens: usize,
+        /// The depth (`x`'s width).
+        #[arg(long, default_value_t = 7168)]
+        input: usize,
+        /// Output columns (rows of `w`).
+        #[arg(long, default_value_t = 2048)]
+        output: usize,
         #[command(flatten)]
         how: HowArgs,
     },
@@ -151,6 +168,7 @@ pub fn run(args: OpArgs) -> Result<()> {
         OpArgs::GroupedExperts { tokens, hidden, inner, experts, top_k, shared, how } => {
             (grouped_experts(tokens, hidden, inner, experts, top_k, shared)?, how)
         }
+        OpArgs::Linear { tokens, input, output, how } => (linear(tokens, input, output)?, how),
     };
     if how.repeat == 0 {
         bail!("--repeat must be at least 1");
@@ -398,6 +416,28 @@ fn grouped_experts(t: usize, hd: usize, i: usize, e: usize, k: usize, j: usize) 
         bytes: 4.0 * (3.0 * hf * i_f * distinct + 3.0 * hf * jf + 2.0 * tf * hf + tf * e as f64),
         weight_elements: 3.0 * hf * (i_f * distinct + jf),
         flops: 2.0 * 3.0 * tf * hf * (kf * i_f + jf),
+    })
+}
+
+fn linear(t: usize, k: usize, n: usize) -> Result<Problem> {
+    positive(&[("tokens", t), ("input", k), ("output", n)])?;
+    let mut g = Graph::new("linear");
+    let x = input(&mut g, "x", &[t, k])?;
+    let w = param(&mut g, "w", &[n, k])?;
+    let y = g.add("y", Op::Linear, &[x, w], None)?;
+    g.set_output("y", y)?;
+    let params = Generated { seeds: HashMap::from([("w".to_string(), 100)]) };
+    let inputs = HashMap::from([("x".to_string(), Tensor::f32(vec![t, k], uniform(t * k, 1, 1.0)))]);
+    let (tf, kf, nf) = (t as f64, k as f64, n as f64);
+    Ok(Problem {
+        op: "linear",
+        graph: g,
+        inputs,
+        params,
+        shapes: BTreeMap::from([("tokens", t), ("input", k), ("output", n)]),
+        bytes: 4.0 * (tf * kf + nf * kf + tf * nf),
+        weight_elements: nf * kf,
+        flops: 2.0 * tf * kf * nf,
     })
 }
 
