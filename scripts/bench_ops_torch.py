@@ -1,21 +1,37 @@
 #!/usr/bin/env python3
-"""Time two DeepSeek operations in eager PyTorch (float32) as the baseline for `saturn bench-op`.
+"""Time three DeepSeek operations in eager PyTorch as the baseline for `saturn bench-op`.
 
     python3 scripts/bench_ops_torch.py mla-decode [--batch 64] [--context 4096] [--queries 1]
-        [--heads 128] [--latent 512] [--rope 64] [--repeat 20] [--device cuda] [--json]
+        [--heads 128] [--latent 512] [--rope 64] [COMMON]
     python3 scripts/bench_ops_torch.py grouped-experts [--tokens 64] [--hidden 7168] [--inner 2048]
-        [--experts 256] [--top-k 8] [--shared 2048] [--repeat 20] [--device cuda] [--json]
-    python3 scripts/bench_ops_torch.py {mla-decode,grouped-experts} --self-check [--device cpu]
+        [--experts 256] [--top-k 8] [--shared 2048] [COMMON]
+    python3 scripts/bench_ops_torch.py linear [--tokens 4096] [--input 7168] [--output 2048]
+        [COMMON]
+    python3 scripts/bench_ops_torch.py {mla-decode,grouped-experts,linear} --self-check
+        [--dtype float32] [--device cpu]
+COMMON: [--dtype {float32,bfloat16}] [--repeat 20] [--device cuda] [--json]
 
-`saturn bench-op` times saturn's kernels for the same ops, shapes, layout and float32 math on the
-same GPU; the GPU check script runs both and compares the medians.
+`saturn bench-op` times saturn's kernels for the same ops, shapes and layout on the same GPU; the
+GPU check script runs both and compares the medians. --dtype float32 (the default): true float32
+math (no TF32), as saturn's f32 kernels. --dtype bfloat16: the same float32 data (same seed and
+values) is converted to bf16 before timing, activations and weights alike, so every variant runs
+in bf16 (PyTorch's bf16 products are cuBLAS bf16 GEMMs accumulating in f32), and bytes count 2
+per element instead of 4; the routing weights of grouped-experts stay float32 data, cast to bf16
+where they scale the expert outputs.
 mla-decode: latent attention, q_latent [B,H,S,C], q_rope [B,H,S,R], latent [B,T,C], k_pe [B,T,R]
 -> [B,H,S,C], query s at position s+T-S; variants `matmul` (bmm, softmax, bmm) and `sdpa`.
 grouped-experts: DeepSeek-V3 MoE MLPs, x [T,Hd], routing [T,E] (token t -> experts (t*k+j) mod E,
 weight 1/k), w_gate/w_up [E,I,Hd], w_down [E,Hd,I], shared expert of width J; variants `eager`
 (per-expert loop) and, on CUDA, `grouped_mm` (torch._grouped_mm; skipped if rejected).
+linear: y = x @ w.T, x [tokens, input], w [output, input]; variants `linear` (F.linear) and
+`matmul` (x @ w.t()). Its purpose: the GPU check compares saturn's tensor-core tiles (`saturn
+bench-op linear --weights-dtype bf16`) with cuBLAS through PyTorch in bf16 (--dtype bfloat16), to
+decide between mma tiles and cuBLAS by measurement.
 Data: seed 0, on the device, activations U[-1,1), weights U[-1,1)*0.02. Timing: one run to check
-that the variants agree, 3 warm-ups, then --repeat runs (CUDA events / perf_counter), median.
+that the variants agree (1e-3 relative in float32, 2e-2 in bf16), 3 warm-ups, then --repeat runs
+(CUDA events / perf_counter), median.
+--self-check compares every variant with float64 loops on tiny shapes (computed from the same,
+possibly bf16-rounded, inputs): within 1e-4 relative in float32, 2e-2 in bfloat16.
 Exit: 0 ok, 1 failure (out of memory, variants disagree, self-check failed), 2 bad arguments,
 3 no (CUDA-capable) PyTorch in this Python.
 """
@@ -30,8 +46,13 @@ import time
 
 MLA_SCALE = 1 / math.sqrt(192)
 WARMUP = 3
-AGREE_REL = 1e-3  # variants must agree this closely before they are timed
-CHECK_REL = 1e-4  # --self-check tolerance against the float64 loops
+# Variants must agree this closely (relative to the largest output) before they are timed, and
+# --self-check holds them this close to the float64 loops, per --dtype. bf16 keeps 8 significant
+# bits (relative rounding 2^-9 = 2e-3) and rounds intermediates (scores, probabilities, the
+# expert MLP's hidden activations) too: 2e-2 is a little above torch.testing's default bf16
+# tolerance (rtol 1.6e-2).
+AGREE_REL = {"float32": 1e-3, "bfloat16": 2e-2}
+CHECK_REL = {"float32": 1e-4, "bfloat16": 2e-2}
 torch = F = None  # imported in main(), so that a missing torch is one clear line, not a traceback
 
 
@@ -41,16 +62,19 @@ def rel_diff(got, ref):
     return ((got - ref).abs().max() / ref.abs().max().clamp_min(1e-30)).item()
 
 
-def uniform(shape, device, scale=1.0):
-    """U[-1,1) * scale, filled in place on the device (no temporary the size of the tensor)."""
-    return torch.empty(shape, dtype=torch.float32, device=device).uniform_(-1, 1).mul_(scale)
+def uniform(shape, device, scale=1.0, dtype=None):
+    """U[-1,1) * scale, filled in place on the device (no temporary the size of the tensor) in
+    float32, then converted to dtype (bf16: the float32 temporary is freed on return); the values
+    drawn do not depend on dtype."""
+    t = torch.empty(shape, dtype=torch.float32, device=device).uniform_(-1, 1).mul_(scale)
+    return t if dtype in (None, torch.float32) else t.to(dtype)
 
 
-def mla_inputs(B, H, S, T, C, R, device):
+def mla_inputs(B, H, S, T, C, R, device, dtype=None):
     """The four mla-decode inputs, deterministic from seed 0."""
     torch.manual_seed(0)
-    return (uniform((B, H, S, C), device), uniform((B, H, S, R), device),
-            uniform((B, T, C), device), uniform((B, T, R), device))
+    return (uniform((B, H, S, C), device, dtype=dtype), uniform((B, H, S, R), device, dtype=dtype),
+            uniform((B, T, C), device, dtype=dtype), uniform((B, T, R), device, dtype=dtype))
 
 
 def mla_variants(q_latent, q_rope, latent, k_pe):
@@ -97,12 +121,15 @@ def routing_matrix(T, E, k, device):
     return torch.zeros(T, E, device=device).scatter_(1, experts, 1.0 / k)
 
 
-def moe_inputs(T, Hd, I, E, k, J, device):
-    """x, routing and the weights (one tensor at a time, filled in place, to keep peak low)."""
+def moe_inputs(T, Hd, I, E, k, J, device, dtype=None):
+    """x, routing and the weights (one tensor at a time, filled in place, to keep peak low). The
+    routing matrix stays float32 (it is data, not an activation)."""
     torch.manual_seed(0)
-    x = uniform((T, Hd), device)
-    experts = [uniform(shape, device, 0.02) for shape in ((E, I, Hd), (E, I, Hd), (E, Hd, I))]
-    shared = [uniform(shape, device, 0.02) for shape in ((J, Hd), (J, Hd), (Hd, J))] if J else None
+    x = uniform((T, Hd), device, dtype=dtype)
+    experts = [uniform(shape, device, 0.02, dtype)
+               for shape in ((E, I, Hd), (E, I, Hd), (E, Hd, I))]
+    shared = [uniform(shape, device, 0.02, dtype)
+              for shape in ((J, Hd), (J, Hd), (Hd, J))] if J else None
     return x, routing_matrix(T, E, k, device), experts, shared
 
 
@@ -114,7 +141,7 @@ def moe_variants(x, routing, experts, shared, with_grouped_mm):
     tokens, ids = routing.nonzero(as_tuple=True)
     order = torch.argsort(ids, stable=True)
     tokens, ids = tokens[order], ids[order]
-    weights = routing[tokens, ids].unsqueeze(1)
+    weights = routing[tokens, ids].unsqueeze(1).to(x.dtype)  # index_add_ needs y's dtype
     counts = torch.bincount(ids, minlength=routing.shape[1])
     sizes = counts.tolist()
     groups = [(e, idx, w) for e, (idx, w) in enumerate(zip(tokens.split(sizes),
@@ -150,6 +177,19 @@ def moe_variants(x, routing, experts, shared, with_grouped_mm):
     return variants, len(groups)
 
 
+def linear_inputs(T, I, O, device, dtype=None):
+    """x [T, I] and w [O, I], deterministic from seed 0."""
+    torch.manual_seed(0)
+    return uniform((T, I), device, dtype=dtype), uniform((O, I), device, 0.02, dtype)
+
+
+def linear_variants(x, w):
+    """[(name, fn)] for linear: y = x @ w.T, as F.linear and as a matmul with w's transposed
+    view (both reach the same GEMM with w read transposed; no copy of w is made)."""
+    w_t = w.t()
+    return [("linear", lambda: F.linear(x, w)), ("matmul", lambda: torch.matmul(x, w_t))]
+
+
 def time_runs(fn, device, repeat):
     """Warm up, then time `repeat` runs; returns the seconds of each."""
     for _ in range(WARMUP):
@@ -172,9 +212,10 @@ def time_runs(fn, device, repeat):
     return seconds
 
 
-def run_variants(op, variants, device, repeat, optional):
-    """Run each variant once and exit 1 unless all agree with the first, then time them. A
-    variant in `optional` that raises (rejected dtype, out of memory) is skipped with its reason."""
+def run_variants(op, variants, device, repeat, optional, agree):
+    """Run each variant once and exit 1 unless all agree with the first within `agree` (relative),
+    then time them. A variant in `optional` that raises (rejected dtype, out of memory) is skipped
+    with its reason."""
     skipped, ready, timed, ref = [], [], [], None
 
     def attempt(name, action):
@@ -194,9 +235,9 @@ def run_variants(op, variants, device, repeat, optional):
             continue
         if ref is None:
             ref = (name, out)
-        elif not rel_diff(out, ref[1]) <= AGREE_REL:  # written so that NaN fails too
+        elif not rel_diff(out, ref[1]) <= agree:  # written so that NaN fails too
             sys.exit(f"bench_ops_torch: {op}: variants disagree: {name} vs {ref[0]} relative "
-                     f"difference {rel_diff(out, ref[1]):.3g} > {AGREE_REL}")
+                     f"difference {rel_diff(out, ref[1]):.3g} > {agree}")
         ready.append((name, fn))
     ref = out = None  # free the outputs before timing
     for name, fn in ready:
@@ -237,19 +278,36 @@ def naive_moe(x, routing, experts, shared):
     return y
 
 
-def self_check(op, device, out):
-    """Compare every variant with the float64 loops on tiny shapes; True if all within 1e-4.
+def naive_linear(x, w):
+    """Per-(t, o) float64 dot products straight from the definition."""
+    x, w = x.double().cpu(), w.double().cpu()
+    out = torch.zeros(x.shape[0], w.shape[0], dtype=torch.float64)
+    for t, o in itertools.product(range(x.shape[0]), range(w.shape[0])):
+        out[t, o] = (x[t] * w[o]).sum()
+    return out
+
+
+def self_check(op, device, dtype, out):
+    """Compare every variant with the float64 loops on tiny shapes; True if all within
+    CHECK_REL[dtype] (1e-4 float32, 2e-2 bfloat16). The loops take the inputs as the variants see
+    them (bf16-rounded in bfloat16), so the check measures the arithmetic, not the input rounding.
     _grouped_mm is checked on any device whose torch accepts it (it is timed on CUDA only)."""
+    tol, tdtype = CHECK_REL[dtype], getattr(torch, dtype)
     cases = []  # (label, fn giving the result, float64 reference)
     if op == "mla-decode":
         for B, H, S, T, C, R in ((2, 3, 1, 7, 8, 4), (2, 3, 3, 9, 8, 4), (1, 2, 5, 5, 16, 8)):
-            inputs = mla_inputs(B, H, S, T, C, R, device)
+            inputs = mla_inputs(B, H, S, T, C, R, device, tdtype)
             ref = naive_mla(*inputs)
             cases += [(f"{name} B={B} H={H} S={S} T={T}", fn, ref)
                       for name, fn in mla_variants(*inputs)[0]]
+    elif op == "linear":
+        for T, I, O in ((3, 5, 4), (7, 16, 9), (1, 33, 2)):
+            x, w = linear_inputs(T, I, O, device, tdtype)
+            ref = naive_linear(x, w)
+            cases += [(f"{name} T={T} I={I} O={O}", fn, ref) for name, fn in linear_variants(x, w)]
     else:
         for T, Hd, I, E, k, J in ((5, 16, 8, 8, 2, 4), (3, 12, 8, 4, 3, 0), (1, 8, 4, 16, 2, 8)):
-            x, routing, experts, shared = moe_inputs(T, Hd, I, E, k, J, device)
+            x, routing, experts, shared = moe_inputs(T, Hd, I, E, k, J, device, tdtype)
             want = torch.zeros(T, E, dtype=torch.float64)
             for t, j in itertools.product(range(T), range(k)):
                 want[t, (t * k + j) % E] = 1 / k
@@ -262,11 +320,11 @@ def self_check(op, device, out):
         try:
             err = rel_diff(fn(), ref)
         except RuntimeError as error:  # e.g. a _grouped_mm that rejects these shapes or float32
-            print(f"skip {op} {label}: {str(error).strip().splitlines()[0]}", file=out)
+            print(f"skip {op} {dtype} {label}: {str(error).strip().splitlines()[0]}", file=out)
             continue
-        ok = ok and err <= CHECK_REL  # written so that NaN fails too
-        print(f"{'ok  ' if err <= CHECK_REL else 'FAIL'} {op} {label}: relative error {err:.2e}",
-              file=out)
+        ok = ok and err <= tol  # written so that NaN fails too
+        print(f"{'ok  ' if err <= tol else 'FAIL'} {op} {dtype} {label}: relative error "
+              f"{err:.2e} (limit {tol:g})", file=out)
     return ok
 
 
@@ -280,9 +338,12 @@ def at_least(low):
 
 
 def parse_args():
-    """The two subcommands, with sizes validated (argparse errors exit 2)."""
+    """The three subcommands, with sizes validated (argparse errors exit 2)."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--dtype", choices=("float32", "bfloat16"), default="float32",
+                        help="activations and weights (default float32; bfloat16: the same "
+                        "values converted to bf16, bytes counted at 2 per element)")
     common.add_argument("--repeat", type=at_least(1), default=20, help="timed runs (default 20)")
     common.add_argument("--device", choices=("cuda", "cpu"),
                         help="default: cuda if available, else cpu")
@@ -299,6 +360,9 @@ def parse_args():
                           ("top-k", 8)):
         moe.add_argument(f"--{flag}", type=at_least(1), default=default)
     moe.add_argument("--shared", type=at_least(0), default=2048, help="0: no shared expert")
+    lin = sub.add_parser("linear", parents=[common], help="y = x @ w.T (a prefill product)")
+    for flag, default in (("tokens", 4096), ("input", 7168), ("output", 2048)):
+        lin.add_argument(f"--{flag}", type=at_least(1), default=default)
     args = parser.parse_args()
     if args.op == "mla-decode" and args.queries > args.context:
         mla.error("--queries must not exceed --context (the context includes the queries)")
@@ -329,10 +393,10 @@ def main():
     out = sys.stderr if args.json else sys.stdout
     with torch.inference_mode():
         if args.self_check:
-            sys.exit(0 if self_check(args.op, device, out) else 1)
+            sys.exit(0 if self_check(args.op, device, args.dtype, out) else 1)
         name = torch.cuda.get_device_name(device) if device.type == "cuda" else (
             platform.processor() or platform.machine())
-        print(f"{args.op}: torch {torch.__version__}, device {device} ({name}), float32",
+        print(f"{args.op}: torch {torch.__version__}, device {device} ({name}), {args.dtype}",
               file=out)
         try:
             report = bench(args, device, out)
@@ -341,12 +405,17 @@ def main():
                      f"{args.input_bytes} bytes ({args.input_bytes / 2**30:.1f} GiB) on {name}; "
                      f"torch: {str(err).splitlines()[0][:200]}")
     report = {"op": args.op, "device": str(device), "device_name": name,
-              "torch_version": torch.__version__, "dtype": "float32",
-              "float32_matmul_precision": "highest", "warmup": WARMUP, "repeat": args.repeat,
+              "torch_version": torch.__version__, "dtype": args.dtype,
+              "float32_matmul_precision": torch.get_float32_matmul_precision(),
+              "warmup": WARMUP, "repeat": args.repeat, "agree_rel": AGREE_REL[args.dtype],
               **report}
+    if args.dtype == "bfloat16":  # PyTorch's default (True) lets cuBLAS reduce split-K in bf16
+        report["bf16_reduced_precision_reduction"] = (
+            torch.backends.cuda.matmul.allow_bf16_reduced_precision_reduction)
     for v in report["variants"]:
+        of = " of weights" if args.op == "grouped-experts" else ""
         rate = f"{v['bandwidth_bytes_per_s'] / 1e9:.1f} GB/s" + (
-            f" of weights, {v['flops_per_s'] / 1e9:.1f} GFLOP/s" if "flops_per_s" in v else "")
+            f"{of}, {v['flops_per_s'] / 1e9:.1f} GFLOP/s" if "flops_per_s" in v else "")
         print(f"  {v['name']:<11} median {v['seconds_median'] * 1e3:9.3f} ms  "
               f"(min {min(v['seconds']) * 1e3:.3f}, max {max(v['seconds']) * 1e3:.3f})  {rate}",
               file=out)
@@ -358,35 +427,52 @@ def main():
 
 
 def bench(args, device, out):
-    """Allocate the inputs, time the variants, and return the op-specific report fields."""
+    """Allocate the inputs, time the variants, and return the op-specific report fields. Bytes
+    count `es` bytes per element of the timed dtype (4 float32, 2 bfloat16)."""
+    dtype = getattr(torch, args.dtype)
+    es = torch.empty((), dtype=dtype).element_size()
+    agree = AGREE_REL[args.dtype]
     if args.op == "mla-decode":
         B, H, S, T, C, R = (args.batch, args.heads, args.queries, args.context, args.latent,
                             args.rope)
-        nbytes = 4 * (B * H * S * C + B * H * S * R + B * T * C + B * T * R + B * H * S * C)
-        args.input_bytes = nbytes - 4 * B * H * S * C
-        variants, extra = mla_variants(*mla_inputs(B, H, S, T, C, R, device))
+        nbytes = es * (B * H * S * C + B * H * S * R + B * T * C + B * T * R + B * H * S * C)
+        args.input_bytes = nbytes - es * B * H * S * C
+        variants, extra = mla_variants(*mla_inputs(B, H, S, T, C, R, device, dtype))
         print(f"  sdpa backend chosen by the dispatcher: {extra['sdpa_backend']}", file=out)
-        timed, skipped = run_variants(args.op, variants, device, args.repeat, {"sdpa"})
+        timed, skipped = run_variants(args.op, variants, device, args.repeat, {"sdpa"}, agree)
         for v in timed:
             v["bandwidth_bytes_per_s"] = nbytes / v["seconds_median"]
         shapes = {"batch": B, "heads": H, "queries": S, "context": T, "latent": C, "rope": R}
         extra.update(bytes=nbytes, timed_region="the attention only; inputs, views, mask and "
                      "SDPA's concatenated query/key are prepared before timing")
+    elif args.op == "linear":
+        T, I, O = args.tokens, args.input, args.output
+        args.input_bytes = es * (T * I + O * I)
+        flops, nbytes = 2 * T * I * O, es * (T * I + O * I + T * O)
+        variants = linear_variants(*linear_inputs(T, I, O, device, dtype))
+        timed, skipped = run_variants(args.op, variants, device, args.repeat, set(), agree)
+        for v in timed:  # bandwidth: x, w read and y written once, per second
+            v["flops_per_s"] = flops / v["seconds_median"]
+            v["bandwidth_bytes_per_s"] = nbytes / v["seconds_median"]
+        shapes = {"tokens": T, "input": I, "output": O}
+        extra = {"flops": flops, "bytes": nbytes,
+                 "timed_region": "the product only (y allocated inside); x and w prepared before"}
     else:
         T, Hd, I, E, k, J = (args.tokens, args.hidden, args.inner, args.experts, args.top_k,
                              args.shared)
-        allocated = 4 * (3 * E * I * Hd + 3 * J * Hd)
-        args.input_bytes = allocated + 4 * (T * Hd + T * E)
+        allocated = es * (3 * E * I * Hd + 3 * J * Hd)
+        args.input_bytes = allocated + es * T * Hd + 4 * T * E  # the routing stays float32
         print(f"  allocating {allocated} bytes ({allocated / 2**30:.2f} GiB) for weights", file=out)
-        x, routing, experts, shared = moe_inputs(T, Hd, I, E, k, J, device)
+        x, routing, experts, shared = moe_inputs(T, Hd, I, E, k, J, device, dtype)
         use_gmm = hasattr(torch, "_grouped_mm") and device.type == "cuda"
         variants, used = moe_variants(x, routing, experts, shared, use_gmm)
-        timed, skipped = run_variants(args.op, variants, device, args.repeat, {"grouped_mm"})
+        timed, skipped = run_variants(args.op, variants, device, args.repeat, {"grouped_mm"},
+                                      agree)
         if not use_gmm:
             skipped.append({"name": "grouped_mm", "reason": "CUDA only" if hasattr(
                 torch, "_grouped_mm") else "this torch has no torch._grouped_mm"})
         flops = 2 * 3 * T * k * Hd * I + 2 * 3 * T * Hd * J
-        weight_bytes = 4 * 3 * Hd * I * used + 4 * 3 * Hd * J
+        weight_bytes = es * 3 * Hd * I * used + es * 3 * Hd * J
         for v in timed:  # bandwidth: the weight bytes of the used experts per second
             v["flops_per_s"] = flops / v["seconds_median"]
             v["bandwidth_bytes_per_s"] = weight_bytes / v["seconds_median"]

@@ -4,15 +4,17 @@
 #   1. the tiny fixtures through `--backend cuda`: prefill and decode logits against Hugging Face's
 #      (tests/fixtures/*/reference.safetensors, limit 1e-4) and greedy ids exactly;
 #   2. bf16 weights: the fixtures' logits on the GPU against the cpu backend's with the same
-#      bf16-rounded weights (products and decode attention run on tensor cores with bf16
-#      operands: limit 1.6e-2 of the largest logit);
+#      bf16-rounded weights (products and attention on tensor cores, a bf16 KV cache: each
+#      position's top token in the other's top 5, the median position within 1.6e-2 of the
+#      largest logit);
 #   3. `saturn bench` on the GPU and on the CPU for the shipped default model (JSON);
 #   4. `saturn bench-op` at DeepSeek-V3 layer shapes: mla-decode (batch 64, context 4096: its
 #      traffic against the GPU's copy bandwidth; f32 SIMT and bf16 tensor cores) and grouped-experts
-#      (f32 SIMT and bf16 tensor cores) (64 and 512 tokens, f32
+#      (f32 SIMT and bf16 tensor cores), and a prefill-sized linear (4096 x 7168 x 2048); (64 and 512 tokens, f32
 #      and bf16 weights), each checked against the CPU backend at a size the check can afford;
-#      then the same problems in PyTorch on the same GPU (scripts/bench_ops_torch.py), where
-#      PyTorch is installed.
+#      then the same problems in PyTorch on the same GPU (scripts/bench_ops_torch.py), in
+#      float32 and bfloat16, where PyTorch is installed: its bf16 products are cuBLAS, so the
+#      linear pair decides between saturn's tensor-core tiles and cuBLAS by measurement.
 # It needs a built saturn (`cargo build --release` here; on a machine without Rust, build
 # elsewhere and bring target/release/saturn) and python3 with numpy and safetensors.
 # Results go to ${OUT:-target/gpu-check}. Usage: scripts/gpu-check.sh [SATURN_BINARY]
@@ -46,12 +48,14 @@ if [ "$BACKEND" = cuda ]; then
   TOKENS=(64 512)
   # The full expert weights make a CPU reference costly: the checked run has 16 experts.
   CHECKED=(--tokens 64 --experts 16)
+  LINEAR=(--tokens 4096 --input 7168 --output 2048)
   TORCH_DEVICE=cuda
 else
   MLA=(--batch 2 --context 300 --heads 4 --latent 32 --rope 8)
   EXPERTS=(--experts 8 --hidden 64 --inner 32 --shared 16 --top-k 2)
   TOKENS=(5)
   CHECKED=(--tokens 5 "${EXPERTS[@]}")
+  LINEAR=(--tokens 70 --input 64 --output 130)
   TORCH_DEVICE=cpu
 fi
 
@@ -107,14 +111,25 @@ for model in ["deepseek-v3-tiny", "deepseek-v2-lite-tiny"]:
                         "--ids", ",".join(map(str, ids)), "--decode-ids", ",".join(map(str, dec)),
                         "--out", path], check=True)
         got[b] = load_file(path)
-    # Products with weights and decode attention run on tensor cores (bf16 operands): torch's
-    # bf16 tolerance, 1.6e-2 of the largest logit.
+    # Products, attention and the KV cache run in bf16 (tensor cores), and an expert choice
+    # near a tie may flip, moving that position (and, through attention, later ones) by far
+    # more than the rounding: as tests/fixtures_match.rs checks, each position's top token must
+    # be in the other side's top 5, and the median position within torch's bf16 tolerance,
+    # 1.6e-2 of the largest logit.
     for name in ["logits", "decode_logits"]:
-        err = float(np.abs(got[backend][name] - got["cpu"][name]).max())
-        bound = 1.6e-2 * float(np.abs(got["cpu"][name]).max())
-        print(f"{model} {name}: {backend} vs cpu with bf16 weights, max abs difference {err:.3e} (bound {bound:.3e})")
-        worst = max(worst, err / bound)
-assert worst <= 1.0, f"a difference exceeds its bound by {worst:.2f}x"
+        a, b = got["cpu"][name], got[backend][name]
+        a, b = a.reshape(-1, a.shape[-1]), b.reshape(-1, b.shape[-1])
+        per = np.abs(a - b).max(axis=1)
+        bound = 1.6e-2 * float(np.abs(a).max())
+        median = float(np.median(per))
+        print(f"{model} {name}: {backend} vs cpu with bf16 weights, median position {median:.3e} "
+              f"(bound {bound:.3e}), worst {float(per.max()):.3e}")
+        worst = max(worst, median / bound)
+        top5 = lambda x: np.argsort(-x, axis=1, kind="stable")[:, :5]
+        ta, tb = top5(a), top5(b)
+        for p in range(a.shape[0]):
+            assert ta[p, 0] in tb[p] and tb[p, 0] in ta[p], f"{model} {name} position {p}: top tokens differ"
+assert worst <= 1.0, f"a median difference exceeds its bound by {worst:.2f}x"
 PY
 fi
 
@@ -141,6 +156,9 @@ for t in "${TOKENS[@]}"; do
   op "experts-$t-bf16" grouped-experts --tokens "$t" "${EXPERTS[@]}" --weights-dtype bf16
 done
 op experts-checked grouped-experts "${CHECKED[@]}" --check
+# Prefill-sized products: saturn's tiles (f32 SIMT, bf16 tensor cores) against cuBLAS below.
+op linear linear "${LINEAR[@]}" --check
+op linear-bf16 linear "${LINEAR[@]}" --weights-dtype bf16 --check
 fi
 
 if wants torch; then
@@ -161,6 +179,13 @@ torch_op() {  # torch_op NAME ARGS...: exit 3 from the script means no (CUDA) Py
   tee -a "$OUT/log.txt" < "$OUT/torch-$name.json"
 }
 if torch_op mla-decode mla-decode "${MLA[@]}"; then
-  for t in "${TOKENS[@]}"; do torch_op "experts-$t" grouped-experts --tokens "$t" "${EXPERTS[@]}" || true; done
+  torch_op mla-decode-bf16 mla-decode "${MLA[@]}" --dtype bfloat16 || true
+  for t in "${TOKENS[@]}"; do
+    torch_op "experts-$t" grouped-experts --tokens "$t" "${EXPERTS[@]}" || true
+    torch_op "experts-$t-bf16" grouped-experts --tokens "$t" "${EXPERTS[@]}" --dtype bfloat16 || true
+  done
+  # cuBLAS (through PyTorch) against saturn's tiles: the mma-or-cuBLAS decision.
+  torch_op linear linear "${LINEAR[@]}" || true
+  torch_op linear-bf16 linear "${LINEAR[@]}" --dtype bfloat16 || true
 fi
 fi

@@ -11,6 +11,9 @@ const TOLERANCE: f32 = 1e-4;
 /// bf16 math's tolerance relative to a result's scale: torch.testing's default relative
 /// tolerance for bf16 (`assert_close`), 1.6e-2, about four units of bf16's last place.
 const BF16_TOLERANCE: f32 = 1.6e-2;
+/// How far down the other side's ranking a position's top token may sit in bf16 (vLLM compares
+/// bf16 models within their top 5 logprobs).
+const BF16_TOP: usize = 5;
 
 struct Reference {
     rows: usize,
@@ -107,11 +110,15 @@ fn check_eval(model: &str, backend: &[&str]) {
 }
 
 /// bf16 weights: the CUDA path (bf16 storage, on the emulator) computes what the cpu backend
-/// computes with the same bf16-rounded weights, within [`BF16_TOLERANCE`] of the logits' largest
-/// magnitude: its products with weights and its decode attention run on tensor cores, with
-/// activations (and the cache) rounded to bf16. How far bf16 weights move
-/// the logits from transformers' f32 ones is printed, not asserted: a routing choice that flips
-/// with the rounding changes a position's logits by far more than the rounding itself.
+/// computes with the same bf16-rounded weights, to bf16's tolerance. Its products with weights
+/// and its attention run on tensor cores and its KV cache is bf16, so activations and the cache
+/// are rounded too, and an expert choice near a tie may flip, which moves that position's logits
+/// by far more than the rounding (one prefill position of the tiny V3 fixture's row 1 does). So
+/// the check is the one used for bf16 models elsewhere (vLLM's logprob comparison): at every
+/// position each side's top token is among the other's [`BF16_TOP`] best; and the median
+/// position (a flip moves its own position and, through attention, later ones) differs by at
+/// most [`BF16_TOLERANCE`] of the logits' largest magnitude.
+/// How far bf16 weights move the logits from transformers' f32 ones is printed.
 fn check_bf16(model: &str) {
     let r = reference(model);
     let (s, d, v) = (r.prompt_len, r.decode_len, r.vocab);
@@ -120,13 +127,24 @@ fn check_bf16(model: &str) {
         let cpu = eval_row(model, &r, row, &bf16);
         let emulated = eval_row(model, &r, row, &[&bf16[..], EMULATOR].concat());
         for (what, a, b) in [("prefill", &cpu.0, &emulated.0), ("decode", &cpu.1, &emulated.1)] {
-            let err = max_error(a, b);
             let scale = a.iter().fold(0f32, |m, x| m.max(x.abs()));
-            let bound = BF16_TOLERANCE * scale;
+            let mut errors: Vec<f32> = a.chunks(v).zip(b.chunks(v)).map(|(x, y)| max_error(x, y)).collect();
+            errors.sort_by(f32::total_cmp);
+            let (median, worst) = (errors[errors.len() / 2], errors[errors.len() - 1]);
             eprintln!(
-                "{model} row {row} {what}: emulator vs cpu, bf16 weights: {err:.3e} (bound {bound:.3e})"
+                "{model} row {row} {what}: emulator vs cpu, bf16 weights: median position {median:.3e} \
+                 (bound {:.3e}), worst position {worst:.3e}",
+                BF16_TOLERANCE * scale
             );
-            assert!(err <= bound, "{model} row {row} {what}: emulator vs cpu, bf16 weights: {err} > {bound}");
+            assert!(median <= BF16_TOLERANCE * scale, "{model} row {row} {what}: median difference {median}");
+            for (p, (x, y)) in a.chunks(v).zip(b.chunks(v)).enumerate() {
+                let (tx, ty) = (top(x, 1)[0], top(y, 1)[0]);
+                assert!(
+                    top(y, BF16_TOP).contains(&tx) && top(x, BF16_TOP).contains(&ty),
+                    "{model} row {row} {what} position {p}: top tokens {tx} (cpu) and {ty} (emulator) \
+                     are not among each other's {BF16_TOP} best"
+                );
+            }
         }
         let from_f32 = max_error(&cpu.0, &r.logits[row * s * v..(row + 1) * s * v])
             .max(max_error(&cpu.1, &r.decode_logits[row * d * v..(row + 1) * d * v]));
@@ -134,6 +152,14 @@ fn check_bf16(model: &str) {
             "{model} row {row}: bf16 weights move the logits by up to {from_f32:.3e} from transformers' f32"
         );
     }
+}
+
+/// The indices of the `k` largest of `x`, largest first.
+fn top(x: &[f32], k: usize) -> Vec<usize> {
+    let mut order: Vec<usize> = (0..x.len()).collect();
+    order.sort_by(|&i, &j| x[j].total_cmp(&x[i]).then(i.cmp(&j)));
+    order.truncate(k);
+    order
 }
 
 /// `saturn generate` after prompt row 0 reproduces the greedy ids exactly.

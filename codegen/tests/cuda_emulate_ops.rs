@@ -401,11 +401,20 @@ proptest! {
 /// step to step: `cache.k [P, d] ++ 2 * new [S, d]` appended in place, and `cache.v`, whose
 /// output `-(cache.v ++ new)` is computed elsewhere and copied into its buffer after the run;
 /// the interpreter is given the emulator's previous caches each time, over a prefill and
-/// decode steps.
+/// decode steps. With bf16 storage the appended cache is bf16 (each new row rounded, the
+/// rows before kept exactly) and the copied one stays f32.
 #[test]
 fn aranges_masks_and_carried_appends_match() {
-    for (seed, d) in [(1u64, 3usize), (2, 1), (3, 40)] {
+    for (seed, d, storage) in [
+        (1u64, 3usize, WeightStorage::F32),
+        (2, 1, WeightStorage::F32),
+        (3, 40, WeightStorage::F32),
+        (4, 40, WeightStorage::Bf16),
+    ] {
         let mut c = Case::new(seed);
+        if storage == WeightStorage::Bf16 {
+            c.bf16();
+        }
         let s = Dim::sym("S");
         let total = Dim::sym("P").add(&s);
         let pos = c.op("pos", Op::Arange { start: Dim::sym("P"), len: s.clone() }, &[]);
@@ -422,7 +431,7 @@ fn aranges_masks_and_carried_appends_match() {
         c.out(masked);
         c.g.set_output("cache.k", appended).unwrap();
         c.g.set_output("cache.v", negated).unwrap();
-        let program = CudaProgram::generate(&c.g, "cache.").unwrap();
+        let program = CudaProgram::generate_with(&c.g, "cache.", CudaOptions { weights: storage }).unwrap();
         let mut emu = Emulator::new(&program, &c.params).unwrap();
         let mut past = Tensor::f32(vec![0, d], vec![]);
         let mut past_v = past.clone();
@@ -439,7 +448,11 @@ fn aranges_masks_and_carried_appends_match() {
             let want = evaluate(&c.g, &Bindings { symbols: bound, inputs, params: &c.params }).unwrap();
             compare_all(&got, &want, c.tolerance).unwrap_or_else(|m| panic!("S={s} P={p}: {m}"));
             past = emu.carried("cache.k").unwrap();
-            assert_eq!(past, want["cache.k"], "the carried cache after S={s} P={p}");
+            let mut stored = want["cache.k"].clone();
+            if let (WeightStorage::Bf16, TensorData::F32(v)) = (storage, &mut stored.data) {
+                v.iter_mut().for_each(|x| *x = half::bf16::from_f32(*x).to_f32());
+            }
+            assert_eq!(past, stored, "the carried cache after S={s} P={p}");
             past_v = emu.carried("cache.v").unwrap();
             assert_eq!(past_v, want["cache.v"], "the copied cache after S={s} P={p}");
         }

@@ -1,21 +1,26 @@
 // saturn: device helpers shared by every generated kernel (no headers: NVRTC compiles this alone).
 #define SAT_FULL_MASK 0xffffffffu
-// A bf16 weight as stored (`--weights-dtype bf16`): the top half of an f32, read as that f32.
-struct sat_bf16 {
-  unsigned short bits;
-  __device__ __forceinline__ operator float() const { return __uint_as_float((unsigned int)bits << 16); }
-};
-// Four bf16 weights loaded at once (8 bytes), as floats.
-__device__ __forceinline__ float4 sat_bf16x4(uint2 q) {
-  return make_float4(__uint_as_float(q.x << 16), __uint_as_float(q.x & 0xffff0000u),
-                     __uint_as_float(q.y << 16), __uint_as_float(q.y & 0xffff0000u));
-}
 // An f32 as bf16 bits, rounded to nearest even (NaN stays a quiet NaN), as the host rounds
 // weights on upload (`half::bf16::from_f32`).
 __device__ __forceinline__ unsigned int sat_bf16_bits(float f) {
   const unsigned int u = __float_as_uint(f);
   if ((u & 0x7fffffffu) > 0x7f800000u) return ((u >> 16) | 0x40u) & 0xffffu;
   return (u + 0x7fffu + ((u >> 16) & 1u)) >> 16;
+}
+// A value stored as bf16 (weights and the KV cache of `--weights-dtype bf16` programs): the top
+// half of an f32, read as that f32, written rounded to nearest even.
+struct sat_bf16 {
+  unsigned short bits;
+  __device__ __forceinline__ operator float() const { return __uint_as_float((unsigned int)bits << 16); }
+  __device__ __forceinline__ sat_bf16& operator=(float f) {
+    bits = (unsigned short)sat_bf16_bits(f);
+    return *this;
+  }
+};
+// Four bf16 weights loaded at once (8 bytes), as floats.
+__device__ __forceinline__ float4 sat_bf16x4(uint2 q) {
+  return make_float4(__uint_as_float(q.x << 16), __uint_as_float(q.x & 0xffff0000u),
+                     __uint_as_float(q.y << 16), __uint_as_float(q.y & 0xffff0000u));
 }
 // d[16x8] += a[16x16] b[16x8]: bf16 operands, f32 accumulators, one warp (`mma.sync` m16n8k16,
 // A row-major, B column-major). Fragments as the PTX ISA lays them out, with g = lane / 4 and

@@ -22,10 +22,12 @@ pub enum WeightStorage {
     /// f32: every kernel computes in f32, as the interpreter does (up to summation order).
     #[default]
     F32,
-    /// bf16, rounded to nearest even on upload: half the bytes a decode step reads. Tiled
-    /// products with weights and decode attention round their other operands to bf16 too, to
-    /// run on tensor cores (f32 accumulation), so results agree with the interpreter's (on the
-    /// rounded weights) at bf16's tolerance.
+    /// bf16, rounded to nearest even on upload: half the bytes a decode step reads. The KV
+    /// cache (carried buffers appended in place) is stored as bf16 too, each appended row
+    /// rounded; tiled products with weights
+    /// and decode attention round their other operands to bf16, to run on tensor cores (f32
+    /// accumulation), so results agree with the interpreter's (on the rounded weights) at
+    /// bf16's tolerance.
     Bf16,
 }
 
@@ -182,6 +184,20 @@ impl CudaProgram {
             .filter(|&id| matches!(graph.node(id).op, Op::RouterTopK(_)))
             .filter_map(|id| graph.inputs(id).first().copied())
             .collect();
+        // Carried inputs whose output appends rows to them in place: only these may be stored
+        // narrower (an output copied into its carried buffer is copied byte for byte).
+        let appended: std::collections::HashSet<NodeId> = graph
+            .outputs()
+            .iter()
+            .filter(|(name, _)| name.starts_with(carried_prefix))
+            .filter_map(|(name, out)| {
+                let args = graph.inputs(*out);
+                let append = matches!(graph.node(*out).op, Op::Concat { axis: 0 })
+                    && args.len() == 2
+                    && graph.node(args[0]).name == *name;
+                append.then_some(args[0])
+            })
+            .collect();
         // Carried outputs: node -> the carried input's buffer.
         let mut carried_outputs: HashMap<NodeId, usize> = HashMap::new();
         let mut inputs = Vec::new();
@@ -219,7 +235,10 @@ impl CudaProgram {
                         };
                         match append {
                             Some(cache) => {
-                                let group = Group { kernels: vec![append_rows(&ctx)], scratch: Vec::new() };
+                                let group = Group {
+                                    kernels: vec![append_rows(&ctx, b.stored(cache))],
+                                    scratch: Vec::new(),
+                                };
                                 b.add_group(&ctx, group, &args, init)?;
                                 Storage::Alias { of: cache, offset: Dim::constant(0) }
                             }
@@ -232,13 +251,12 @@ impl CudaProgram {
                     }
                 },
             };
-            // Weights may be stored narrower; views of them read the same storage.
+            // Weights and the KV cache may be stored narrower; views of them read the same
+            // storage.
+            let narrow = node.ty.dtype == DType::F32 && options.weights == WeightStorage::Bf16;
             let stored = match &storage {
-                Storage::Param { .. }
-                    if node.ty.dtype == DType::F32 && options.weights == WeightStorage::Bf16 =>
-                {
-                    DType::BF16
-                }
+                Storage::Param { .. } if narrow => DType::BF16,
+                Storage::Carried if narrow && appended.contains(&id) => DType::BF16,
                 Storage::Alias { of, .. } => b.stored(*of),
                 _ => node.ty.dtype,
             };
@@ -316,8 +334,9 @@ fn check_dtype(node: &Node) -> Result<(), CodegenError> {
     }
 }
 
-/// `concat(cache, new)` along axis 0 into the carried buffer: the new rows go after the cached.
-fn append_rows(ctx: &NodeCtx) -> KernelDef {
+/// `concat(cache, new)` along axis 0 into the carried buffer, whose elements are `stored`: the
+/// new rows go after the cached (rounded to bf16 for a bf16 cache).
+fn append_rows(ctx: &NodeCtx, stored: DType) -> KernelDef {
     let (cache, new) = (&ctx.operands[0].shape, &ctx.operands[1].shape);
     let rows = ctx.dim(&cache[0]);
     let row = ctx.product(&cache[1..]);
@@ -334,7 +353,7 @@ fn append_rows(ctx: &NodeCtx) -> KernelDef {
                 bind: Bind::Operand(1),
                 written: false,
             },
-            ctx.out(),
+            Param { cty: emit::cty(stored), ..ctx.out() },
         ],
         body,
         block: emit::ELEMENT_BLOCK,

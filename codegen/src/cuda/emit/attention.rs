@@ -60,21 +60,22 @@ const SPLIT: &str = r#"  const long long S = ${S}, T = ${T};
     const int hh = i / ${R}, c = i % ${R}, h = hg * ${HB} + hh;
     qr[hh][c] = h < ${H} ? q_rope[((bz * ${H} + h) * S + s) * ${R} + c] : 0.0f;
   }
-  const float* lat0 = latent + (bz * T + t0) * ${C};
-  const float* kpe0 = k_pe + (bz * T + t0) * ${R};
+  // The cache as stored (f32, or bf16 read as f32).
+  const auto* lat0 = latent + (bz * T + t0) * ${C};
+  const auto* kpe0 = k_pe + (bz * T + t0) * ${R};
   __syncthreads();
   // Scores: a warp per key, its lanes along the row, every head of the block at once.
   for (int kk = warp; kk < nk; kk += ${WARPS}) {
     float d[${HB}];
 #pragma unroll
     for (int hh = 0; hh < ${HB}; ++hh) d[hh] = 0.0f;
-    const float* lt = lat0 + kk * ${C};
+    const auto* lt = lat0 + kk * ${C};
     for (int c = lane; c < ${C}; c += 32) {
       const float v = lt[c];
 #pragma unroll
       for (int hh = 0; hh < ${HB}; ++hh) d[hh] = fmaf(qs[hh][c], v, d[hh]);
     }
-    const float* kt = kpe0 + kk * ${R};
+    const auto* kt = kpe0 + kk * ${R};
     for (int c = lane; c < ${R}; c += 32) {
       const float v = kt[c];
 #pragma unroll
@@ -111,7 +112,7 @@ const SPLIT: &str = r#"  const long long S = ${S}, T = ${T};
   const long long stride = S * splits;
   float* o0 = o_part + (((bz * ${H} + hg * ${HB}) * S + s) * splits + split) * ${C};
   for (int c = tid; c < ${C}; c += ${BLOCK}) {
-    const float* lc = lat0 + c;
+    const auto* lc = lat0 + c;
     float acc[${HB}];
 #pragma unroll
     for (int hh = 0; hh < ${HB}; ++hh) acc[hh] = 0.0f;
@@ -180,8 +181,8 @@ const SPLIT_MMA: &str = r#"  const long long S = ${S}, T = ${T};
     mrow[tid] = __int_as_float(0xff800000);
     lrow[tid] = 0.0f;
   }
-  const float* lat0 = latent + (bz * T + t0) * ${C};
-  const float* kpe0 = k_pe + (bz * T + t0) * ${R};
+  const auto* lat0 = latent + (bz * T + t0) * ${C};
+  const auto* kpe0 = k_pe + (bz * T + t0) * ${R};
   const int mt = warp % ${MT}, part = warp / ${MT};
   float acc[${NPW}][4];
 #pragma unroll
