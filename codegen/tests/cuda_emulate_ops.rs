@@ -562,6 +562,66 @@ proptest! {
     }
 }
 
+/// `mla_decode_attention` over a KV cache carried in bf16 (a bf16 program), as the models use
+/// it: rows appended in place (rounded on the way in) and read by the tensor-core kernel as
+/// stored, by `cp.async` copies where the widths are multiples of 8, converted otherwise; over
+/// a prefill and decode steps, then after a long cache set from outside (several key tiles
+/// and splits of 256). New rows are bf16 values, so the interpreter, given the emulator's
+/// cache, sees what the kernel sees.
+#[test]
+fn mla_decode_attention_over_a_bf16_cache_matches() {
+    for (seed, h, width, rope) in [(1u64, 20usize, 64usize, 16usize), (2, 70, 48, 8), (3, 5, 40, 12)] {
+        let mut c = Case::new(seed);
+        c.bf16();
+        c.tolerance = Tolerance::Scale(8e-3);
+        let (s, p) = (Dim::sym("S"), Dim::sym("P"));
+        let f = Fill::UniformBf16;
+        let q = c.input("q_latent", &[Dim::from(h), s.clone(), Dim::from(width)], f);
+        let qr = c.input("q_rope", &[Dim::from(h), s.clone(), Dim::from(rope)], f);
+        let mut caches = Vec::new();
+        for (name, w) in [("latent", width), ("k_pe", rope)] {
+            let cache = c.input(&format!("cache.{name}"), &[p.clone(), Dim::from(w)], f);
+            let new = c.input(&format!("new_{name}"), &[s.clone(), Dim::from(w)], f);
+            let joined = c.op(name, Op::Concat { axis: 0 }, &[cache, new]);
+            c.g.set_output(format!("cache.{name}"), joined).unwrap();
+            caches.push(joined);
+        }
+        let y = c.op("y", Op::MlaDecodeAttention { scale: 0.4 }, &[q, qr, caches[0], caches[1]]);
+        c.out(y);
+        let program = CudaProgram::generate_with(&c.g, "cache.", CudaOptions { weights: c.weights }).unwrap();
+        let copied = width % 8 == 0 && rope % 8 == 0;
+        assert_eq!(program.source().contains("sat_cp_async16(dst"), copied, "width {width}, rope {rope}");
+        let mut emu = Emulator::new(&program, &c.params).unwrap();
+        let mut past = vec![Tensor::f32(vec![0, width], vec![]), Tensor::f32(vec![0, rope], vec![])];
+        for (s, p) in [(3u64, 0u64), (1, 3), (2, 290), (1, 292)] {
+            if p == 290 {
+                // A long cache set from outside (f32 rows, rounded into the bf16 buffer): two
+                // splits of 256 keys, the second partial, and partial key tiles.
+                for (i, (name, w)) in [("cache.latent", width), ("cache.k_pe", rope)].into_iter().enumerate()
+                {
+                    past[i] = Fill::Uniform.tensor(&mut c.rng, vec![290, w]);
+                    emu.set_carried(name, &past[i]).unwrap();
+                    past[i] = emu.carried(name).unwrap();
+                }
+            }
+            let bound: SymBindings = [("S".to_string(), s), ("P".to_string(), p)].into();
+            let mut inputs = HashMap::new();
+            for (name, shape, fill) in c.inputs.clone() {
+                if !name.starts_with("cache.") {
+                    inputs.insert(name, fill.tensor(&mut c.rng, eval_shape(&shape, &bound).unwrap()));
+                }
+            }
+            let got = emu.run(&[("S", s), ("P", p)], &inputs).unwrap();
+            inputs.insert("cache.latent".into(), past[0].clone());
+            inputs.insert("cache.k_pe".into(), past[1].clone());
+            let want = evaluate(&c.g, &Bindings { symbols: bound, inputs, params: &c.params }).unwrap();
+            compare_all(&got, &want, c.tolerance).unwrap_or_else(|m| panic!("S={s} P={p}: {m}"));
+            past = vec![emu.carried("cache.latent").unwrap(), emu.carried("cache.k_pe").unwrap()];
+            assert_eq!(past[0], want["cache.latent"], "bf16 rows are stored exactly");
+        }
+    }
+}
+
 /// `ProgramSet::rerun` replays a program's launches on what its last run left on the device:
 /// the outputs come out the same, whether launched directly or through the recorded graph. A
 /// program with a carried buffer (which would append again) and one never run are refused.

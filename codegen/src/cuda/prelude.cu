@@ -56,6 +56,28 @@ __device__ __forceinline__ void sat_mma_bf16(float* d, const unsigned int* a, co
       : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
 #endif
 }
+// 16 bytes from global to shared memory without passing through registers (`cp.async`, sm_80
+// and later), in groups: `sat_cp_async_commit` closes a group, `sat_cp_async_wait<N>` waits
+// until at most N groups are in flight. The emulator copies at once.
+__device__ __forceinline__ void sat_cp_async16(void* shared_dst, const void* global_src) {
+#ifdef SAT_EMULATED
+  std::memcpy(shared_dst, global_src, 16);
+#else
+  const unsigned int dst = (unsigned int)__cvta_generic_to_shared(shared_dst);
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(dst), "l"(global_src));
+#endif
+}
+__device__ __forceinline__ void sat_cp_async_commit() {
+#ifndef SAT_EMULATED
+  asm volatile("cp.async.commit_group;\n" ::);
+#endif
+}
+template <int N>
+__device__ __forceinline__ void sat_cp_async_wait() {
+#ifndef SAT_EMULATED
+  asm volatile("cp.async.wait_group %0;\n" ::"n"(N));
+#endif
+}
 __device__ __forceinline__ float sat_sigmoid(float x) { return 1.0f / (1.0f + expf(-x)); }
 __device__ __forceinline__ float sat_silu(float x) { return x / (1.0f + expf(-x)); }
 // max and min propagate NaN, as torch.maximum does.

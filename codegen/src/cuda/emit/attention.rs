@@ -6,7 +6,7 @@
 //! cache), so the cache is read once per head group rather than once per head. Batch elements
 //! (leading dims, each with its own cache) are the grid's third axis.
 
-use saturn_ir::Dim;
+use saturn_ir::{DType, Dim};
 
 use super::index::c_float;
 use super::{Bind, Group, KernelDef, NodeCtx, Param, fill};
@@ -155,14 +155,14 @@ const SPLIT_MMA: &str = r#"  const long long S = ${S}, T = ${T};
     }
     return;
   }
-  // Shared memory: queries [HB][KS] and a key tile [NK][KS] as bf16 (latent, then rope, then
-  // zeros up to KP; rows padded to KS so fragment loads spread over the banks), the tile's
+  // Shared memory: queries [HB][KS] and two key tiles [2][NK][KS] as bf16 (latent, then rope,
+  // then zeros up to KP; rows padded to KS so fragment loads spread over the banks), the tile's
   // probabilities [HB][PS] as bf16, its scores [HB][NK], and per head the running max, sum and
   // the factor that rescales the output.
   extern __shared__ __align__(16) unsigned char smem[];
   unsigned short* qs = (unsigned short*)smem;
   unsigned short* ks = qs + ${HB} * ${KS};
-  unsigned short* ps = ks + ${NK} * ${KS};
+  unsigned short* ps = ks + 2 * ${NK} * ${KS};
   float* sc = (float*)(ps + ${HB} * ${PS});
   float* mrow = sc + ${HB} * ${NK};
   float* lrow = mrow + ${HB};
@@ -187,26 +187,25 @@ const SPLIT_MMA: &str = r#"  const long long S = ${S}, T = ${T};
   float acc[${NPW}][4];
 #pragma unroll
   for (int j = 0; j < ${NPW}; ++j) acc[j][0] = acc[j][1] = acc[j][2] = acc[j][3] = 0.0f;
-  for (int k0 = 0; k0 < nk; k0 += ${NK}) {
+${PREPARE_TILES}
+  // Key tiles double-buffered: tile j + 1 is fetched while tile j is used.
+${LOAD_FIRST}
+  for (int k0 = 0, buf = 0; k0 < nk; k0 += ${NK}, buf ^= 1) {
     const int nkt = nk - k0 < ${NK} ? nk - k0 : ${NK};
-    // The previous tile's keys and probabilities are no longer read.
-    __syncthreads();
-    for (int i = tid; i < ${NK} * ${KP}; i += ${BLOCK}) {
-      const int kk = i / ${KP}, c = i % ${KP};
-      float v = 0.0f;
-      if (kk < nkt) {
-        if (c < ${C}) v = lat0[(long long)(k0 + kk) * ${C} + c];
-        else if (c < ${C} + ${R}) v = kpe0[(long long)(k0 + kk) * ${R} + (c - ${C})];
-      }
-      ks[kk * ${KS} + c] = (unsigned short)sat_bf16_bits(v);
+    if (k0 + ${NK} < nk) {
+${LOAD_NEXT}
+${WAIT_ONE}
+    } else {
+${WAIT_ALL}
     }
     __syncthreads();
+    const unsigned short* kt = ks + buf * ${NK} * ${KS};
     // Scores, scaled: a warp per 16 x 8 tile of (heads, keys).
     for (int tile = warp; tile < ${MT} * ${NK8}; tile += ${WARPS}) {
       const int tm = tile / ${NK8}, tn = tile % ${NK8};
       float d[4] = {0.0f, 0.0f, 0.0f, 0.0f};
       const unsigned short* qa = qs + (tm * 16 + g) * ${KS} + 2 * t;
-      const unsigned short* kb = ks + (tn * 8 + g) * ${KS} + 2 * t;
+      const unsigned short* kb = kt + (tn * 8 + g) * ${KS} + 2 * t;
       for (int c0 = 0; c0 < ${KP}; c0 += 16) {
         unsigned int a[4], b[2];
         a[0] = *(const unsigned int*)(qa + c0);
@@ -277,7 +276,7 @@ const SPLIT_MMA: &str = r#"  const long long S = ${S}, T = ${T};
         a[1] = *(const unsigned int*)(pa + 8 * ${PS} + kk0);
         a[2] = *(const unsigned int*)(pa + kk0 + 8);
         a[3] = *(const unsigned int*)(pa + 8 * ${PS} + kk0 + 8);
-        const unsigned short* vb = ks + (kk0 + 2 * t) * ${KS} + part * ${NPW} * 8 + g;
+        const unsigned short* vb = kt + (kk0 + 2 * t) * ${KS} + part * ${NPW} * 8 + g;
 #pragma unroll
         for (int j = 0; j < ${NPW}; ++j) {
           if (part * ${NPW} + j < ${NT}) {
@@ -290,6 +289,8 @@ const SPLIT_MMA: &str = r#"  const long long S = ${S}, T = ${T};
         }
       }
     }
+    // This tile's keys and probabilities are no longer read.
+    __syncthreads();
   }
   // The chunk's unnormalised output, max and sum per head.
   const long long stride = S * splits * ${C};
@@ -312,6 +313,53 @@ const SPLIT_MMA: &str = r#"  const long long S = ${S}, T = ${T};
     const long long at = ((bz * ${H} + hg * ${HB} + tid) * S + s) * splits + split;
     m_part[at] = mrow[tid];
     l_part[at] = lrow[tid];
+  }
+"#;
+
+/// [`SPLIT_MMA`]'s tile load for a cache stored as f32 (or any mix): keys `${K0}..+ NK` of the
+/// chunk into key buffer `${BUF}`, rounded to bf16, zero rows past the chunk.
+const LOAD_CONVERTED: &str = r#"  {
+    unsigned short* kt = ks + (${BUF}) * ${NK} * ${KS};
+    const int kb0 = ${K0}, nkt = nk - kb0 < ${NK} ? nk - kb0 : ${NK};
+    for (int i = tid; i < ${NK} * ${KP}; i += ${BLOCK}) {
+      const int kk = i / ${KP}, c = i % ${KP};
+      float v = 0.0f;
+      if (kk < nkt) {
+        if (c < ${C}) v = lat0[(long long)(kb0 + kk) * ${C} + c];
+        else if (c < ${C} + ${R}) v = kpe0[(long long)(kb0 + kk) * ${R} + (c - ${C})];
+      }
+      kt[kk * ${KS} + c] = (unsigned short)sat_bf16_bits(v);
+    }
+  }
+"#;
+
+/// [`SPLIT_MMA`]'s tile load for a bf16 cache with widths a multiple of 8: 16-byte row pieces
+/// copied by `cp.async` (no registers, so the next tile streams in while this one is used),
+/// zero rows past the chunk. Padding columns are zeroed once, by [`ZERO_PADDING`].
+const LOAD_COPIED: &str = r#"  {
+    unsigned short* kt = ks + (${BUF}) * ${NK} * ${KS};
+    const int kb0 = ${K0}, nkt = nk - kb0 < ${NK} ? nk - kb0 : ${NK};
+    const int latent_pieces = ${C} / 8, pieces = (${C} + ${R}) / 8;
+    for (int i = tid; i < ${NK} * pieces; i += ${BLOCK}) {
+      const int kk = i / pieces, v = i % pieces;
+      unsigned short* dst = kt + kk * ${KS} + v * 8;
+      if (kk < nkt) {
+        const long long key = kb0 + kk;
+        if (v < latent_pieces) sat_cp_async16(dst, lat0 + key * ${C} + v * 8);
+        else sat_cp_async16(dst, kpe0 + key * ${R} + (v - latent_pieces) * 8);
+      } else {
+        unsigned int* z = (unsigned int*)dst;
+        z[0] = z[1] = z[2] = z[3] = 0u;
+      }
+    }
+    sat_cp_async_commit();
+  }
+"#;
+
+/// Zeroes the padding columns `C + R..KP` of both key buffers (`PAD` of them), which
+/// [`LOAD_COPIED`] never writes.
+const ZERO_PADDING: &str = r#"  for (int i = tid; i < 2 * ${NK} * ${PAD}; i += ${BLOCK}) {
+    ks[(i / ${PAD}) * ${KS} + ${C} + ${R} + i % ${PAD}] = 0;
   }
 "#;
 
@@ -407,6 +455,27 @@ pub(super) fn mla_decode_attention(ctx: &NodeCtx, scale: f64) -> Result<Group, C
     ];
     if let Some(m) = &mma {
         vars.extend(m.vars());
+        // A bf16 cache whose rows split into 16-byte pieces is copied as stored.
+        let copied = ctx.stored[2] == DType::BF16 && ctx.stored[3] == DType::BF16 && c % 8 == 0 && r % 8 == 0;
+        let pad = m.k_padded - c - r;
+        vars.push(("PAD", pad.to_string()));
+        let prepare = if copied && pad > 0 { fill(ZERO_PADDING, &vars) } else { String::new() };
+        let load = if copied { LOAD_COPIED } else { LOAD_CONVERTED };
+        let load_at = |buf: &str, k0: &str| {
+            let mut at = vars.clone();
+            at.extend([("BUF", buf.to_string()), ("K0", k0.to_string())]);
+            fill(load, &at)
+        };
+        let (first, next) = (load_at("0", "0"), load_at("buf ^ 1", &format!("k0 + {MMA_KEYS}")));
+        // Copies in flight: wait for all but the next tile's (converted tiles are stored at once).
+        let wait = |n: u32| if copied { format!("      sat_cp_async_wait<{n}>();") } else { String::new() };
+        vars.extend([
+            ("PREPARE_TILES", prepare),
+            ("LOAD_FIRST", first),
+            ("LOAD_NEXT", next),
+            ("WAIT_ONE", wait(1)),
+            ("WAIT_ALL", wait(0)),
+        ]);
     }
     // Splits per (head, query): ceil(T / CHUNK) <= (T + CHUNK - 1) / CHUNK.
     let padded = t.add(&Dim::constant(CHUNK - 1));
@@ -451,9 +520,9 @@ pub(super) fn mla_decode_attention(ctx: &NodeCtx, scale: f64) -> Result<Group, C
 
 /// Keys per tensor-core tile of [`SPLIT_MMA`] (two k-steps of the output product).
 const MMA_KEYS: u64 = 32;
-/// Dynamic shared memory [`SPLIT_MMA`] may use: what an sm_80 block can opt into (163 KiB),
-/// rounded down.
-const MMA_MAX_SHARED: u64 = 160 * 1024;
+/// Dynamic shared memory [`SPLIT_MMA`] may use: what an sm_80 block can opt into (163 KiB;
+/// DeepSeek-V3's 64 heads x 576 wide with two key tiles take 159.75 KiB).
+const MMA_MAX_SHARED: u64 = 163 * 1024;
 /// Output accumulators per thread of [`SPLIT_MMA`], at most (4 per 16 x 8 tile): 128 keeps the
 /// kernel within 255 registers, as V3's 64 heads x 512 columns over 8 warps need.
 const MMA_MAX_ACCUMULATORS: u64 = 128;
@@ -479,7 +548,7 @@ impl MmaTiles {
         let k_padded = (c + r).div_ceil(16) * 16;
         let n_tiles = c.div_ceil(8);
         let per_warp = n_tiles.div_ceil(BLOCK / 32 / m_tiles);
-        let shared = 2 * (heads * (k_padded + 8) + MMA_KEYS * (k_padded + 8) + heads * (MMA_KEYS + 8))
+        let shared = 2 * (heads * (k_padded + 8) + 2 * MMA_KEYS * (k_padded + 8) + heads * (MMA_KEYS + 8))
             + 4 * (heads * MMA_KEYS + 3 * heads);
         (c > 0 && 4 * per_warp <= MMA_MAX_ACCUMULATORS && shared <= MMA_MAX_SHARED).then_some(MmaTiles {
             m_tiles,

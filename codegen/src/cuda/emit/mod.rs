@@ -64,8 +64,12 @@ impl KernelDef {
             let constness = if p.written { "" } else { "const " };
             params.push(format!("{constness}{}* __restrict__ {}", p.cty, p.name));
         }
+        // Dynamic shared memory is sized to fill an SM (the tensor-core attention: up to 160
+        // KiB): promising ptxas one block per SM lets it use the registers one block may have
+        // (left to itself, for sm_90a it capped the tiny models' attention at 40 and spilled).
+        let alone = if self.shared_bytes > 0 { ", 1" } else { "" };
         let text = format!(
-            "{globals}extern \"C\" __global__ void __launch_bounds__({block}) {name}({params}) {{\n{body}}}\n",
+            "{globals}extern \"C\" __global__ void __launch_bounds__({block}{alone}) {name}({params}) {{\n{body}}}\n",
             globals = self.globals,
             block = self.block,
             params = params.join(", "),

@@ -350,15 +350,17 @@ impl<D: Device> ProgramSet<D> {
         Ok(Some(tensor_of(&out, dtype, shape)))
     }
 
-    /// Replaces the rows of carried buffer `name` (a cache filled elsewhere).
+    /// Replaces the rows of carried buffer `name` (a cache filled elsewhere); f32 rows into a
+    /// bf16 buffer are rounded, as appended rows are.
     pub fn set_carried(&mut self, name: &str, rows: &Tensor) -> Result<(), CodegenError> {
         let c = self.carried.get(name).ok_or_else(|| run_error(name, "not a carried buffer"))?;
         let dtype = values::tensor_dtype(rows);
-        if dtype != c.dtype || rows.shape.get(1..) != Some(&c.row[..]) {
+        let fits = dtype == c.dtype || (dtype == DType::F32 && c.dtype == DType::BF16);
+        if !fits || rows.shape.get(1..) != Some(&c.row[..]) {
             let msg = format!("rows of {} {:?} expected, got {dtype} {:?}", c.dtype, c.row, rows.shape);
             return Err(run_error(name, msg));
         }
-        let data = bytes_of(rows);
+        let data = values::stored_bytes(rows, c.dtype);
         self.grow_carried(name, data.len())?;
         let c = self.carried.get_mut(name).expect("checked above");
         self.device.upload(&mut c.mem.mem, 0, &data)?;

@@ -71,10 +71,16 @@ pub(super) fn load_param(b: &Buffer, key: &str, params: &dyn ParamSource) -> Res
     };
     let t = saturn_ir::load_param(&node, key, &shape, params)
         .map_err(|e| CodegenError::Param { key: key.into(), msg: e.to_string() })?;
+    Ok(stored_bytes(&t, stored))
+}
+
+/// `t`'s values as a buffer storing `stored` holds them: f32 values in a bf16 buffer rounded to
+/// the nearest bf16 (ties to even), anything else as it is.
+pub(super) fn stored_bytes(t: &Tensor, stored: DType) -> Vec<u8> {
     match (&t.data, stored) {
         (TensorData::F32(v), DType::BF16) => {
-            Ok(v.iter().flat_map(|&x| half::bf16::from_f32(x).to_ne_bytes()).collect())
+            v.iter().flat_map(|&x| half::bf16::from_f32(x).to_ne_bytes()).collect()
         }
-        _ => Ok(bytes_of(&t)),
+        _ => bytes_of(t),
     }
 }
