@@ -7,7 +7,8 @@
 #      bf16-rounded weights (products and attention on tensor cores, a bf16 KV cache: each
 #      position's top token in the other's top 5, the median position within 1.6e-2 of the
 #      largest logit);
-#   3. `saturn bench` on the GPU and on the CPU for the shipped default model (JSON);
+#   3. `saturn bench` on the GPU (f32, then bf16) and on the CPU for the shipped default model
+#      (JSON);
 #   4. `saturn bench-op` at DeepSeek-V3 layer shapes: mla-decode (batch 64, context 4096: its
 #      traffic against the GPU's copy bandwidth; f32 SIMT and bf16 tensor cores) and grouped-experts
 #      (f32 SIMT and bf16 tensor cores), and a prefill-sized linear (4096 x 7168 x 2048); (64 and 512 tokens, f32
@@ -140,6 +141,10 @@ for backend in "$BACKEND" cpu; do
     --decode-tokens "${DECODE:-64}" --json > "$OUT/bench-$backend.json"
   tee -a "$OUT/log.txt" < "$OUT/bench-$backend.json"
 done
+# bf16: weights and the KV cache in bf16, products and attention on tensor cores.
+"$SATURN" bench models/deepseek-v3-mini.toml --backend "$BACKEND" --weights-dtype bf16 \
+  --prompt-tokens "${PROMPT:-64}" --decode-tokens "${DECODE:-64}" --json > "$OUT/bench-$BACKEND-bf16.json"
+tee -a "$OUT/log.txt" < "$OUT/bench-$BACKEND-bf16.json"
 fi
 
 if wants ops; then
