@@ -135,23 +135,20 @@ unsafe fn tile_of(
     n: usize,
     cols: Range<usize>,
 ) {
-    // SAFETY: the caller's contract, with R = rows.
-    unsafe {
-        match (rows, first) {
-            (1, true) => tile::<1, true>(x, w, k, out, n, cols),
-            (2, true) => tile::<2, true>(x, w, k, out, n, cols),
-            (3, true) => tile::<3, true>(x, w, k, out, n, cols),
-            (4, true) => tile::<4, true>(x, w, k, out, n, cols),
-            (5, true) => tile::<5, true>(x, w, k, out, n, cols),
-            (_, true) => tile::<ROWS, true>(x, w, k, out, n, cols),
-            (1, false) => tile::<1, false>(x, w, k, out, n, cols),
-            (2, false) => tile::<2, false>(x, w, k, out, n, cols),
-            (3, false) => tile::<3, false>(x, w, k, out, n, cols),
-            (4, false) => tile::<4, false>(x, w, k, out, n, cols),
-            (5, false) => tile::<5, false>(x, w, k, out, n, cols),
-            (_, false) => tile::<ROWS, false>(x, w, k, out, n, cols),
-        }
+    macro_rules! by_rows {
+        ($fetch:literal) => {
+            match rows {
+                1 => tile::<1, $fetch>(x, w, k, out, n, cols),
+                2 => tile::<2, $fetch>(x, w, k, out, n, cols),
+                3 => tile::<3, $fetch>(x, w, k, out, n, cols),
+                4 => tile::<4, $fetch>(x, w, k, out, n, cols),
+                5 => tile::<5, $fetch>(x, w, k, out, n, cols),
+                _ => tile::<ROWS, $fetch>(x, w, k, out, n, cols),
+            }
+        };
     }
+    // SAFETY: the caller's contract, with R = rows.
+    unsafe { if first { by_rows!(true) } else { by_rows!(false) } }
 }
 
 /// `R` rows of `x` against [`WEIGHTS`] weight rows: `R x 4` dot products in registers, `R`

@@ -26,7 +26,11 @@ fn scratch(i: usize, name: &str, written: bool) -> Param {
     Param { cty: "float", name: name.into(), bind: Bind::Scratch(i), written }
 }
 
-const SPLIT: &str = r#"  const long long S = ${S}, T = ${T};
+/// The start of both split kernels: this block's head group, query, chunk of keys and batch
+/// element; a chunk past the query's position writes an empty part and returns.
+macro_rules! split_prologue {
+    () => {
+        r#"  const long long S = ${S}, T = ${T};
   const long long splits = (T + ${CHUNK} - 1) / ${CHUNK};
   const int hg = (int)(blockIdx.x % ${HG});
   const long long s = blockIdx.x / ${HG};
@@ -49,7 +53,13 @@ const SPLIT: &str = r#"  const long long S = ${S}, T = ${T};
     }
     return;
   }
-  __shared__ float qs[${HB}][${C}];
+"#
+    };
+}
+
+const SPLIT: &str = concat!(
+    split_prologue!(),
+    r#"  __shared__ float qs[${HB}][${C}];
   __shared__ float qr[${HB}][${RS}];
   __shared__ float sc[${HB}][${CHUNK}];
   for (int i = tid; i < ${HB} * ${C}; i += ${BLOCK}) {
@@ -126,7 +136,8 @@ const SPLIT: &str = r#"  const long long S = ${S}, T = ${T};
       if (hg * ${HB} + hh < ${H}) o0[hh * stride * ${C} + c] = acc[hh];
     }
   }
-"#;
+"#
+);
 
 /// [`SPLIT`] on tensor cores (bf16 operands, f32 accumulators), for programs that store
 /// weights in bf16 and so accept bf16 rounding: the block's heads (up to 64, in 16-row tiles)
@@ -134,27 +145,9 @@ const SPLIT: &str = r#"  const long long S = ${S}, T = ${T};
 /// softmax across the chunk's key tiles (FlashMLA's structure). Queries and key tiles are
 /// rounded to bf16 in shared memory; warp `w` owns rows `16 * (w % MT)..` of the output and
 /// a `1 / (8 / MT)` share of its columns, in registers.
-const SPLIT_MMA: &str = r#"  const long long S = ${S}, T = ${T};
-  const long long splits = (T + ${CHUNK} - 1) / ${CHUNK};
-  const int hg = (int)(blockIdx.x % ${HG});
-  const long long s = blockIdx.x / ${HG};
-  const long long split = blockIdx.y;
-  const long long bz = blockIdx.z;
-  const long long t0 = split * ${CHUNK};
-  const long long pos = s + T - S;
-  long long t1 = t0 + ${CHUNK};
-  if (t1 > T) t1 = T;
-  if (t1 > pos + 1) t1 = pos + 1;
-  const int nk = t1 > t0 ? (int)(t1 - t0) : 0;
-  const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5, g = lane >> 2, t = lane & 3;
-  if (nk == 0) {
-    if (tid < ${HB} && hg * ${HB} + tid < ${H}) {
-      const long long at = ((bz * ${H} + hg * ${HB} + tid) * S + s) * splits + split;
-      m_part[at] = __int_as_float(0xff800000);
-      l_part[at] = 0.0f;
-    }
-    return;
-  }
+const SPLIT_MMA: &str = concat!(
+    split_prologue!(),
+    r#"  const int g = lane >> 2, t = lane & 3;
   // Shared memory: queries [HB][KS] and two key tiles [2][NK][KS] as bf16 (latent, then rope,
   // then zeros up to KP; rows padded to KS so fragment loads spread over the banks), the tile's
   // probabilities [HB][PS] as bf16, its scores [HB][NK], and per head the running max, sum and
@@ -314,7 +307,8 @@ ${WAIT_ALL}
     m_part[at] = mrow[tid];
     l_part[at] = lrow[tid];
   }
-"#;
+"#
+);
 
 /// [`SPLIT_MMA`]'s tile load for a cache stored as f32 (or any mix): keys `${K0}..+ NK` of the
 /// chunk into key buffer `${BUF}`, rounded to bf16, zero rows past the chunk.
