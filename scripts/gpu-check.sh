@@ -21,8 +21,9 @@
 # Results go to ${OUT:-target/gpu-check}. Usage: scripts/gpu-check.sh [SATURN_BINARY]
 # BACKEND=cuda-emulator runs the same checks on the CPU emulator (no GPU; slow, for the script;
 # the op benchmarks then run at small shapes). PYTHON picks the interpreter for PyTorch.
-# SECTIONS="fixtures bf16 bench ops torch" (the default) names the parts to run, so a long
-# check can be split across several runs (each keeps its files in $OUT).
+# SECTIONS="fixtures bf16 bench ops torch" (the default) names the parts to run, and
+# OPS="mla experts linear" the op groups of `ops` and `torch`, so a long check can be split
+# across several runs (each keeps its files in $OUT).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SATURN="${1:-target/release/saturn}"
@@ -38,6 +39,10 @@ export SATURN_CUDA_HOME="${SATURN_CUDA_HOME:?no CUDA toolkit found: set SATURN_C
 # SECTIONS picks what runs (default: all), e.g. SECTIONS="ops torch" to rerun the benchmarks.
 SECTIONS="${SECTIONS:-fixtures bf16 bench ops torch}"
 wants() { [[ " $SECTIONS " == *" $1 "* ]]; }
+# OPS picks the op groups of `ops` and `torch` (default all), e.g. OPS=linear to time only the
+# products: one command stays within a time limit.
+OPS="${OPS:-mla experts linear}"
+wants_op() { [[ " $OPS " == *" $1 "* ]]; }
 echo "== GPU and tools (sections: $SECTIONS)" | tee -a "$OUT/log.txt"
 { nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv || true
   "$SATURN_CUDA_HOME/bin/ptxas" --version | tail -2; } | tee -a "$OUT/log.txt"
@@ -154,16 +159,22 @@ op() {  # op NAME ARGS...: one saturn bench-op run, its JSON kept and logged
   "$SATURN" bench-op "$@" --backend "$BACKEND" --json > "$OUT/op-$name.json"
   tee -a "$OUT/log.txt" < "$OUT/op-$name.json"
 }
-op mla-decode mla-decode "${MLA[@]}" --check
-op mla-decode-bf16 mla-decode "${MLA[@]}" --weights-dtype bf16 --check
-for t in "${TOKENS[@]}"; do
-  op "experts-$t" grouped-experts --tokens "$t" "${EXPERTS[@]}"
-  op "experts-$t-bf16" grouped-experts --tokens "$t" "${EXPERTS[@]}" --weights-dtype bf16
-done
-op experts-checked grouped-experts "${CHECKED[@]}" --check
-# Prefill-sized products: saturn's tiles (f32 SIMT, bf16 tensor cores) against cuBLAS below.
-op linear linear "${LINEAR[@]}" --check
-op linear-bf16 linear "${LINEAR[@]}" --weights-dtype bf16 --check
+if wants_op mla; then
+  op mla-decode mla-decode "${MLA[@]}" --check
+  op mla-decode-bf16 mla-decode "${MLA[@]}" --weights-dtype bf16 --check
+fi
+if wants_op experts; then
+  for t in "${TOKENS[@]}"; do
+    op "experts-$t" grouped-experts --tokens "$t" "${EXPERTS[@]}"
+    op "experts-$t-bf16" grouped-experts --tokens "$t" "${EXPERTS[@]}" --weights-dtype bf16
+  done
+  op experts-checked grouped-experts "${CHECKED[@]}" --check
+fi
+if wants_op linear; then
+  # Prefill-sized products: saturn's tiles (f32 SIMT, bf16 tensor cores) against cuBLAS below.
+  op linear linear "${LINEAR[@]}" --check
+  op linear-bf16 linear "${LINEAR[@]}" --weights-dtype bf16 --check
+fi
 fi
 
 if wants torch; then
@@ -183,14 +194,22 @@ torch_op() {  # torch_op NAME ARGS...: exit 3 from the script means no (CUDA) Py
   fi
   tee -a "$OUT/log.txt" < "$OUT/torch-$name.json"
 }
-if torch_op mla-decode mla-decode "${MLA[@]}"; then
-  torch_op mla-decode-bf16 mla-decode "${MLA[@]}" --dtype bfloat16 || true
-  for t in "${TOKENS[@]}"; do
-    torch_op "experts-$t" grouped-experts --tokens "$t" "${EXPERTS[@]}" || true
-    torch_op "experts-$t-bf16" grouped-experts --tokens "$t" "${EXPERTS[@]}" --dtype bfloat16 || true
-  done
-  # cuBLAS (through PyTorch) against saturn's tiles: the mma-or-cuBLAS decision.
-  torch_op linear linear "${LINEAR[@]}" || true
-  torch_op linear-bf16 linear "${LINEAR[@]}" --dtype bfloat16 || true
-fi
+torch_ops() {  # the chosen groups' problems, both dtypes; stops at the first "no PyTorch"
+  if wants_op mla; then
+    torch_op mla-decode mla-decode "${MLA[@]}" || return 0
+    torch_op mla-decode-bf16 mla-decode "${MLA[@]}" --dtype bfloat16 || return 0
+  fi
+  if wants_op experts; then
+    for t in "${TOKENS[@]}"; do
+      torch_op "experts-$t" grouped-experts --tokens "$t" "${EXPERTS[@]}" || return 0
+      torch_op "experts-$t-bf16" grouped-experts --tokens "$t" "${EXPERTS[@]}" --dtype bfloat16 || return 0
+    done
+  fi
+  if wants_op linear; then
+    # cuBLAS (through PyTorch) against saturn's tiles: the mma-or-cuBLAS decision.
+    torch_op linear linear "${LINEAR[@]}" || return 0
+    torch_op linear-bf16 linear "${LINEAR[@]}" --dtype bfloat16 || return 0
+  fi
+}
+torch_ops
 fi
