@@ -18,15 +18,15 @@ use saturn_passes::{OptimizeOptions, optimize};
 const TINY: [&str; 2] = ["models/deepseek-v3-tiny", "models/deepseek-v2-lite-tiny"];
 
 fn program(model: &str, phase: Phase) -> CudaProgram {
-    program_with(model, phase, WeightStorage::F32)
+    program_with(model, phase, CudaOptions::default())
 }
 
-fn program_with(model: &str, phase: Phase, weights: WeightStorage) -> CudaProgram {
+fn program_with(model: &str, phase: Phase, cuda: CudaOptions) -> CudaProgram {
     let model = load_model(&root().join(model)).unwrap();
     let mut options = OptimizeOptions::for_target("h100").unwrap();
     options.symbols = SymBindings::from([(TOKENS.to_string(), 2048), (CACHED.to_string(), 4096)]);
     let graph = optimize(&phase_graph(&model.config, phase).unwrap(), &options).unwrap().graph;
-    CudaProgram::generate_with(&graph, saturn_runtime::CACHE_PREFIX, CudaOptions { weights }).unwrap()
+    CudaProgram::generate_with(&graph, saturn_runtime::CACHE_PREFIX, cuda).unwrap()
 }
 
 /// The CUDA tools; a missing install fails with what to run (these tests never skip).
@@ -56,27 +56,28 @@ fn generation_is_deterministic() {
 }
 
 /// Every distinct kernel of the tiny models and of DeepSeek-V3 671B, both phases, weights
-/// stored as f32 and as bf16 (whose decode attention runs on tensor cores), through NVRTC for
-/// both architectures and ptxas: no errors, no spills.
+/// stored as f32 and as bf16, and on tensor cores, through NVRTC for both architectures and
+/// ptxas: no errors, no spills.
 #[test]
 fn every_kernel_assembles_without_spills() {
     let tools = tools();
     let mut kernels: BTreeMap<String, String> = BTreeMap::new(); // source -> where it came from
+    let bf16 = |tensor_cores| CudaOptions { weights: WeightStorage::Bf16, tensor_cores };
     for model in [TINY[0], TINY[1], "models/deepseek-v3-671b.toml"] {
-        for (phase, weights) in [Phase::Prefill, Phase::Decode]
+        for (phase, options) in [Phase::Prefill, Phase::Decode]
             .into_iter()
-            .flat_map(|p| [(p, WeightStorage::F32), (p, WeightStorage::Bf16)])
+            .flat_map(|p| [(p, CudaOptions::default()), (p, bf16(false)), (p, bf16(true))])
         {
-            let p = program_with(model, phase, weights);
+            let p = program_with(model, phase, options);
             assert!(!p.kernels.is_empty());
-            // bf16 decode attention is the tensor-core kernel (these heads and widths fit it).
-            if phase == Phase::Decode && weights == WeightStorage::Bf16 {
-                assert!(p.kernels.iter().any(|k| k.name.starts_with("mla_decode_split_mma")), "{model}");
-            }
+            // Decode attention is the tensor-core kernel exactly when asked for (these heads
+            // and widths fit it).
+            let mma = p.kernels.iter().any(|k| k.name.starts_with("mla_decode_split_mma"));
+            assert_eq!(mma, phase == Phase::Decode && options.tensor_cores, "{model} {options:?}");
             for k in &p.kernels {
                 kernels
                     .entry(CudaProgram::kernel_source(k))
-                    .or_insert(format!("{model} {phase:?} {weights:?} {}", k.name));
+                    .or_insert(format!("{model} {phase:?} {options:?} {}", k.name));
             }
         }
     }

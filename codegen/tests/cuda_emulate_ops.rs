@@ -2,7 +2,8 @@
 //! causal mask, expand, permute, slice, concat, gather, carried appends) and of the rows family
 //! (reductions, softmax, RMSNorm, top-k mask, RoPE), matrix products, `grouped_experts` and
 //! `mla_decode_attention` run on the CPU emulator against the interpreter; products and
-//! experts with weights stored as f32 and as bf16 (tensor cores, held to bf16's tolerance).
+//! experts with weights stored as f32 and as bf16 (f32 math, held to the same tolerance), and
+//! on tensor cores (held to bf16's).
 //!
 //! Each property test builds a small graph with random shapes and attributes (proptest, so
 //! failures shrink) and random values (from the case's seed), generates its CUDA program, runs
@@ -89,6 +90,18 @@ impl Fill {
     }
 }
 
+/// How a case's program stores weights and computes ([`Case::precision`]).
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Precision {
+    F32,
+    Bf16Weights,
+    TensorCores,
+}
+
+fn precision() -> impl Strategy<Value = Precision> {
+    prop_oneof![Just(Precision::F32), Just(Precision::Bf16Weights), Just(Precision::TensorCores)]
+}
+
 type Syms = Vec<(&'static str, u64)>;
 
 /// A graph under construction, its params and its inputs (filled anew for every run).
@@ -97,8 +110,9 @@ struct Case {
     params: HashMap<String, Tensor>,
     inputs: Vec<(String, Vec<Dim>, Fill)>,
     rng: Rng,
-    /// How the program stores params; the interpreter gets them rounded the same way.
-    weights: WeightStorage,
+    /// How the program stores params (the interpreter gets them rounded the same way) and
+    /// computes.
+    options: CudaOptions,
     /// How close floats must come to the interpreter's.
     tolerance: Tolerance,
 }
@@ -110,16 +124,23 @@ impl Case {
             params: HashMap::new(),
             inputs: Vec::new(),
             rng: Rng::new(seed),
-            weights: WeightStorage::F32,
+            options: CudaOptions::default(),
             tolerance: Tolerance::Element(1e-5),
         }
     }
 
-    /// Params stored as bf16: products with them run on tensor cores (bf16 operands, f32
-    /// accumulation), so results are held to bf16's tolerance, torch.testing's 1.6e-2.
-    fn bf16(&mut self) {
-        self.weights = WeightStorage::Bf16;
-        self.tolerance = Tolerance::Scale(1.6e-2);
+    /// Sets how the program stores params and computes: bf16 params alone change no
+    /// arithmetic (the same tolerance holds); tensor cores round the other operands to bf16,
+    /// so results are held to bf16's tolerance, torch.testing's 1.6e-2 of the result's scale.
+    fn precision(&mut self, p: Precision) {
+        let bf16 = !matches!(p, Precision::F32);
+        self.options = CudaOptions {
+            weights: if bf16 { WeightStorage::Bf16 } else { WeightStorage::F32 },
+            tensor_cores: matches!(p, Precision::TensorCores),
+        };
+        if self.options.tensor_cores {
+            self.tolerance = Tolerance::Scale(1.6e-2);
+        }
     }
 
     fn input(&mut self, name: &str, shape: &[Dim], fill: Fill) -> NodeId {
@@ -153,10 +174,10 @@ impl Case {
     /// inputs, comparing every output with the interpreter's.
     fn check(&mut self, runs: &[Syms]) -> Result<(), TestCaseError> {
         let text = saturn_ir::text::print(&self.g);
-        let options = CudaOptions { weights: self.weights };
+        let options = self.options;
         let program = CudaProgram::generate_with(&self.g, "cache.", options)
             .map_err(|e| fail(format!("generate: {e}\n{text}")))?;
-        let stored = StoredWeights { params: &self.params, storage: self.weights };
+        let stored = StoredWeights { params: &self.params, storage: self.options.weights };
         let mut emu =
             Emulator::new(&program, &self.params).map_err(|e| fail(format!("load: {e}\n{text}")))?;
         for syms in runs {
@@ -401,20 +422,19 @@ proptest! {
 /// step to step: `cache.k [P, d] ++ 2 * new [S, d]` appended in place, and `cache.v`, whose
 /// output `-(cache.v ++ new)` is computed elsewhere and copied into its buffer after the run;
 /// the interpreter is given the emulator's previous caches each time, over a prefill and
-/// decode steps. With bf16 storage the appended cache is bf16 (each new row rounded, the
-/// rows before kept exactly) and the copied one stays f32.
+/// decode steps. A tensor-core program keeps the appended cache in bf16 (each new row rounded,
+/// the rows before kept exactly) and the copied one in f32; bf16 weights alone change neither.
 #[test]
 fn aranges_masks_and_carried_appends_match() {
-    for (seed, d, storage) in [
-        (1u64, 3usize, WeightStorage::F32),
-        (2, 1, WeightStorage::F32),
-        (3, 40, WeightStorage::F32),
-        (4, 40, WeightStorage::Bf16),
+    for (seed, d, precision) in [
+        (1u64, 3usize, Precision::F32),
+        (2, 1, Precision::F32),
+        (3, 40, Precision::F32),
+        (4, 40, Precision::Bf16Weights),
+        (5, 40, Precision::TensorCores),
     ] {
         let mut c = Case::new(seed);
-        if storage == WeightStorage::Bf16 {
-            c.bf16();
-        }
+        c.precision(precision);
         let s = Dim::sym("S");
         let total = Dim::sym("P").add(&s);
         let pos = c.op("pos", Op::Arange { start: Dim::sym("P"), len: s.clone() }, &[]);
@@ -431,7 +451,7 @@ fn aranges_masks_and_carried_appends_match() {
         c.out(masked);
         c.g.set_output("cache.k", appended).unwrap();
         c.g.set_output("cache.v", negated).unwrap();
-        let program = CudaProgram::generate_with(&c.g, "cache.", CudaOptions { weights: storage }).unwrap();
+        let program = CudaProgram::generate_with(&c.g, "cache.", c.options).unwrap();
         let mut emu = Emulator::new(&program, &c.params).unwrap();
         let mut past = Tensor::f32(vec![0, d], vec![]);
         let mut past_v = past.clone();
@@ -449,7 +469,7 @@ fn aranges_masks_and_carried_appends_match() {
             compare_all(&got, &want, c.tolerance).unwrap_or_else(|m| panic!("S={s} P={p}: {m}"));
             past = emu.carried("cache.k").unwrap();
             let mut stored = want["cache.k"].clone();
-            if let (WeightStorage::Bf16, TensorData::F32(v)) = (storage, &mut stored.data) {
+            if let (Precision::TensorCores, TensorData::F32(v)) = (precision, &mut stored.data) {
                 v.iter_mut().for_each(|x| *x = half::bf16::from_f32(*x).to_f32());
             }
             assert_eq!(past, stored, "the carried cache after S={s} P={p}");
@@ -465,7 +485,8 @@ proptest! {
     #![proptest_config(cfg(10))]
     /// `linear`, `gated_linear`, `rms_norm_linear` (GEMV for a few constant rows, tiled
     /// otherwise, symbolic rows too) and batched `matmul` with broadcast batch dims; weights
-    /// stored as f32 or bf16 (the interpreter then gets bf16-rounded params).
+    /// stored as f32 or bf16 (the interpreter then gets bf16-rounded params), and on tensor
+    /// cores.
     #[test]
     fn matrix_products_match(
         rows in prop_oneof![1usize..=8, 9usize..=70],
@@ -474,13 +495,11 @@ proptest! {
         n in prop_oneof![1usize..=9, 60usize..=140],
         (batch, a_one, b_one) in (1usize..=3, any::<bool>(), any::<bool>()),
         weights_are_params in any::<bool>(),
-        bf16 in any::<bool>(),
+        precision in precision(),
         seed in any::<u64>(),
     ) {
         let mut c = Case::new(seed);
-        if bf16 {
-            c.bf16();
-        }
+        c.precision(precision);
         let m = if symbolic { Dim::sym("S") } else { Dim::from(rows) };
         let x = c.input("x", &[m.clone(), Dim::from(k)], Fill::Uniform);
         let w = c.value("w", &[n, k], Fill::Uniform, weights_are_params);
@@ -529,7 +548,7 @@ proptest! {
 
 proptest! {
     #![proptest_config(cfg(6))]
-    /// `mla_decode_attention` on tensor cores (bf16 weights allow bf16 operands): one to four
+    /// `mla_decode_attention` in a tensor-core program (bf16 operands): one to four
     /// 16-row head tiles, several head groups, latent widths that leave partial 8-column output
     /// tiles, rope widths that pad the 16-wide k-steps, partial key tiles and splits. Inputs
     /// are bf16 values, so what is left to differ from the interpreter is the probabilities'
@@ -542,7 +561,7 @@ proptest! {
         seed in any::<u64>(),
     ) {
         let mut c = Case::new(seed);
-        c.bf16();
+        c.precision(Precision::TensorCores);
         c.tolerance = Tolerance::Scale(8e-3);
         let s = Dim::sym("S");
         let t = Dim::sym("P").add(&s);
@@ -555,14 +574,14 @@ proptest! {
         let y = c.op("y", Op::MlaDecodeAttention { scale: 0.4 }, &[q, qr, latent, k_pe]);
         c.out(y);
         let text = saturn_ir::text::print(&c.g);
-        let program = CudaProgram::generate_with(&c.g, "cache.", CudaOptions { weights: c.weights }).unwrap();
+        let program = CudaProgram::generate_with(&c.g, "cache.", c.options).unwrap();
         prop_assert!(program.source().contains("mla_decode_split_mma"), "no tensor-core kernel for\n{text}");
         let runs: Vec<Syms> = runs.iter().map(|&(s, p)| vec![("S", s), ("P", p)]).collect();
         c.check(&runs)?;
     }
 }
 
-/// `mla_decode_attention` over a KV cache carried in bf16 (a bf16 program), as the models use
+/// `mla_decode_attention` over a KV cache carried in bf16 (a tensor-core program), as the models use
 /// it: rows appended in place (rounded on the way in) and read by the tensor-core kernel as
 /// stored, by `cp.async` copies where the widths are multiples of 8, converted otherwise; over
 /// a prefill and decode steps, then after a long cache set from outside (several key tiles
@@ -572,7 +591,7 @@ proptest! {
 fn mla_decode_attention_over_a_bf16_cache_matches() {
     for (seed, h, width, rope) in [(1u64, 20usize, 64usize, 16usize), (2, 70, 48, 8), (3, 5, 40, 12)] {
         let mut c = Case::new(seed);
-        c.bf16();
+        c.precision(Precision::TensorCores);
         c.tolerance = Tolerance::Scale(8e-3);
         let (s, p) = (Dim::sym("S"), Dim::sym("P"));
         let f = Fill::UniformBf16;
@@ -588,7 +607,7 @@ fn mla_decode_attention_over_a_bf16_cache_matches() {
         }
         let y = c.op("y", Op::MlaDecodeAttention { scale: 0.4 }, &[q, qr, caches[0], caches[1]]);
         c.out(y);
-        let program = CudaProgram::generate_with(&c.g, "cache.", CudaOptions { weights: c.weights }).unwrap();
+        let program = CudaProgram::generate_with(&c.g, "cache.", c.options).unwrap();
         let copied = width % 8 == 0 && rope % 8 == 0;
         assert_eq!(program.source().contains("sat_cp_async16(dst"), copied, "width {width}, rope {rope}");
         let mut emu = Emulator::new(&program, &c.params).unwrap();
@@ -665,20 +684,19 @@ fn reruns_repeat_the_last_run_and_refuse_carried_programs() {
 proptest! {
     #![proptest_config(cfg(8))]
     /// `grouped_experts` routed by a `router_topk`, with and without a shared expert, T = 1 (the
-    /// matrix-vector path) and more tokens (tiled), weights stored as f32 or bf16.
+    /// matrix-vector path) and more tokens (tiled), weights stored as f32 or bf16, and on tensor
+    /// cores.
     #[test]
     fn grouped_experts_match(
         tokens in prop_oneof![Just(1u64), 2u64..=70],
         (h, i, e) in (1usize..=40, 1usize..=24, 2usize..=8),
         k in 1u64..=2,
         shared in proptest::option::of(1usize..=16),
-        bf16 in any::<bool>(),
+        precision in precision(),
         seed in any::<u64>(),
     ) {
         let mut c = Case::new(seed);
-        if bf16 {
-            c.bf16();
-        }
+        c.precision(precision);
         let t = Dim::sym("S");
         let x = c.input("x", &[t.clone(), Dim::from(h)], Fill::Uniform);
         let logits = c.input("logits", &[t, Dim::from(e)], Fill::Uniform);

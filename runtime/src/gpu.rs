@@ -102,6 +102,18 @@ impl Device for GpuDevice {
             let ptx = self.tools.compile_ptx(&k.name, &CudaProgram::kernel_source(k), self.arch)?;
             let module = self.ctx.load_module(Ptx::from_src(ptx)).map_err(|e| device_error(&k.name, e))?;
             let f = module.load_function(&k.name).map_err(|e| device_error(&k.name, e))?;
+            // Beyond 48 KiB, a kernel's dynamic shared memory must be opted into, once per
+            // function (the device's limit is checked by the executor at each launch).
+            let shared = program.init.iter().chain(&program.launches).filter(|l| l.kernel == k.name);
+            if let Some(bytes) = shared.map(|l| l.shared_bytes).max().filter(|&b| b > 48 * 1024) {
+                f.set_attribute(
+                    CUfunction_attribute_enum::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
+                    bytes as i32,
+                )
+                .map_err(|e| {
+                    device_error(&format!("{}: {bytes} bytes of dynamic shared memory", k.name), e)
+                })?;
+            }
             functions.insert(k.name.clone(), f);
         }
         Ok(functions)
@@ -154,15 +166,6 @@ impl Device for GpuDevice {
         args: &[u64],
     ) -> Result<(), String> {
         let f = module.get(kernel).ok_or("is not loaded")?;
-        // Beyond 48 KiB, a kernel's dynamic shared memory must be opted into (the device's
-        // limit is checked by the executor); the driver keeps the setting per function.
-        if shared_bytes > 48 * 1024 {
-            f.set_attribute(
-                CUfunction_attribute_enum::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
-                shared_bytes as i32,
-            )
-            .map_err(|e| format!("cannot allow {shared_bytes} bytes of dynamic shared memory: {e}"))?;
-        }
         let mut launch = self.stream.launch_builder(f);
         for a in args {
             launch.arg(a);

@@ -101,19 +101,19 @@ pub struct HowArgs {
     #[arg(long, default_value_t = 10)]
     repeat: usize,
     /// Also run the op on a reference (the cpu backend; the interpreter for --backend cpu) and
-    /// fail if the outputs differ by more than 1e-4 of the largest output magnitude (bf16
-    /// tensor-core math: 1.6e-2).
+    /// fail if the outputs differ by more than 1e-4 of the largest output magnitude (1.6e-2
+    /// with --tensor-cores on a CUDA backend).
     #[arg(long)]
     check: bool,
     /// Print the results as JSON.
     #[arg(long)]
     json: bool,
-    /// The weights (grouped-experts has weights): f32, or bf16-rounded (stored as bf16 on the
-    /// CUDA backends, half the bytes; computed with as f32 elsewhere and by --check). On the
-    /// CUDA backends bf16 also puts both ops on tensor cores (bf16 operands), which --check
-    /// then holds to bf16's tolerance, 1.6e-2 of the largest output.
-    #[arg(long, value_enum, default_value_t = super::WeightsDtype::F32)]
-    weights_dtype: super::WeightsDtype,
+    /// The weights (grouped-experts and linear have weights): f32, or bf16-rounded (stored as
+    /// bf16 on the CUDA backends, half the bytes; computed with as f32 elsewhere and by
+    /// --check); with --tensor-cores the CUDA backends compute in bf16 on tensor cores (all
+    /// three ops), which --check then holds to bf16's tolerance, 1.6e-2 of the largest output.
+    #[command(flatten)]
+    precision: super::Precision,
 }
 
 #[derive(Serialize)]
@@ -123,6 +123,8 @@ struct Report {
     device: String,
     shapes: BTreeMap<&'static str, usize>,
     weights_dtype: &'static str,
+    /// The CUDA backends computed on tensor cores (bf16 operands).
+    tensor_cores: bool,
     repeat: usize,
     seconds: Vec<f64>,
     seconds_median: f64,
@@ -173,9 +175,9 @@ pub fn run(args: OpArgs) -> Result<()> {
     if how.repeat == 0 {
         bail!("--repeat must be at least 1");
     }
-    let options = how.weights_dtype.cuda_options();
+    let options = how.precision.cuda_options()?;
     // Every backend, and the reference, computes with the weights as the dtype makes them.
-    let weights = how.weights_dtype.weights(&problem.params);
+    let weights = how.precision.weights(&problem.params);
     let case = OpCase { graph: &problem.graph, params: &weights, inputs: &problem.inputs, symbols: &[] };
     let (timing, device, copy) = time(&case, &how, options)?;
     let check_relative_error = how.check.then(|| check(&case, &how, &timing)).transpose()?;
@@ -189,7 +191,8 @@ pub fn run(args: OpArgs) -> Result<()> {
         repeat: how.repeat,
         seconds_median: median,
         seconds: timing.seconds,
-        weights_dtype: how.weights_dtype.name(),
+        weights_dtype: how.precision.weights_dtype.name(),
+        tensor_cores: options.tensor_cores,
         bytes,
         bandwidth_bytes_per_s: bytes / median,
         flops: problem.flops,
@@ -203,10 +206,8 @@ pub fn run(args: OpArgs) -> Result<()> {
     } else {
         print_report(&report);
     }
-    // With bf16 weights the CUDA kernels run on tensor cores, their operands rounded to bf16:
-    // torch.testing's bf16 tolerance.
-    let tensor_cores = matches!(how.backend, Backend::Cuda | Backend::CudaEmulator)
-        && options.weights == WeightStorage::Bf16;
+    // Tensor cores round the CUDA kernels' operands to bf16: torch.testing's bf16 tolerance.
+    let tensor_cores = matches!(how.backend, Backend::Cuda | Backend::CudaEmulator) && options.tensor_cores;
     let tolerance = if tensor_cores { 1.6e-2 } else { 1e-4 };
     if let Some(e) = check_relative_error
         && e > tolerance

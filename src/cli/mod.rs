@@ -131,10 +131,9 @@ enum Command {
         /// installs them).
         #[arg(long)]
         cuda_home: Option<PathBuf>,
-        /// How the CUDA program stores the weights (`--emit cuda`): f32, or bf16 (which also
-        /// puts products with weights and decode attention on tensor cores).
-        #[arg(long, value_enum, default_value_t = WeightsDtype::F32)]
-        weights_dtype: WeightsDtype,
+        /// How the CUDA program stores the weights and computes (`--emit cuda`).
+        #[command(flatten)]
+        precision: Precision,
         /// The output folder.
         #[arg(short = 'o', long = "out-dir")]
         out_dir: PathBuf,
@@ -191,13 +190,45 @@ struct RunArgs {
     /// $SATURN_CUDA_HOME; scripts/install-cuda-tools.sh installs them).
     #[arg(long)]
     cuda_home: Option<PathBuf>,
+    #[command(flatten)]
+    precision: Precision,
+}
+
+/// `--weights-dtype` and `--tensor-cores`: how the weights are stored and how the CUDA backends
+/// compute.
+#[derive(Debug, Clone, Copy, clap::Args)]
+struct Precision {
     /// The weights: f32 as loaded, or bf16 (each rounded to the nearest bf16). The CUDA
-    /// backends store bf16 weights as bf16 (half the bytes) and run products with weights and
-    /// decode attention on tensor cores with bf16 operands (f32 accumulation); cpu and interp
-    /// compute in f32 with the rounded weights, which checks the CUDA backends' results (at
-    /// bf16 tolerance).
+    /// backends store bf16 weights as bf16 (half the bytes) and compute in f32; cpu and interp
+    /// compute in f32 with the rounded weights, which checks the CUDA backends' results.
     #[arg(long, value_enum, default_value_t = WeightsDtype::F32)]
     weights_dtype: WeightsDtype,
+    /// With --weights-dtype bf16, the CUDA backends run products with weights and decode
+    /// attention on tensor cores (bf16 operands, f32 accumulation) and keep the KV cache in
+    /// bf16: results then agree with cpu and interp at bf16's tolerance only.
+    #[arg(long)]
+    tensor_cores: bool,
+}
+
+impl Precision {
+    /// The weights of `params` as `--weights-dtype` makes them (see [`WeightsDtype::weights`]).
+    fn weights<'p>(
+        &self,
+        params: &'p dyn saturn_runtime::ParamSource,
+    ) -> saturn_codegen::cuda::StoredWeights<'p> {
+        self.weights_dtype.weights(params)
+    }
+
+    /// The CUDA programs' options; tensor cores need bf16 weights.
+    fn cuda_options(&self) -> Result<saturn_codegen::cuda::CudaOptions> {
+        if self.tensor_cores && self.weights_dtype != WeightsDtype::Bf16 {
+            bail!("--tensor-cores needs --weights-dtype bf16 (the tensor cores multiply bf16 weights)");
+        }
+        Ok(saturn_codegen::cuda::CudaOptions {
+            weights: self.weights_dtype.storage(),
+            tensor_cores: self.tensor_cores,
+        })
+    }
 }
 
 /// `--weights-dtype`.
@@ -230,10 +261,6 @@ impl WeightsDtype {
         params: &'p dyn saturn_runtime::ParamSource,
     ) -> saturn_codegen::cuda::StoredWeights<'p> {
         saturn_codegen::cuda::StoredWeights { params, storage: self.storage() }
-    }
-
-    fn cuda_options(self) -> saturn_codegen::cuda::CudaOptions {
-        saturn_codegen::cuda::CudaOptions { weights: self.storage() }
     }
 }
 
@@ -289,12 +316,12 @@ impl RunArgs {
         &self,
         prepared: &'p saturn_runtime::Prepared<'_>,
     ) -> saturn_codegen::cuda::StoredWeights<'p> {
-        self.weights_dtype.weights(prepared)
+        self.precision.weights(prepared)
     }
 
     /// Compiles the prepared graphs for the chosen backend.
     fn compile(&self, prepared: &saturn_runtime::Prepared<'_>) -> Result<Programs> {
-        let (options, params) = (self.weights_dtype.cuda_options(), self.weights(prepared));
+        let (options, params) = (self.precision.cuda_options()?, self.weights(prepared));
         if self.backend == Backend::Interp {
             return Ok(Programs::Interp);
         }
@@ -404,8 +431,8 @@ pub fn run(cli: Cli) -> Result<()> {
         }
         Command::BenchOp { op } => bench_op::run(op),
         Command::Memory { model, context, batch, json } => memory::run(&model, context, batch, json),
-        Command::Compile { model, phase, emit, cuda_home, weights_dtype, out_dir, opt } => {
-            let cuda = (cuda_home.as_deref(), weights_dtype.cuda_options());
+        Command::Compile { model, phase, emit, cuda_home, precision, out_dir, opt } => {
+            let cuda = (cuda_home.as_deref(), precision.cuda_options()?);
             optimize::compile(&model, phase.into(), &opt, &emit, cuda, &out_dir)
         }
         Command::Explain { model, phase, json, opt } => optimize::explain(&model, phase.into(), &opt, json),

@@ -480,34 +480,3 @@ mod tests {
         }
     }
 }
-
-#[cfg(test)]
-mod tmp_rate {
-    #[test]
-    #[ignore]
-    fn rate() {
-        for &(m, k, n) in &[
-            (128usize, 1024usize, 800usize),
-            (128, 512, 1536),
-            (128, 256, 2048),
-            (128, 1024, 1024),
-            (12, 1024, 512),
-            (12, 512, 1024),
-            (128, 1024, 2816),
-        ] {
-            let x: Vec<f32> = (0..m * k).map(|i| (i % 7) as f32 * 0.1).collect();
-            let w: Vec<f32> = (0..n * k).map(|i| (i % 5) as f32 * 0.1).collect();
-            let mut out = vec![0f32; m * n];
-            for _ in 0..3 {
-                super::linear(&x, &w, m, k, n, &mut out);
-            }
-            let reps = 30;
-            let t = std::time::Instant::now();
-            for _ in 0..reps {
-                super::linear(&x, &w, m, k, n, &mut out);
-            }
-            let dt = t.elapsed().as_secs_f64() / reps as f64;
-            println!("m{m} k{k} n{n}: {:.3} ms {:.1} GFLOP/s", dt * 1e3, 2.0 * (m * n * k) as f64 / dt / 1e9);
-        }
-    }
-}

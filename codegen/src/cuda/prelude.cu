@@ -7,8 +7,8 @@ __device__ __forceinline__ unsigned int sat_bf16_bits(float f) {
   if ((u & 0x7fffffffu) > 0x7f800000u) return ((u >> 16) | 0x40u) & 0xffffu;
   return (u + 0x7fffu + ((u >> 16) & 1u)) >> 16;
 }
-// A value stored as bf16 (weights and the KV cache of `--weights-dtype bf16` programs): the top
-// half of an f32, read as that f32, written rounded to nearest even.
+// A value stored as bf16 (bf16 weights, and the KV cache of tensor-core programs): the top half
+// of an f32, read as that f32, written rounded to nearest even.
 struct sat_bf16 {
   unsigned short bits;
   __device__ __forceinline__ operator float() const { return __uint_as_float((unsigned int)bits << 16); }

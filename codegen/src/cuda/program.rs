@@ -22,12 +22,9 @@ pub enum WeightStorage {
     /// f32: every kernel computes in f32, as the interpreter does (up to summation order).
     #[default]
     F32,
-    /// bf16, rounded to nearest even on upload: half the bytes a decode step reads. The KV
-    /// cache (carried buffers appended in place) is stored as bf16 too, each appended row
-    /// rounded; tiled products with weights
-    /// and decode attention round their other operands to bf16, to run on tensor cores (f32
-    /// accumulation), so results agree with the interpreter's (on the rounded weights) at
-    /// bf16's tolerance.
+    /// bf16, rounded to nearest even on upload: half the bytes a decode step reads. Kernels
+    /// compute what the interpreter computes with bf16-rounded weights (up to summation
+    /// order), unless [`CudaOptions::tensor_cores`] says otherwise.
     Bf16,
 }
 
@@ -53,6 +50,18 @@ impl ParamSource for StoredWeights<'_> {
 #[derive(Clone, Copy, Debug, Default)]
 pub struct CudaOptions {
     pub weights: WeightStorage,
+    /// With bf16 weights: tiled products with weights and decode attention round their other
+    /// operands to bf16 to run on tensor cores (f32 accumulation), and the KV cache (carried
+    /// buffers appended in place) is stored as bf16, each appended row rounded. Results then
+    /// agree with the interpreter's (on the rounded weights) at bf16's tolerance only.
+    pub tensor_cores: bool,
+}
+
+impl CudaOptions {
+    /// Whether the program computes in bf16 (tensor cores need bf16 weights).
+    fn bf16_math(&self) -> bool {
+        self.tensor_cores && self.weights == WeightStorage::Bf16
+    }
 }
 
 /// Where a buffer's memory comes from.
@@ -155,7 +164,7 @@ impl CudaProgram {
         CudaProgram::generate_with(graph, carried_prefix, CudaOptions::default())
     }
 
-    /// [`CudaProgram::generate`] with `options` (how weights are stored).
+    /// [`CudaProgram::generate`] with `options` (how weights are stored, tensor cores).
     pub fn generate_with(
         graph: &Graph,
         carried_prefix: &str,
@@ -230,8 +239,7 @@ impl CudaProgram {
                             operands: graph.inputs(id).iter().map(|&i| graph.ty(i)).collect(),
                             stored: args.iter().map(|&a| b.stored(a)).collect(),
                             symbols: &symbols,
-                            tensor_cores: options.weights == WeightStorage::Bf16
-                                && !router_logits.contains(&id),
+                            tensor_cores: options.bf16_math() && !router_logits.contains(&id),
                         };
                         match append {
                             Some(cache) => {
@@ -253,10 +261,10 @@ impl CudaProgram {
             };
             // Weights and the KV cache may be stored narrower; views of them read the same
             // storage.
-            let narrow = node.ty.dtype == DType::F32 && options.weights == WeightStorage::Bf16;
+            let f32 = node.ty.dtype == DType::F32;
             let stored = match &storage {
-                Storage::Param { .. } if narrow => DType::BF16,
-                Storage::Carried if narrow && appended.contains(&id) => DType::BF16,
+                Storage::Param { .. } if f32 && options.weights == WeightStorage::Bf16 => DType::BF16,
+                Storage::Carried if f32 && options.bf16_math() && appended.contains(&id) => DType::BF16,
                 Storage::Alias { of, .. } => b.stored(*of),
                 _ => node.ty.dtype,
             };
@@ -406,8 +414,9 @@ struct Builder<'g> {
 }
 
 impl Builder<'_> {
-    /// How value buffer `i`'s elements are stored: its value's dtype, or bf16 for bf16 weights
-    /// and views of them (scratch buffers, never operands, have no dtype).
+    /// How value buffer `i`'s elements are stored: its value's dtype, or bf16 for bf16 weights,
+    /// the KV cache of a tensor-core program and views of them (scratch buffers, never
+    /// operands, have no dtype).
     fn stored(&self, i: usize) -> DType {
         let name = &self.buffers[i].dtype;
         DType::ALL.into_iter().find(|d| d.name() == name).unwrap_or_else(|| panic!("buffer {i} has no dtype"))

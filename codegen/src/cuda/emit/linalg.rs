@@ -62,7 +62,7 @@ struct Product {
     /// Dims whose product is M (for grids).
     m_dims: Vec<Dim>,
     layout: Layout,
-    /// The program accepts bf16 rounding: bf16 weights go through tensor cores.
+    /// The product runs on tensor cores when tiled ([`mma::applies`]).
     tensor_cores: bool,
 }
 
@@ -90,7 +90,7 @@ impl Product {
         match (self.rows, self.layout) {
             (Some(m), Layout::Rows) if (1..=SKINNY_ROWS).contains(&m) => Ok(self.gemv()),
             (Some(m), Layout::Cols) if (1..=SKINNY_ROWS).contains(&m) => self.skinny_matmul(),
-            (_, Layout::Rows) if self.tensor_cores && self.bf16_weights() => self.tiled_mma(),
+            (_, Layout::Rows) if self.tensor_cores => self.tiled_mma(),
             _ => self.tiled(),
         }
     }
@@ -342,6 +342,7 @@ fn linear_product(ctx: &NodeCtx, stem: &'static str, x: Param, weights: Vec<Para
         let _ = writeln!(setup, "  const {}* __restrict__ pb{j} = {};", w.cty, w.name);
     }
     setup.push_str("  float* __restrict__ pc = out;\n");
+    let tensor_cores = mma::applies(ctx, &weights[0]);
     let mut params = vec![x];
     params.extend(weights);
     params.push(ctx.out());
@@ -355,7 +356,7 @@ fn linear_product(ctx: &NodeCtx, stem: &'static str, x: Param, weights: Vec<Para
         batch: Vec::new(),
         m_dims: lead.to_vec(),
         layout: Layout::Rows,
-        tensor_cores: ctx.tensor_cores,
+        tensor_cores,
     }
 }
 

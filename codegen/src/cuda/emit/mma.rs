@@ -1,5 +1,5 @@
-//! Tensor-core tiles for products with bf16 weights, in programs that store weights in bf16 and
-//! so accept bf16 rounding ([`super::NodeCtx::tensor_cores`]): `A B^T` with `A` f32 rows
+//! Tensor-core tiles for products with bf16 weights, in tensor-core programs
+//! ([`super::NodeCtx::tensor_cores`]): `A B^T` with `A` f32 rows
 //! (rounded to bf16 on the way into shared memory) and `B` weight rows `[N, KD]` stored as
 //! bf16, f32 accumulators.
 //!
@@ -9,7 +9,13 @@
 //! and results go to `orow`, so one core serves plain products and the experts' routed rows.
 //! Every result is summed by one warp in a fixed order: runs are bitwise repeatable.
 
-use super::fill;
+use super::{NodeCtx, Param, fill};
+
+/// Whether a tiled product with `weight` runs on these tiles: the weight is stored as bf16 and
+/// the program accepts bf16 rounding.
+pub(super) fn applies(ctx: &NodeCtx, weight: &Param) -> bool {
+    ctx.tensor_cores && weight.cty == super::cty(saturn_ir::DType::BF16)
+}
 
 /// Rows of a block.
 pub(super) const ROWS: u64 = 64;

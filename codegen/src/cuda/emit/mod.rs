@@ -93,8 +93,8 @@ pub(crate) struct NodeCtx<'a> {
     pub operands: Vec<&'a TensorType>,
     pub stored: Vec<DType>,
     pub symbols: &'a [String],
-    /// Products may round their operands to bf16 and run on tensor cores (the program stores
-    /// weights in bf16, so its results are compared at bf16 tolerance).
+    /// Products may round their operands to bf16 and run on tensor cores
+    /// ([`crate::cuda::CudaOptions::tensor_cores`]).
     pub tensor_cores: bool,
 }
 
@@ -139,7 +139,8 @@ pub(crate) fn cty(dtype: DType) -> &'static str {
         DType::F32 => "float",
         DType::I64 => "long long",
         DType::Bool => "unsigned char",
-        // Read as f32 by conversion (only weights are stored so).
+        // Read as f32 by conversion (only weights and a tensor-core program's KV cache are
+        // stored so).
         DType::BF16 => "sat_bf16",
         _ => "void",
     }

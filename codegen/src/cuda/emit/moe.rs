@@ -459,8 +459,7 @@ fn tiled(ctx: &NodeCtx, x: &Experts, job: &Job, rows: Vec<Param>) -> Result<Kern
     if p.n.as_const().zip(p.kd.as_const()).is_none_or(|(n, kd)| n * kd >= 1 << 31) {
         return Err(ctx.unsupported(format!("expert weights of {} x {} are not generated", p.n, p.kd)));
     }
-    // Tensor cores where the weights are bf16 and the program accepts bf16 rounding.
-    let mma = ctx.tensor_cores && p.b[0].cty == "sat_bf16";
+    let mma = mma::applies(ctx, &p.b[0]);
     let tn = match (mma, gated) {
         (true, _) => mma::columns(gated),
         (false, true) => TILE,

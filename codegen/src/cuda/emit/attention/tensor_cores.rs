@@ -4,8 +4,8 @@
 
 use super::{BLOCK, fill};
 
-/// [`SPLIT`] on tensor cores (bf16 operands, f32 accumulators), for programs that store
-/// weights in bf16 and so accept bf16 rounding: the block's heads (up to 64, in 16-row tiles)
+/// [`SPLIT`] on tensor cores (bf16 operands, f32 accumulators), for tensor-core programs
+/// (`CudaOptions::tensor_cores`): the block's heads (up to 64, in 16-row tiles)
 /// and a tile of keys meet in `mma.sync` products, scores and output alike, with an online
 /// softmax across the chunk's key tiles (FlashMLA's structure). Queries and key tiles are
 /// rounded to bf16 in shared memory; warp `w` owns rows `16 * (w % MT)..` of the output and
