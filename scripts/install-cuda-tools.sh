@@ -42,10 +42,16 @@ else
         fi
     done
     chmod +x "$home/bin/ptxas"
-    "$home/bin/ptxas" --version | grep -q "V$VERSION" || {
-        echo "error: $home/bin/ptxas does not report V$VERSION" >&2
+    # Captured, not piped into `grep -q`: grep exits at the match while ptxas still has a
+    # newline to write, and the SIGPIPE that ptxas then dies of fails the pipe under pipefail.
+    reported="$("$home/bin/ptxas" --version 2>&1)" || {
+        echo "error: $home/bin/ptxas --version failed: $reported" >&2
         exit 1
     }
+    if [[ "$reported" != *"V$VERSION"* ]]; then
+        echo "error: $home/bin/ptxas does not report V$VERSION; it reports: $reported" >&2
+        exit 1
+    fi
     echo "$VERSION" > "$stamp"
     echo "installed CUDA tools $VERSION in $home" >&2
 fi
