@@ -3,7 +3,10 @@
 //! say where the two could look different but are not.
 
 use cranelift_codegen::ir::condcodes::{FloatCC, IntCC};
-use cranelift_codegen::ir::{AbiParam, FuncRef, InstBuilder, MemFlagsData, Type, UserFuncName, Value, types};
+use cranelift_codegen::ir::{
+    AbiParam, FuncRef, InstBuilder, MemFlagsData, StackSlotData, StackSlotKind, Type, UserFuncName, Value,
+    types,
+};
 use cranelift_frontend::{FunctionBuilder, FunctionBuilderContext, Variable};
 use cranelift_jit::JITModule;
 use cranelift_module::{FuncId, Linkage, Module};
@@ -120,6 +123,20 @@ impl Emit<'_> {
         self.b.switch_to_block(merge);
     }
 
+    /// `value`, passed through a stack slot so that what is computed from it is computed
+    /// here, once: Cranelift's optimiser places pure instructions at their uses and does not
+    /// hoist them out of a loop that follows another one whose result they use (the earlier
+    /// loop's header dominates the later loop, and its loop still counts as enclosing), so
+    /// a root and divisions after a sum would run for every element of the next loop. A load
+    /// stays where it is written.
+    fn settle(&mut self, value: Value) -> Value {
+        let ty = self.b.func.dfg.value_type(value);
+        let slot =
+            self.b.create_sized_stack_slot(StackSlotData::new(StackSlotKind::ExplicitSlot, ty.bytes(), 0));
+        self.b.ins().stack_store(self.ptr, value, slot, 0);
+        self.b.ins().stack_load(self.ptr, ty, slot, 0)
+    }
+
     /// A mutable local (an SSA variable) starting at `init`.
     fn var(&mut self, init: Value) -> Variable {
         let ty = self.b.func.dfg.value_type(init);
@@ -178,6 +195,7 @@ pub(super) fn emit_rms_norm(e: &mut Emit, [x, w, out, rows, d, eps]: [Value; 6])
         let one = e.b.ins().f64const(1.0);
         let rinv = e.b.ins().fdiv(one, root);
         let rinv = e.b.ins().fdemote(types::F32, rinv);
+        let rinv = e.settle(rinv);
         e.for_range(d, |e, k| {
             let i = e.b.ins().iadd(base, k);
             let v = e.load(x, i);
