@@ -2,12 +2,13 @@
 //!
 //! Decode multiplies one row by a large weight: that reads every weight once and is bound by
 //! memory bandwidth, so one row takes a dot-product loop over weight rows, split across threads.
-//! A few rows (prefill's expert blocks, short prompts), up to [`ROW_BLOCKS_MAX_ROWS`], take
+//! A few rows (short prompts), up to [`ROW_BLOCKS_MAX_ROWS`], take
 //! AVX-512 dot-product blocks where the CPU has AVX-512 ([`super::row_blocks`]), else the
 //! dot-product loop (AVX2+FMA) up to [`GEMV_MAX_ROWS`]. More rows go to `matrixmultiply`'s
 //! packed GEMM, split across threads by output columns so each thread packs only its part of
 //! the weight. Every output element is computed by one thread in a fixed
-//! order, so results do not depend on the thread count's scheduling.
+//! order, so results do not depend on the thread count's scheduling. Weights stored in strips
+//! (the experts') take [`linear_packed`].
 
 use rayon::prelude::*;
 
@@ -28,34 +29,11 @@ const PARALLEL_MIN_GEMM: usize = 1 << 22;
 
 /// A raw pointer that may cross threads: each task writes a disjoint set of elements.
 #[derive(Clone, Copy)]
-struct SharedOut(*mut f32);
+pub struct SharedOut(pub *mut f32);
 // SAFETY: tasks write disjoint elements (see each use) and the pointee outlives the parallel
 // region (rayon joins before returning).
 unsafe impl Send for SharedOut {}
 unsafe impl Sync for SharedOut {}
-
-/// A slice that parallel tasks write at disjoint indices.
-pub struct SharedSlice<'a> {
-    ptr: SharedOut,
-    len: usize,
-    _slice: std::marker::PhantomData<&'a mut [f32]>,
-}
-
-impl<'a> SharedSlice<'a> {
-    pub fn new(slice: &'a mut [f32]) -> SharedSlice<'a> {
-        SharedSlice { ptr: SharedOut(slice.as_mut_ptr()), len: slice.len(), _slice: std::marker::PhantomData }
-    }
-
-    /// Writes element `i`.
-    ///
-    /// # Safety
-    /// No other task reads or writes element `i` during the parallel region.
-    pub unsafe fn write(&self, i: usize, v: f32) {
-        assert!(i < self.len, "index {i} out of {}", self.len);
-        // SAFETY: in bounds (checked); exclusive per the caller's contract.
-        unsafe { *self.ptr.0.add(i) = v };
-    }
-}
 
 /// `out [m, n] = x [m, k] w [n, k]^T` (all row-major, contiguous).
 pub fn linear(x: &[f32], w: &[f32], m: usize, k: usize, n: usize, out: &mut [f32]) {
@@ -91,6 +69,46 @@ pub fn linear(x: &[f32], w: &[f32], m: usize, k: usize, n: usize, out: &mut [f32
     } else {
         gemm(m, k, n, Operand { data: x, rs: k, cs: 1 }, Operand { data: w, rs: 1, cs: k }, out);
     }
+}
+
+/// `out [m, n] = x [m, k] w [n, k]^T` with `w` [`packed`](super::packed), split across threads
+/// by strips when the work pays for it (the work of a GEMM: compute-bound with many rows).
+pub fn linear_packed(x: &[f32], wp: &[f32], (m, k, n): (usize, usize, usize), out: &mut [f32]) {
+    assert!(
+        x.len() >= m * k && wp.len() >= super::packed::packed_len(n, k) && out.len() >= m * n,
+        "linear_packed operands too short"
+    );
+    let dst = SharedOut(out.as_mut_ptr());
+    let part = |s0: usize, s1: usize| {
+        // SAFETY: the operands have the sizes asserted above; this task writes only the
+        // columns of strips s0..s1.
+        unsafe { super::packed::linear_strips(x, wp, (m, k, n), (s0, s1), { dst }.0) };
+    };
+    let strips = n.div_ceil(super::packed::STRIP);
+    if m * n * k < PARALLEL_MIN_GEMM {
+        part(0, strips);
+    } else {
+        par_ranges(strips, m * n * k, part);
+    }
+}
+
+/// `out [m, n] = silu(x w_gate^T) * (x w_up^T)`, with `up` as scratch of the same size.
+pub fn gated(
+    x: &[f32],
+    w_gate: &[f32],
+    w_up: &[f32],
+    (m, k, n): (usize, usize, usize),
+    up: &mut [f32],
+    out: &mut [f32],
+) {
+    linear(x, w_gate, m, k, n, out);
+    linear(x, w_up, m, k, n, up);
+    silu_times(&mut out[..m * n], &up[..m * n]);
+}
+
+/// `g = silu(g) * u`, element by element.
+pub fn silu_times(g: &mut [f32], u: &[f32]) {
+    g.iter_mut().zip(u).for_each(|(g, &u)| *g = saturn_ir::UnaryOp::Silu.apply(*g) * u);
 }
 
 /// `out [m, n] = a [m, k] b [k, n]`, all row-major and contiguous (a product with a cache of

@@ -8,6 +8,7 @@ mod layout;
 mod linalg;
 mod masks;
 mod moe;
+mod packed;
 mod program;
 #[cfg(target_arch = "x86_64")]
 mod row_blocks;

@@ -8,8 +8,9 @@
 use rayon::prelude::*;
 use saturn_ir::{BinaryOp, GroupScore, Router, RouterScoring, UnaryOp};
 
-use super::linalg::{SharedSlice, dot_fetching, linear, par_ranges, row};
+use super::linalg::{SharedOut, linear_packed, par_ranges, silu_times};
 use super::masks::topk_row;
+use super::packed::{STRIP, linear_strips};
 
 /// Reusable buffers of the router (one token at a time).
 #[derive(Default)]
@@ -109,7 +110,8 @@ fn softmax_row(row: &[f32], out: &mut [f32]) {
     out.iter_mut().for_each(|o| *o = (f64::from(*o) / sum) as f32);
 }
 
-/// The weights of one gated MLP: `down(silu(gate x) * up x)`.
+/// The weights of one gated MLP, each [`packed`](super::packed) (`gate` and `up` as
+/// `[inner, h]`, `down` as `[h, inner]`): `down(silu(gate x) * up x)`.
 #[derive(Clone, Copy)]
 pub struct Mlp<'a> {
     pub gate: &'a [f32],
@@ -184,8 +186,8 @@ pub fn grouped_experts<'w>(
         work.into_par_iter().for_each(|(expert, g, u, o)| {
             let (mlp, n) = (experts(expert), starts[expert + 1] - starts[expert]);
             let x = &block[starts[expert] * h..starts[expert + 1] * h];
-            gated(x, mlp.gate, mlp.up, (n, h, mlp.inner), u, g);
-            linear(g, mlp.down, n, mlp.inner, h, o);
+            gated_packed(x, mlp.gate, mlp.up, (n, h, mlp.inner), u, g);
+            linear_packed(g, mlp.down, (n, mlp.inner, h), o);
         });
     }
     out[..t * h].fill(0.0);
@@ -204,10 +206,10 @@ pub fn grouped_experts<'w>(
     }
 }
 
-/// [`grouped_experts`] for one token (decode): every active expert's gate and up rows in one
-/// parallel pass, then every expert's down projection in another, so a layer costs two thread
-/// dispatches however many experts it runs. Sums run in expert order,
-/// then the shared expert, as in the general path.
+/// [`grouped_experts`] for one token (decode): every active expert's gate and up strips in one
+/// parallel pass, then every expert's down strips in another, so a layer costs two thread
+/// dispatches however many experts it runs. Sums run in expert order, then the shared expert,
+/// as in the general path.
 fn one_token<'w>(
     x: &[f32],
     routing: &[f32],
@@ -223,39 +225,54 @@ fn one_token<'w>(
     // Expert `k` of the pass: the active ones in index order, then the shared one.
     let mlp = |k: usize| if k < active.len() { experts(active[k].0) } else { shared.expect("k < count") };
     let count = active.len() + usize::from(shared.is_some());
-    // Where each expert's hidden units start in one flat activation vector.
+    // Where each expert's hidden units start in one flat activation vector, and its strips in
+    // the list of every expert's strips.
     s.starts.clear();
+    s.tokens.clear();
     s.starts.push(0);
+    s.tokens.push(0);
     for k in 0..count {
-        s.starts.push(s.starts[k] + mlp(k).inner);
+        let inner = mlp(k).inner;
+        s.starts.push(s.starts[k] + inner);
+        s.tokens.push(s.tokens[k] + inner.div_ceil(STRIP));
     }
-    let (starts, rows) = (&s.starts, s.starts[count]);
+    let (starts, strips, rows) = (&s.starts, &s.tokens, s.starts[count]);
     s.gate.resize(rows, 0.0);
-    let act = SharedSlice::new(&mut s.gate[..rows]);
-    par_ranges(rows, rows * h * 2, |r0, r1| {
-        for r in r0..r1 {
-            let k = starts.partition_point(|&st| st <= r) - 1;
-            let (m, i) = (mlp(k), r - starts[k]);
-            // The expert's next rows are fetched alongside (see `dot_fetching`).
-            let g = dot_fetching(x, &m.gate[i * h..(i + 1) * h], row(m.gate, i + 1, h));
-            let u = dot_fetching(x, &m.up[i * h..(i + 1) * h], row(m.up, i + 1, h));
-            // SAFETY: each hidden unit `r` is written by one task only.
-            unsafe { act.write(r, UnaryOp::Silu.apply(g) * u) };
+    s.up.resize(rows, 0.0);
+    let (act, up) = (SharedOut(s.gate.as_mut_ptr()), SharedOut(s.up.as_mut_ptr()));
+    par_ranges(strips[count], rows * h * 2, |u0, u1| {
+        for u in u0..u1 {
+            let k = strips.partition_point(|&st| st <= u) - 1;
+            let (m, strip) = (mlp(k), u - strips[k]);
+            let (a, b) = (strip * STRIP, ((strip + 1) * STRIP).min(m.inner));
+            // SAFETY: each expert's hidden units are inside the activation buffers, and this
+            // task alone writes units a..b of expert k.
+            unsafe {
+                let (g, v) = ({ act }.0.add(starts[k]), { up }.0.add(starts[k]));
+                linear_strips(x, m.gate, (1, h, m.inner), (strip, strip + 1), g);
+                linear_strips(x, m.up, (1, h, m.inner), (strip, strip + 1), v);
+                for i in a..b {
+                    *g.add(i) = UnaryOp::Silu.apply(*g.add(i)) * *v.add(i);
+                }
+            }
         }
     });
-    // Each expert's output, its down matrix read front to back (one stream per task, which the
-    // prefetcher follows), then the weighted sum in expert order.
+    // Each expert's output, strip by strip of its down matrix, then the weighted sum in
+    // expert order.
     let act = &s.gate[..rows];
     s.y.resize(count * h, 0.0);
-    let ys = SharedSlice::new(&mut s.y[..count * h]);
-    par_ranges(count * h, rows * h, |r0, r1| {
-        for r in r0..r1 {
-            let (k, c) = (r / h, r % h);
+    let ys = SharedOut(s.y.as_mut_ptr());
+    let per = h.div_ceil(STRIP);
+    par_ranges(count * per, rows * h, |u0, u1| {
+        for u in u0..u1 {
+            let (k, strip) = (u / per, u % per);
             let m = mlp(k);
-            let down = row(m.down, c, m.inner);
-            let y = dot_fetching(&act[starts[k]..starts[k + 1]], down, row(m.down, c + 1, m.inner));
-            // SAFETY: each (expert, output) element is written by one task only.
-            unsafe { ys.write(r, y) };
+            // SAFETY: expert k's output is row k of the count x h buffer, and this task alone
+            // writes the strip's columns of it.
+            unsafe {
+                let y = { ys }.0.add(k * h);
+                linear_strips(&act[starts[k]..starts[k + 1]], m.down, (1, m.inner, h), (strip, strip + 1), y);
+            }
         }
     });
     for (c, o) in out[..h].iter_mut().enumerate() {
@@ -278,12 +295,12 @@ fn run_mlp(x: &[f32], rows: usize, h: usize, mlp: Mlp, s: &mut ExpertScratch) {
     s.gate.resize(rows * i, 0.0);
     s.up.resize(rows * i, 0.0);
     s.y.resize(rows * h, 0.0);
-    gated(x, mlp.gate, mlp.up, (rows, h, i), &mut s.up, &mut s.gate);
-    linear(&s.gate, mlp.down, rows, i, h, &mut s.y);
+    gated_packed(x, mlp.gate, mlp.up, (rows, h, i), &mut s.up, &mut s.gate);
+    linear_packed(&s.gate, mlp.down, (rows, i, h), &mut s.y);
 }
 
-/// `out [m, n] = silu(x w_gate^T) * (x w_up^T)`, with `up` as scratch of the same size.
-pub fn gated(
+/// [`gated`] with packed weights.
+fn gated_packed(
     x: &[f32],
     w_gate: &[f32],
     w_up: &[f32],
@@ -291,7 +308,7 @@ pub fn gated(
     up: &mut [f32],
     out: &mut [f32],
 ) {
-    linear(x, w_gate, m, k, n, out);
-    linear(x, w_up, m, k, n, up);
-    out[..m * n].iter_mut().zip(&up[..m * n]).for_each(|(g, &u)| *g = UnaryOp::Silu.apply(*g) * u);
+    linear_packed(x, w_gate, (m, k, n), out);
+    linear_packed(x, w_up, (m, k, n), up);
+    silu_times(&mut out[..m * n], &up[..m * n]);
 }

@@ -1,8 +1,8 @@
 //! `x w^T` for a few rows of `x` with AVX-512: blocks of [`ROWS`] rows of `x` against
 //! [`WEIGHTS`] rows of `w`, 24 dot products accumulated at once along `k` in 512-bit registers.
 //!
-//! This is the shape of prefill's expert products (about 12 tokens per expert) and of
-//! attention projections over a short prompt. A packing GEMM spends as long packing the weight
+//! This is the shape of attention projections over a short prompt (the experts, whose weights
+//! are loaded packed, use `packed`). A packing GEMM spends as long packing the weight
 //! as multiplying there; these dot products read the weights in place, a group of blocks that
 //! fits L2 at a time: the first tile of `x` rows streams the group from memory, the others
 //! meet it in L2, and each tile's rows stay in L1 across the group (for 12 rows of a 1024-wide

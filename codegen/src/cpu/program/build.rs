@@ -1,13 +1,14 @@
 //! Building a [`CpuProgram`] from a graph: storage and kernel per node, lifetimes.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use saturn_ir::{DType, Graph, Node, Op, ParamSource, TensorData};
+use saturn_ir::{DType, Graph, Node, NodeId, Op, ParamSource, TensorData};
 
 use super::super::compile_elementwise;
 use super::super::layout::MAX_RANK;
+use super::super::packed::{STRIP, pack, packed_len};
 use super::exec::{Env, Kernel, Scratch, View, exec};
 use super::plan::{LinDim, Storage};
 use super::{CarriedSpec, CpuProgram, Elem, ProgramCache, Step, Value, elem_of};
@@ -52,6 +53,8 @@ impl CpuProgram {
             consts: Vec::new(),
             value_of: HashMap::new(),
             scratch: Scratch::default(),
+            packed_params: packed_params(graph),
+            packed_values: HashSet::new(),
         };
         let needed = graph.needed_by_outputs();
         let constant = graph.constant_nodes();
@@ -88,7 +91,7 @@ impl CpuProgram {
                         Storage::Arena
                     }
                 },
-                Op::Param { key } => b.param(node, key, params, cache)?,
+                Op::Param { key } => b.param(node, id, key, params, cache)?,
                 Op::Scalar { value } => b.push_const(match elem {
                     Elem::F32 => TensorData::F32(vec![*value as f32]),
                     Elem::I64 => TensorData::I64(vec![*value as i64]),
@@ -203,6 +206,32 @@ struct Builder<'g> {
     consts: Vec<Arc<TensorData>>,
     value_of: HashMap<saturn_ir::NodeId, usize>,
     scratch: Scratch,
+    /// The params loaded [`packed`](super::super::packed) (see [`packed_params`]), and their
+    /// values.
+    packed_params: HashSet<NodeId>,
+    packed_values: HashSet<usize>,
+}
+
+/// The params whose every use is as a weight of `grouped_experts` (operand 2 and on) and whose
+/// rows make whole strips: loaded in the packed layout those kernels read, once, instead of
+/// being packed at every run.
+fn packed_params(graph: &Graph) -> HashSet<NodeId> {
+    let outputs: HashSet<NodeId> = graph.outputs().iter().map(|(_, id)| *id).collect();
+    graph
+        .params()
+        .filter(|&(id, _, ty)| {
+            let rank = ty.shape.len();
+            let whole_strips = rank >= 2
+                && ty.shape[rank - 2].as_const().is_some_and(|n| (n as usize).is_multiple_of(STRIP));
+            let users = graph.users(id);
+            let weight_of_experts = |user: &NodeId| {
+                matches!(graph.node(*user).op, Op::GroupedExperts { .. })
+                    && graph.inputs(*user).iter().enumerate().all(|(at, input)| *input != id || at >= 2)
+            };
+            whole_strips && !outputs.contains(&id) && !users.is_empty() && users.iter().all(weight_of_experts)
+        })
+        .map(|(id, _, _)| id)
+        .collect()
 }
 
 impl Builder<'_> {
@@ -214,6 +243,7 @@ impl Builder<'_> {
     fn param(
         &mut self,
         node: &Node,
+        id: NodeId,
         key: &str,
         params: &dyn ParamSource,
         cache: &mut ProgramCache,
@@ -221,18 +251,52 @@ impl Builder<'_> {
         let shape =
             node.ty.shape.iter().map(|d| d.as_const().map(|v| v as usize)).collect::<Option<Vec<_>>>();
         let shape = shape.ok_or_else(|| unsupported(node, "a param's shape must be constant"))?;
-        let data = match cache.params.get(key) {
+        if elem(node)? != Elem::F32 && self.packed_params.contains(&id) {
+            return Err(unsupported(node, "expert weights must be f32"));
+        }
+        let packed = self.packed_params.contains(&id);
+        let cached = if packed { cache.packed.get(key) } else { cache.params.get(key) };
+        let data = match cached {
             Some(d) => d.clone(),
             None => {
-                let t = saturn_ir::load_param(node, key, &shape, params)
-                    .map_err(|e| CodegenError::Param { key: key.into(), msg: e.to_string() })?;
-                let d = Arc::new(t.data);
-                cache.params.insert(key.to_string(), d.clone());
-                d
+                let raw = match cache.params.get(key) {
+                    Some(d) => d.clone(),
+                    None => Arc::new(
+                        saturn_ir::load_param(node, key, &shape, params)
+                            .map_err(|e| CodegenError::Param { key: key.into(), msg: e.to_string() })?
+                            .data,
+                    ),
+                };
+                if packed {
+                    // Whole strips (see `packed_params`): the packed weights take the same
+                    // memory as the loaded ones, which are not kept.
+                    let TensorData::F32(w) = raw.as_ref() else {
+                        return Err(CodegenError::Param {
+                            key: key.into(),
+                            msg: format!("does not hold {}", node.ty),
+                        });
+                    };
+                    let (n, k) = (shape[shape.len() - 2], shape[shape.len() - 1]);
+                    let mut out = vec![0f32; w.len()];
+                    for (src, dst) in
+                        w.chunks_exact((n * k).max(1)).zip(out.chunks_exact_mut(packed_len(n, k).max(1)))
+                    {
+                        pack(src, (n, k), dst);
+                    }
+                    let d = Arc::new(TensorData::F32(out));
+                    cache.packed.insert(key.to_string(), d.clone());
+                    d
+                } else {
+                    cache.params.insert(key.to_string(), raw.clone());
+                    raw
+                }
             }
         };
         if data.len() != shape.iter().product::<usize>() || elem_of(&data) != elem(node)? {
             return Err(CodegenError::Param { key: key.into(), msg: format!("does not hold {}", node.ty) });
+        }
+        if packed {
+            self.packed_values.insert(self.values.len());
         }
         Ok(self.push_const(data))
     }
@@ -319,7 +383,10 @@ impl Builder<'_> {
             Op::RmsNormLinear { eps } => floats(3).map(|_| Kernel::RmsNormLinear { eps: *eps })?,
             Op::GatedLinear => floats(3).map(|_| Kernel::GatedLinear)?,
             Op::RouterTopK(r) => floats(args.len()).map(|_| Kernel::RouterTopK(*r))?,
-            Op::GroupedExperts { k } => floats(args.len()).map(|_| Kernel::GroupedExperts { k: *k })?,
+            Op::GroupedExperts { k } => floats(args.len()).map(|_| Kernel::GroupedExperts {
+                k: *k,
+                packed: args[2..].iter().map(|a| self.packed_values.contains(a)).collect(),
+            })?,
             Op::MlaDecodeAttention { scale } => {
                 floats(4).map(|_| Kernel::MlaDecodeAttention { scale: *scale })?
             }

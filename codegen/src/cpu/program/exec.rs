@@ -7,9 +7,10 @@ use saturn_ir::{ReduceOp, Rope, Router};
 use super::super::ElementwiseKernel;
 use super::super::attention::{MlaOperands, MlaScratch, mla_decode_attention};
 use super::super::layout::{MAX_RANK, Strided, broadcast_strides, copy_strided, gather, row_major};
-use super::super::linalg::{linear, matmul_batched};
+use super::super::linalg::{gated, linear, matmul_batched};
 use super::super::masks::{causal_mask, topk_mask};
-use super::super::moe::{ExpertScratch, Mlp, RouterScratch, gated, grouped_experts, router_topk};
+use super::super::moe::{ExpertScratch, Mlp, RouterScratch, grouped_experts, router_topk};
+use super::super::packed::{pack, packed_len};
 use super::super::rows::{RowKernels, rope_tables};
 use super::Elem;
 use super::plan::LinDim;
@@ -57,6 +58,9 @@ pub(super) enum Kernel {
     RouterTopK(Router),
     GroupedExperts {
         k: u64,
+        /// Per weight operand (operands 2 and on): whether it was packed when the program
+        /// was built; the others are packed at every run.
+        packed: Vec<bool>,
     },
     MlaDecodeAttention {
         scale: f64,
@@ -160,6 +164,8 @@ pub(super) struct Scratch {
     pairs: Vec<(usize, usize)>,
     router: RouterScratch,
     experts: ExpertScratch,
+    /// Expert weights packed at run time (see `Kernel::GroupedExperts`), one per operand.
+    packing: [Vec<f32>; 6],
     mla: MlaScratch,
 }
 
@@ -306,7 +312,7 @@ pub(super) fn exec(kernel: &Kernel, args: &[View], out: &View, env: &mut Env) ->
             let bias = args.get(1).map(|b| b.f32());
             router_topk(r, args[0].f32(), bias, e, &mut s.router, out.f32_mut());
         }
-        Kernel::GroupedExperts { .. } => experts(args, out, &mut s.experts),
+        Kernel::GroupedExperts { packed, .. } => experts(args, out, packed, s),
         Kernel::MlaDecodeAttention { scale } => {
             let (q, qr, lat) = (args[0].shape(), args[1].shape(), args[2].shape());
             let ops = MlaOperands {
@@ -467,23 +473,42 @@ fn matmul(a: View, b: View, out: &View, s: &mut Scratch) {
     matmul_batched(a.f32(), b.f32(), &s.pairs, (m, k, n), out.f32_mut());
 }
 
-/// `grouped_experts(x, routing, w_gate, w_up, w_down [, shared gate, up, down])`.
-fn experts(args: &[View], out: &View, s: &mut ExpertScratch) {
+/// `grouped_experts(x, routing, w_gate, w_up, w_down [, shared gate, up, down])`, each weight
+/// packed already (`packed[w]` for operand `2 + w`) or packed here into scratch.
+fn experts(args: &[View], out: &View, packed: &[bool], s: &mut Scratch) {
     let (x, routing) = (args[0], args[1]);
     let (t, h) = (x.shape()[0], x.shape()[1]);
     let (e, i) = (args[2].shape()[0], args[2].shape()[1]);
-    let (wg, wu, wd) = (args[2].f32(), args[3].f32(), args[4].f32());
+    // Each weight as matrices `[n, k]` (one per expert, or the shared expert's one).
+    let dims = |w: &View| {
+        let shape = w.shape();
+        let (n, k) = (shape[shape.len() - 2], shape[shape.len() - 1]);
+        (n, k, w.numel().checked_div(n * k).unwrap_or(0))
+    };
+    for (w, arg) in args[2..].iter().enumerate().filter(|&(w, _)| !packed[w]) {
+        let (n, k, count) = dims(arg);
+        let buf = &mut s.packing[w];
+        buf.resize(count * packed_len(n, k), 0.0);
+        let raw = arg.f32();
+        for (m, dst) in buf.chunks_exact_mut(packed_len(n, k).max(1)).enumerate() {
+            pack(&raw[m * n * k..(m + 1) * n * k], (n, k), dst);
+        }
+    }
+    let packing = &s.packing;
+    let weight = |w: usize| if packed[w] { args[2 + w].f32() } else { &packing[w][..] };
+    let (wg, wu, wd) = (weight(0), weight(1), weight(2));
+    let (up, down) = (packed_len(i, h), packed_len(h, i));
     let expert = |ex: usize| Mlp {
-        gate: &wg[ex * i * h..(ex + 1) * i * h],
-        up: &wu[ex * i * h..(ex + 1) * i * h],
-        down: &wd[ex * h * i..(ex + 1) * h * i],
+        gate: &wg[ex * up..(ex + 1) * up],
+        up: &wu[ex * up..(ex + 1) * up],
+        down: &wd[ex * down..(ex + 1) * down],
         inner: i,
     };
     let shared = (args.len() == 8).then(|| Mlp {
-        gate: args[5].f32(),
-        up: args[6].f32(),
-        down: args[7].f32(),
-        inner: args[5].shape()[0],
+        gate: weight(3),
+        up: weight(4),
+        down: weight(5),
+        inner: dims(&args[5]).0,
     });
-    grouped_experts(x.f32(), routing.f32(), (t, h, e), expert, shared, s, out.f32_mut());
+    grouped_experts(x.f32(), routing.f32(), (t, h, e), expert, shared, &mut s.experts, out.f32_mut());
 }

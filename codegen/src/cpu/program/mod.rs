@@ -33,6 +33,8 @@ pub use run::{Carried, InputData, Workspace};
 /// What the programs of one model share: weights loaded once, kernels compiled once.
 pub struct ProgramCache {
     params: HashMap<String, Arc<TensorData>>,
+    /// Expert weights in the layout their kernels read (`packed`), by param key.
+    packed: HashMap<String, Arc<TensorData>>,
     elementwise: HashMap<(String, usize), Arc<ElementwiseKernel>>,
     rows: Arc<RowKernels>,
 }
@@ -41,6 +43,7 @@ impl ProgramCache {
     pub fn new() -> Result<ProgramCache, CodegenError> {
         Ok(ProgramCache {
             params: HashMap::new(),
+            packed: HashMap::new(),
             elementwise: HashMap::new(),
             rows: Arc::new(RowKernels::compile()?),
         })
@@ -48,7 +51,7 @@ impl ProgramCache {
 
     /// Bytes of weights loaded so far.
     pub fn weight_bytes(&self) -> usize {
-        self.params.values().map(|d| d.len() * elem_of(d).size()).sum()
+        self.params.values().chain(self.packed.values()).map(|d| d.len() * elem_of(d).size()).sum()
     }
 
     /// How many distinct elementwise kernels were compiled.

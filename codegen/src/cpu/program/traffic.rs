@@ -32,7 +32,7 @@ impl CpuProgram {
                             self.values[a].shape.first().and_then(|d| d.eval(&syms)).unwrap_or(1).max(1);
                         bytes(a) / rows as f64 * numel(step.args[1])
                     }
-                    (Kernel::GroupedExperts { k }, 2..=4) => {
+                    (Kernel::GroupedExperts { k, .. }, 2..=4) => {
                         let experts = self.values[a].shape[0].eval(&syms).unwrap_or(1).max(1) as f64;
                         let tokens = self.values[step.args[0]].shape[0].eval(&syms).unwrap_or(1) as f64;
                         bytes(a) * ((*k as f64 * tokens).min(experts) / experts)
