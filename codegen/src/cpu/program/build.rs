@@ -4,6 +4,8 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use rayon::prelude::*;
+
 use saturn_ir::{DType, Graph, Node, NodeId, Op, ParamSource, TensorData};
 
 use super::super::compile_elementwise;
@@ -278,11 +280,10 @@ impl Builder<'_> {
                     };
                     let (n, k) = (shape[shape.len() - 2], shape[shape.len() - 1]);
                     let mut out = vec![0f32; w.len()];
-                    for (src, dst) in
-                        w.chunks_exact((n * k).max(1)).zip(out.chunks_exact_mut(packed_len(n, k).max(1)))
-                    {
-                        pack(src, (n, k), dst);
-                    }
+                    // One matrix (one expert) per task: a layer's experts are gigabytes.
+                    w.par_chunks_exact((n * k).max(1))
+                        .zip(out.par_chunks_exact_mut(packed_len(n, k).max(1)))
+                        .for_each(|(src, dst)| pack(src, (n, k), dst));
                     let d = Arc::new(TensorData::F32(out));
                     cache.packed.insert(key.to_string(), d.clone());
                     d
