@@ -277,6 +277,12 @@ fn any_source() -> impl Strategy<Value = Source> {
     ]
 }
 
+/// An output width N of a product: 1 to 24, or whole strips of 32 (a param weight of such a
+/// width is loaded packed, see `cpu::packed`).
+fn strips_or_not() -> impl Strategy<Value = usize> {
+    prop_oneof![3 => 1usize..=24, 1 => Just(32usize), 1 => Just(64usize)]
+}
+
 /// Inner dims for products: 0, small, multiples and non-multiples of 16.
 fn k_dim() -> impl Strategy<Value = usize> {
     prop_oneof![Just(0usize), 1usize..=40, Just(16usize), Just(48usize), 60usize..=70]
@@ -408,13 +414,14 @@ proptest! {
     /// `linear` of `x [lead.., K]` and `w [N, K]`: 1 to 49 rows (the dot-product path up to 12
     /// and the GEMM path above), K of 0 and non-multiples of 16, a symbolic leading dim (run at
     /// three sizes on one workspace), the weight a param or an input, and x a param (the
-    /// product computed when the program is built).
+    /// product computed when the program is built). N of whole strips (32, 64) has a param
+    /// weight loaded packed.
     #[test]
     fn linear_matches(
         lead in vec(1usize..=7, 0..=2),
         symbolic in any::<bool>(),
         k in k_dim(),
-        n in 1usize..=24,
+        n in strips_or_not(),
         w_input in any::<bool>(),
         x_param in any::<bool>(),
         seed in any::<u64>(),
@@ -486,12 +493,13 @@ proptest! {
         c.check(&no_symbols())?;
     }
 
-    /// `rms_norm_linear` (the norm fused into the product) on 1 to 49 rows, K including 0.
+    /// `rms_norm_linear` (the norm fused into the product) on 1 to 49 rows, K including 0, the
+    /// weight packed or not.
     #[test]
     fn rms_norm_linear_matches(
         lead in vec(1usize..=7, 0..=2),
         k in k_dim(),
-        n in 1usize..=24,
+        n in strips_or_not(),
         eps in prop_oneof![Just(1e-6), Just(0.5)],
         src in any_source(),
         seed in any::<u64>(),
@@ -507,12 +515,13 @@ proptest! {
         c.check(&no_symbols())?;
     }
 
-    /// `gated_linear` (`silu(x w_gate^T) * (x w_up^T)`) on 1 to 49 rows, K including 0.
+    /// `gated_linear` (`silu(x w_gate^T) * (x w_up^T)`) on 1 to 49 rows, K including 0, the
+    /// weights packed or not.
     #[test]
     fn gated_linear_matches(
         lead in vec(1usize..=7, 0..=2),
         k in k_dim(),
-        n in 1usize..=24,
+        n in strips_or_not(),
         src in any_source(),
         seed in any::<u64>(),
     ) {
@@ -1069,11 +1078,12 @@ proptest! {
     #![proptest_config(cfg(8))]
 
     /// `linear` above the size where products split across threads: one decode row (the
-    /// dot-product path by weight rows), up to 12 rows, and a GEMM block.
+    /// dot-product path by weight rows), up to 12 rows, and a GEMM block; N of whole strips
+    /// (256, 288) reads the weight packed.
     #[test]
     fn large_linear_matches(
         m in prop_oneof![Just(1usize), 2usize..=12, 13usize..=40],
-        (k, n) in (250usize..=300, 250usize..=300),
+        (k, n) in (250usize..=300, prop_oneof![250usize..=300, Just(256), Just(288)]),
         seed in any::<u64>(),
     ) {
         let mut c = Case::new(seed);

@@ -7,8 +7,9 @@
 //! dot-product loop (AVX2+FMA) up to [`GEMV_MAX_ROWS`]. More rows go to `matrixmultiply`'s
 //! packed GEMM, split across threads by output columns so each thread packs only its part of
 //! the weight. Every output element is computed by one thread in a fixed
-//! order, so results do not depend on the thread count's scheduling. Weights stored in strips
-//! (the experts') take [`linear_packed`].
+//! order, so results do not depend on the thread count's scheduling. Weights loaded in strips
+//! (params whose rows make whole strips of 32: most of a model's) take [`linear_packed`],
+//! whose one-row case streams each strip front to back in the same way.
 
 use rayon::prelude::*;
 
@@ -71,8 +72,24 @@ pub fn linear(x: &[f32], w: &[f32], m: usize, k: usize, n: usize, out: &mut [f32
     }
 }
 
+/// A weight `w [n, k]` of `x w^T`: as loaded (row-major) or [`packed`](super::packed) in strips.
+#[derive(Clone, Copy)]
+pub enum Weight<'a> {
+    Rows(&'a [f32]),
+    Strips(&'a [f32]),
+}
+
+/// `out [m, n] = x [m, k] w [n, k]^T` for either layout of `w`.
+pub fn product(x: &[f32], w: Weight, (m, k, n): (usize, usize, usize), out: &mut [f32]) {
+    match w {
+        Weight::Rows(w) => linear(x, w, m, k, n, out),
+        Weight::Strips(w) => linear_packed(x, w, (m, k, n), out),
+    }
+}
+
 /// `out [m, n] = x [m, k] w [n, k]^T` with `w` [`packed`](super::packed), split across threads
-/// by strips when the work pays for it (the work of a GEMM: compute-bound with many rows).
+/// by strips when the work pays for it: a few rows are bound by memory like dot products, more
+/// compute like a GEMM.
 pub fn linear_packed(x: &[f32], wp: &[f32], (m, k, n): (usize, usize, usize), out: &mut [f32]) {
     assert!(
         x.len() >= m * k && wp.len() >= super::packed::packed_len(n, k) && out.len() >= m * n,
@@ -85,7 +102,8 @@ pub fn linear_packed(x: &[f32], wp: &[f32], (m, k, n): (usize, usize, usize), ou
         unsafe { super::packed::linear_strips(x, wp, (m, k, n), (s0, s1), { dst }.0) };
     };
     let strips = n.div_ceil(super::packed::STRIP);
-    if m * n * k < PARALLEL_MIN_GEMM {
+    let least = if m <= GEMV_MAX_ROWS { PARALLEL_MIN_WORK } else { PARALLEL_MIN_GEMM };
+    if m * n * k < least {
         part(0, strips);
     } else {
         par_ranges(strips, m * n * k, part);
@@ -95,14 +113,13 @@ pub fn linear_packed(x: &[f32], wp: &[f32], (m, k, n): (usize, usize, usize), ou
 /// `out [m, n] = silu(x w_gate^T) * (x w_up^T)`, with `up` as scratch of the same size.
 pub fn gated(
     x: &[f32],
-    w_gate: &[f32],
-    w_up: &[f32],
+    (w_gate, w_up): (Weight, Weight),
     (m, k, n): (usize, usize, usize),
     up: &mut [f32],
     out: &mut [f32],
 ) {
-    linear(x, w_gate, m, k, n, out);
-    linear(x, w_up, m, k, n, up);
+    product(x, w_gate, (m, k, n), out);
+    product(x, w_up, (m, k, n), up);
     silu_times(&mut out[..m * n], &up[..m * n]);
 }
 

@@ -8,7 +8,7 @@
 use rayon::prelude::*;
 use saturn_ir::{BinaryOp, GroupScore, Router, RouterScoring, UnaryOp};
 
-use super::linalg::{SharedOut, linear_packed, par_ranges, silu_times};
+use super::linalg::{SharedOut, Weight, gated, linear_packed, par_ranges};
 use super::masks::topk_row;
 use super::packed::{STRIP, linear_strips};
 
@@ -186,7 +186,7 @@ pub fn grouped_experts<'w>(
         work.into_par_iter().for_each(|(expert, g, u, o)| {
             let (mlp, n) = (experts(expert), starts[expert + 1] - starts[expert]);
             let x = &block[starts[expert] * h..starts[expert + 1] * h];
-            gated_packed(x, mlp.gate, mlp.up, (n, h, mlp.inner), u, g);
+            gated(x, (Weight::Strips(mlp.gate), Weight::Strips(mlp.up)), (n, h, mlp.inner), u, g);
             linear_packed(g, mlp.down, (n, mlp.inner, h), o);
         });
     }
@@ -295,20 +295,6 @@ fn run_mlp(x: &[f32], rows: usize, h: usize, mlp: Mlp, s: &mut ExpertScratch) {
     s.gate.resize(rows * i, 0.0);
     s.up.resize(rows * i, 0.0);
     s.y.resize(rows * h, 0.0);
-    gated_packed(x, mlp.gate, mlp.up, (rows, h, i), &mut s.up, &mut s.gate);
+    gated(x, (Weight::Strips(mlp.gate), Weight::Strips(mlp.up)), (rows, h, i), &mut s.up, &mut s.gate);
     linear_packed(&s.gate, mlp.down, (rows, i, h), &mut s.y);
-}
-
-/// [`gated`] with packed weights.
-fn gated_packed(
-    x: &[f32],
-    w_gate: &[f32],
-    w_up: &[f32],
-    (m, k, n): (usize, usize, usize),
-    up: &mut [f32],
-    out: &mut [f32],
-) {
-    linear_packed(x, w_gate, (m, k, n), out);
-    linear_packed(x, w_up, (m, k, n), up);
-    silu_times(&mut out[..m * n], &up[..m * n]);
 }

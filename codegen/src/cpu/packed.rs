@@ -1,4 +1,5 @@
-//! Weights packed in column strips, and `x w^T` over them: the layout of the experts' weights.
+//! Weights packed in column strips, and `x w^T` over them: the layout of the products' weights
+//! (see `program::build::packed_params` for which).
 //!
 //! A weight `w [n, k]` (one row per output column) is stored as `n / STRIP` strips of
 //! [`STRIP`] columns, each strip `[k][STRIP]`: the strip's weights for input element 0, then

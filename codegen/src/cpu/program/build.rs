@@ -214,9 +214,9 @@ struct Builder<'g> {
     packed_values: HashSet<usize>,
 }
 
-/// The params whose every use is as a weight of `grouped_experts` (operand 2 and on) and whose
-/// rows make whole strips: loaded in the packed layout those kernels read, once, instead of
-/// being packed at every run.
+/// The params whose every use is as a weight that a product reads in strips
+/// ([`reads_strips`]) and whose rows make whole strips: loaded in that layout
+/// ([`packed`](super::super::packed)), once.
 fn packed_params(graph: &Graph) -> HashSet<NodeId> {
     let outputs: HashSet<NodeId> = graph.outputs().iter().map(|(_, id)| *id).collect();
     graph
@@ -226,14 +226,25 @@ fn packed_params(graph: &Graph) -> HashSet<NodeId> {
             let whole_strips = rank >= 2
                 && ty.shape[rank - 2].as_const().is_some_and(|n| (n as usize).is_multiple_of(STRIP));
             let users = graph.users(id);
-            let weight_of_experts = |user: &NodeId| {
-                matches!(graph.node(*user).op, Op::GroupedExperts { .. })
-                    && graph.inputs(*user).iter().enumerate().all(|(at, input)| *input != id || at >= 2)
+            let in_strips = |user: &NodeId| {
+                let op = &graph.node(*user).op;
+                graph.inputs(*user).iter().enumerate().all(|(at, input)| *input != id || reads_strips(op, at))
             };
-            whole_strips && !outputs.contains(&id) && !users.is_empty() && users.iter().all(weight_of_experts)
+            whole_strips && !outputs.contains(&id) && !users.is_empty() && users.iter().all(in_strips)
         })
         .map(|(id, _, _)| id)
         .collect()
+}
+
+/// Whether operand `at` of `op` is a weight `[.., n, k]` of `x w^T` whose kernel reads strips.
+fn reads_strips(op: &Op, at: usize) -> bool {
+    match op {
+        Op::GroupedExperts { .. } => at >= 2,
+        Op::Linear => at == 1,
+        Op::RmsNormLinear { .. } => at == 2,
+        Op::GatedLinear => at >= 1,
+        _ => false,
+    }
 }
 
 impl Builder<'_> {
@@ -254,7 +265,7 @@ impl Builder<'_> {
             node.ty.shape.iter().map(|d| d.as_const().map(|v| v as usize)).collect::<Option<Vec<_>>>();
         let shape = shape.ok_or_else(|| unsupported(node, "a param's shape must be constant"))?;
         if elem(node)? != Elem::F32 && self.packed_params.contains(&id) {
-            return Err(unsupported(node, "expert weights must be f32"));
+            return Err(unsupported(node, "weights read in strips must be f32"));
         }
         let packed = self.packed_params.contains(&id);
         let cached = if packed { cache.packed.get(key) } else { cache.params.get(key) };
@@ -361,7 +372,9 @@ impl Builder<'_> {
             Op::TopKMask { k } => need(all_f32(1), "expects f32").map(|_| Kernel::TopKMask { k: *k })?,
             Op::RmsNorm { eps } => floats(2).map(|_| Kernel::RmsNorm { eps: *eps })?,
             Op::MatMul => floats(2).map(|_| Kernel::MatMul)?,
-            Op::Linear => floats(2).map(|_| Kernel::Linear)?,
+            Op::Linear => {
+                floats(2).map(|_| Kernel::Linear { packed: self.packed_values.contains(&args[1]) })?
+            }
             Op::Rope(r) => {
                 need(kinds == [Elem::F32, Elem::I64], "expects (f32, i64)")?;
                 let d =
@@ -381,8 +394,13 @@ impl Builder<'_> {
                 Kernel::Slice { axis: *axis, start: LinDim::new(start, &self.symbols) }
             }
             Op::Concat { axis } => Kernel::Concat { axis: *axis },
-            Op::RmsNormLinear { eps } => floats(3).map(|_| Kernel::RmsNormLinear { eps: *eps })?,
-            Op::GatedLinear => floats(3).map(|_| Kernel::GatedLinear)?,
+            Op::RmsNormLinear { eps } => floats(3).map(|_| Kernel::RmsNormLinear {
+                eps: *eps,
+                packed: self.packed_values.contains(&args[2]),
+            })?,
+            Op::GatedLinear => floats(3).map(|_| Kernel::GatedLinear {
+                packed: [1, 2].map(|a| self.packed_values.contains(&args[a])),
+            })?,
             Op::RouterTopK(r) => floats(args.len()).map(|_| Kernel::RouterTopK(*r))?,
             Op::GroupedExperts { k } => floats(args.len()).map(|_| Kernel::GroupedExperts {
                 k: *k,

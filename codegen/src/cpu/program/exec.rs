@@ -7,7 +7,7 @@ use saturn_ir::{ReduceOp, Rope, Router};
 use super::super::ElementwiseKernel;
 use super::super::attention::{MlaOperands, MlaScratch, mla_decode_attention};
 use super::super::layout::{MAX_RANK, Strided, broadcast_strides, copy_strided, gather, row_major};
-use super::super::linalg::{gated, linear, matmul_batched};
+use super::super::linalg::{Weight, gated, matmul_batched, product};
 use super::super::masks::{causal_mask, topk_mask};
 use super::super::moe::{ExpertScratch, Mlp, RouterScratch, grouped_experts, router_topk};
 use super::super::packed::{pack, packed_len};
@@ -37,7 +37,10 @@ pub(super) enum Kernel {
         eps: f64,
     },
     MatMul,
-    Linear,
+    /// `packed`: the weight was loaded in strips (see `build::packed_params`).
+    Linear {
+        packed: bool,
+    },
     /// RoPE with its inverse frequencies, computed once when the program is built.
     Rope(Rope, Vec<f32>),
     CausalMask,
@@ -53,8 +56,11 @@ pub(super) enum Kernel {
     },
     RmsNormLinear {
         eps: f64,
+        packed: bool,
     },
-    GatedLinear,
+    GatedLinear {
+        packed: [bool; 2],
+    },
     RouterTopK(Router),
     GroupedExperts {
         k: u64,
@@ -85,7 +91,7 @@ impl Kernel {
             Kernel::TopKMask { .. } => "topk_mask",
             Kernel::RmsNorm { .. } => "rms_norm",
             Kernel::MatMul => "matmul",
-            Kernel::Linear => "linear",
+            Kernel::Linear { .. } => "linear",
             Kernel::Rope(..) => "rope",
             Kernel::CausalMask => "causal_mask",
             Kernel::Gather => "gather",
@@ -94,7 +100,7 @@ impl Kernel {
             Kernel::Slice { .. } => "slice",
             Kernel::Concat { .. } => "concat",
             Kernel::RmsNormLinear { .. } => "rms_norm_linear",
-            Kernel::GatedLinear => "gated_linear",
+            Kernel::GatedLinear { .. } => "gated_linear",
             Kernel::RouterTopK(_) => "router_topk",
             Kernel::GroupedExperts { .. } => "grouped_experts",
             Kernel::MlaDecodeAttention { .. } => "mla_decode_attention",
@@ -244,10 +250,10 @@ pub(super) fn exec(kernel: &Kernel, args: &[View], out: &View, env: &mut Env) ->
         }
         Kernel::RmsNorm { eps } => env.rows.rms_norm(args[0].f32(), args[1].f32(), *eps, out.f32_mut()),
         Kernel::MatMul => matmul(args[0], args[1], out, s),
-        Kernel::Linear => {
+        Kernel::Linear { packed } => {
             let (k, n) = (*args[0].shape().last().unwrap_or(&0), args[1].shape()[0]);
             let m = out.numel().checked_div(n).unwrap_or(0);
-            linear(args[0].f32(), args[1].f32(), m, k, n, out.f32_mut());
+            product(args[0].f32(), weight(&args[1], *packed), (m, k, n), out.f32_mut());
         }
         Kernel::Rope(rope, inv_freq) => {
             let d = *args[0].shape().last().unwrap_or(&0);
@@ -291,21 +297,22 @@ pub(super) fn exec(kernel: &Kernel, args: &[View], out: &View, env: &mut Env) ->
                 at += a.shape()[*axis];
             }
         }
-        Kernel::RmsNormLinear { eps } => {
+        Kernel::RmsNormLinear { eps, packed } => {
             let x = args[0];
             let k = *x.shape().last().unwrap_or(&0);
             let normed = grow(&mut s.a, x.numel());
             env.rows.rms_norm(x.f32(), args[1].f32(), *eps, normed);
             let n = args[2].shape()[0];
             let m = out.numel().checked_div(n).unwrap_or(0);
-            linear(normed, args[2].f32(), m, k, n, out.f32_mut());
+            product(normed, weight(&args[2], *packed), (m, k, n), out.f32_mut());
         }
-        Kernel::GatedLinear => {
+        Kernel::GatedLinear { packed } => {
             let k = *args[0].shape().last().unwrap_or(&0);
             let n = args[1].shape()[0];
             let m = out.numel().checked_div(n).unwrap_or(0);
             let up = grow(&mut s.a, m * n);
-            gated(args[0].f32(), args[1].f32(), args[2].f32(), (m, k, n), up, out.f32_mut());
+            let weights = (weight(&args[1], packed[0]), weight(&args[2], packed[1]));
+            gated(args[0].f32(), weights, (m, k, n), up, out.f32_mut());
         }
         Kernel::RouterTopK(r) => {
             let e = args[0].shape()[1];
@@ -454,6 +461,11 @@ fn cast(x: View, from: Elem, out: &View, to: Elem) {
         (Elem::U8, Elem::F32) => out.f32_mut().iter_mut().zip(x.u8()).for_each(|(o, &v)| *o = f32::from(v)),
         (Elem::U8, Elem::I64) => out.i64_mut().iter_mut().zip(x.u8()).for_each(|(o, &v)| *o = i64::from(v)),
     }
+}
+
+/// A weight operand in the layout the program stored it in.
+fn weight(w: &View, packed: bool) -> Weight<'_> {
+    if packed { Weight::Strips(w.f32()) } else { Weight::Rows(w.f32()) }
 }
 
 /// `a [..., m, k] @ b [..., k, n]`, batch dims broadcast to the output's.
