@@ -245,8 +245,21 @@ pub(super) fn emit_softmax(e: &mut Emit, [x, out, outer, n, inner]: [Value; 5]) 
                         let at = e.at(base, k, inner);
                         let v = e.load(x, at);
                         let shifted = e.b.ins().fsub(v, m);
-                        let call = e.b.ins().call(e.exp, &[shifted]);
-                        let ek = e.b.inst_results(call)[0];
+                        // exp(-inf) is +0 exactly: masked scores (half of a causal prefill's)
+                        // skip the call.
+                        let zero = e.b.ins().f32const(0.0);
+                        let ek = e.var(zero);
+                        let live = e.b.ins().fcmp(FloatCC::NotEqual, shifted, minus_inf);
+                        e.if_else(
+                            live,
+                            |e| {
+                                let call = e.b.ins().call(e.exp, &[shifted]);
+                                let value = e.b.inst_results(call)[0];
+                                e.b.def_var(ek, value);
+                            },
+                            |_| {},
+                        );
+                        let ek = e.b.use_var(ek);
                         e.store(out, at, ek);
                         let wide = e.b.ins().fpromote(types::F64, ek);
                         let s = e.b.use_var(sum);
