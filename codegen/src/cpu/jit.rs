@@ -12,6 +12,29 @@ extern "C" fn saturn_expf(x: f32) -> f32 {
     x.exp()
 }
 
+/// `exp` in place over `n` elements `stride` apart from `p` (16 at a time where they are
+/// contiguous: `expf::exp_in_place`).
+///
+/// # Safety
+/// `p` points at `(n - 1) * stride + 1` writable f32s (none for `n = 0`).
+unsafe extern "C" fn saturn_exp_strided(p: *mut f32, n: usize, stride: usize) {
+    if n == 0 {
+        return;
+    }
+    if stride == 1 {
+        // SAFETY: the caller's contract, with stride 1.
+        super::expf::exp_in_place(unsafe { std::slice::from_raw_parts_mut(p, n) });
+        return;
+    }
+    for i in 0..n {
+        // SAFETY: element i is inside the caller's range.
+        unsafe {
+            let e = p.add(i * stride);
+            *e = (*e).exp();
+        }
+    }
+}
+
 extern "C" fn saturn_logf(x: f32) -> f32 {
     x.ln()
 }
@@ -20,9 +43,12 @@ extern "C" fn saturn_tanhf(x: f32) -> f32 {
     x.tanh()
 }
 
-/// The imported math functions: `saturn_expf`, `saturn_logf`, `saturn_tanhf` (`f32 -> f32`).
+/// The imported math functions: `saturn_expf`, `saturn_logf`, `saturn_tanhf` (`f32 -> f32`), and
+/// `saturn_exp_strided`.
 pub(super) const EXP: &str = "saturn_expf";
 pub(super) const LOG: &str = "saturn_logf";
+/// `(p, n, stride)`: `exp` in place over a strided run of f32s (bit-identical to `EXP`).
+pub(super) const EXP_STRIDED: &str = "saturn_exp_strided";
 pub(super) const TANH: &str = "saturn_tanhf";
 
 /// A JIT module for this machine; errors name `kernel`.
@@ -38,6 +64,7 @@ pub(super) fn host_module(kernel: &str) -> Result<JITModule, CodegenError> {
         .map_err(|e| err(e.to_string()))?;
     let mut builder = JITBuilder::with_isa(isa, default_libcall_names());
     builder.symbol(EXP, saturn_expf as *const u8);
+    builder.symbol(EXP_STRIDED, saturn_exp_strided as *const u8);
     builder.symbol(LOG, saturn_logf as *const u8);
     builder.symbol(TANH, saturn_tanhf as *const u8);
     Ok(JITModule::new(builder))

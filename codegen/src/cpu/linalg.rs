@@ -120,12 +120,7 @@ pub fn gated(
 ) {
     product(x, w_gate, (m, k, n), out);
     product(x, w_up, (m, k, n), up);
-    silu_times(&mut out[..m * n], &up[..m * n]);
-}
-
-/// `g = silu(g) * u`, element by element.
-pub fn silu_times(g: &mut [f32], u: &[f32]) {
-    g.iter_mut().zip(u).for_each(|(g, &u)| *g = saturn_ir::UnaryOp::Silu.apply(*g) * u);
+    super::expf::silu_times(&mut out[..m * n], &up[..m * n]);
 }
 
 /// `out [m, n] = a [m, k] b [k, n]`, all row-major and contiguous (a product with a cache of

@@ -3,6 +3,7 @@
 
 mod attention;
 mod elementwise;
+mod expf;
 mod jit;
 mod layout;
 mod linalg;

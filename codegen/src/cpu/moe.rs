@@ -8,6 +8,7 @@
 use rayon::prelude::*;
 use saturn_ir::{BinaryOp, GroupScore, Router, RouterScoring, UnaryOp};
 
+use super::expf::silu_times;
 use super::linalg::{SharedOut, Weight, gated, linear_packed, par_ranges};
 use super::masks::topk_row;
 use super::packed::{STRIP, linear_strips};
@@ -251,9 +252,10 @@ fn one_token<'w>(
                 let (g, v) = ({ act }.0.add(starts[k]), { up }.0.add(starts[k]));
                 linear_strips(x, m.gate, (1, h, m.inner), (strip, strip + 1), g);
                 linear_strips(x, m.up, (1, h, m.inner), (strip, strip + 1), v);
-                for i in a..b {
-                    *g.add(i) = UnaryOp::Silu.apply(*g.add(i)) * *v.add(i);
-                }
+                silu_times(
+                    std::slice::from_raw_parts_mut(g.add(a), b - a),
+                    std::slice::from_raw_parts(v.add(a), b - a),
+                );
             }
         }
     });

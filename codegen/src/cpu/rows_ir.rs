@@ -26,15 +26,15 @@ pub(super) struct Jit {
 }
 
 impl Jit {
-    /// A JIT module for the host that imports `exp`.
+    /// A JIT module for the host that imports `exp` over strided runs.
     pub(super) fn new() -> Result<Jit, CodegenError> {
         let err = |msg: String| compile_error("setup", msg);
         let mut module = super::jit::host_module("setup")?;
-        let mut unary = module.make_signature();
-        unary.params.push(AbiParam::new(types::F32));
-        unary.returns.push(AbiParam::new(types::F32));
+        let pointer = module.target_config().pointer_type();
+        let mut strided = module.make_signature();
+        strided.params.extend([AbiParam::new(pointer); 3]);
         let exp = module
-            .declare_function(super::jit::EXP, Linkage::Import, &unary)
+            .declare_function(super::jit::EXP_STRIDED, Linkage::Import, &strided)
             .map_err(|e| err(e.to_string()))?;
         Ok(Jit { module, exp, fctx: FunctionBuilderContext::new() })
     }
@@ -239,28 +239,21 @@ pub(super) fn emit_softmax(e: &mut Emit, [x, out, outer, n, inner]: [Value; 5]) 
             e.if_else(
                 normalize,
                 |e| {
-                    let zero = e.b.ins().f64const(0.0);
-                    let sum = e.var(zero);
+                    // The shifted scores into `out`, their exponentials in place (vectorized
+                    // where contiguous; bit-identical to one `exp` call each), then the sum.
                     e.for_range(n, |e, k| {
                         let at = e.at(base, k, inner);
                         let v = e.load(x, at);
                         let shifted = e.b.ins().fsub(v, m);
-                        // exp(-inf) is +0 exactly: masked scores (half of a causal prefill's)
-                        // skip the call.
-                        let zero = e.b.ins().f32const(0.0);
-                        let ek = e.var(zero);
-                        let live = e.b.ins().fcmp(FloatCC::NotEqual, shifted, minus_inf);
-                        e.if_else(
-                            live,
-                            |e| {
-                                let call = e.b.ins().call(e.exp, &[shifted]);
-                                let value = e.b.inst_results(call)[0];
-                                e.b.def_var(ek, value);
-                            },
-                            |_| {},
-                        );
-                        let ek = e.b.use_var(ek);
-                        e.store(out, at, ek);
+                        e.store(out, at, shifted);
+                    });
+                    let first = e.address(out, base);
+                    e.b.ins().call(e.exp, &[first, n, inner]);
+                    let zero = e.b.ins().f64const(0.0);
+                    let sum = e.var(zero);
+                    e.for_range(n, |e, k| {
+                        let at = e.at(base, k, inner);
+                        let ek = e.load(out, at);
                         let wide = e.b.ins().fpromote(types::F64, ek);
                         let s = e.b.use_var(sum);
                         let s = e.b.ins().fadd(s, wide);
