@@ -3,9 +3,9 @@
 //!
 //! Every kernel repeats the interpreter's arithmetic (`ir/src/interp/reduce.rs` and `rope.rs`)
 //! operation for operation: the same f64 accumulations in the same order, the same roundings
-//! to f32, `exp` through the same Rust function (`f32::exp`, imported as elementwise kernels
-//! do) and square roots through Cranelift's correctly rounded `sqrt`, so results are
-//! bit-identical. Softmax and the reductions walk one `[outer, n, inner]` slice at a time with
+//! to f32, `exp` through an imported Rust function that gives `f32::exp`'s bits (`expf.rs`,
+//! 16 lanes at a time over a contiguous run) and square roots through Cranelift's correctly
+//! rounded `sqrt`, so results are bit-identical. Softmax and the reductions walk one `[outer, n, inner]` slice at a time with
 //! stride `inner` along `n`: the accumulator stays in a register, no scratch buffer is needed,
 //! and each output's sum runs over `k = 0..n` in the interpreter's order.
 //!
