@@ -171,6 +171,11 @@ impl Case {
                 let zero = self.scalar(0.0);
                 self.op(name, Op::Binary(BinaryOp::Add), &[x, zero])
             }
+            Source::Folded => {
+                let x = self.param(&format!("{name}.in"), shape, fill);
+                let zero = self.scalar(0.0);
+                self.op(name, Op::Binary(BinaryOp::Add), &[x, zero])
+            }
             Source::SliceAlias if !shape.is_empty() => {
                 let mut big = shape.to_vec();
                 big[0] += 3;
@@ -261,6 +266,8 @@ enum Source {
     Param,
     /// `add(input, 0)`: a value a step writes.
     Computed,
+    /// `add(param, 0)`: a constant the program computes when it is built.
+    Folded,
     /// A contiguous slice of an input at a non-zero offset (an alias, no step).
     SliceAlias,
     /// A reshape of a flat input (an alias).
@@ -271,6 +278,7 @@ fn any_source() -> impl Strategy<Value = Source> {
     prop_oneof![
         Just(Source::Input),
         Just(Source::Param),
+        Just(Source::Folded),
         Just(Source::Computed),
         Just(Source::SliceAlias),
         Just(Source::ReshapeAlias),
@@ -452,13 +460,14 @@ proptest! {
 
     /// `matmul` with batch dims broadcast both ways (`[1, M, K] @ [B, K, N]`, `[B, M, K] @ [K, N]`,
     /// `[M, K] @ [B, K, N]`, `[M, K] @ [K, N]`, ...): one row (the axpy loop) and several (GEMM),
-    /// K of 0, operands from any source.
+    /// K of 0, operands from any source; a constant right operand of whole strips (N of 32 or
+    /// 64) is stored packed.
     #[test]
     fn matmul_matches(
         batch in vec(1usize..=3, 0..=3),
         drops in (0usize..=3, 0usize..=3),
         ones in (vec(any::<bool>(), 3), vec(any::<bool>(), 3)),
-        (m, k, n) in (1usize..=20, 0usize..=20, 1usize..=12),
+        (m, k, n) in (1usize..=20, 0usize..=20, strips_or_not()),
         srcs in (any_source(), any_source()),
         seed in any::<u64>(),
     ) {

@@ -387,12 +387,15 @@ fn dot_lanes<const FMA: bool>(a: &[f32], b: &[f32], next: &[f32]) -> f32 {
     reduce_lanes(&mut acc) + tail
 }
 
-/// `out[b] = a (m x k) times w (k x n)` for each `(a offset, w offset)` pair of row-major
-/// blocks, the outputs contiguous. One row against a matrix is [`matmul_row_major`] (no
-/// packing); batches split across threads when the work pays for it.
+/// `out[b] = a (m x k) times w (k x n)` for each `(a offset, w offset)` pair of blocks, the
+/// outputs contiguous: `w` row-major, or with `packed`, its blocks stored as strips of `w^T`
+/// ([`super::packed::pack_columns`], the same size with whole strips). One row against a
+/// row-major matrix is [`matmul_row_major`] (no packing); batches split across threads when the
+/// work pays for it.
 pub fn matmul_batched(
     a: &[f32],
     w: &[f32],
+    packed: bool,
     pairs: &[(usize, usize)],
     (m, k, n): (usize, usize, usize),
     out: &mut [f32],
@@ -402,7 +405,9 @@ pub fn matmul_batched(
     }
     let one = |(&(ao, wo), o): (&(usize, usize), &mut [f32])| {
         let (ab, wb) = (&a[ao..], &w[wo..]);
-        if m == 1 {
+        if packed {
+            linear_packed(ab, wb, (m, k, n), o);
+        } else if m == 1 {
             matmul_row_major(ab, wb, (1, k, n), o);
         } else {
             gemm(m, k, n, Operand { data: ab, rs: k, cs: 1 }, Operand { data: wb, rs: n, cs: 1 }, o);

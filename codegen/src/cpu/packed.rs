@@ -47,6 +47,19 @@ pub fn pack(w: &[f32], (n, k): (usize, usize), out: &mut [f32]) {
     }
 }
 
+/// Packs `b [k, n]` (row-major: the right operand of `a b`, column `c` being `w`'s row `c`)
+/// into `out` (at least [`packed_len`]`(n, k)` elements): the strips of `b^T`.
+pub fn pack_columns(b: &[f32], (k, n): (usize, usize), out: &mut [f32]) {
+    let out = &mut out[..packed_len(n, k)];
+    for (s, strip) in out.chunks_exact_mut((STRIP * k).max(1)).enumerate() {
+        let (c0, c1) = (s * STRIP, ((s + 1) * STRIP).min(n));
+        for (i, row) in strip.chunks_exact_mut(STRIP).enumerate() {
+            row[..c1 - c0].copy_from_slice(&b[i * n + c0..i * n + c1]);
+            row[c1 - c0..].fill(0.0);
+        }
+    }
+}
+
 /// `out[r, c] = x[r, :] . w[c, :]` for rows `r < m` and the columns of strips `s0..s1`, with
 /// `wp` the [`pack`]ed `w [n, k]`; `out` is `[m, n]` row-major.
 ///
@@ -208,6 +221,14 @@ mod tests {
             let w: Vec<f32> = (0..n * k).map(|i| ((i * 5 % 11) as f32 - 5.0) / 9.0).collect();
             let mut wp = vec![f32::NAN; packed_len(n, k)];
             pack(&w, (n, k), &mut wp);
+            // The same strips from `w^T` stored as `[k, n]`.
+            let wt: Vec<f32> = (0..k * n).map(|i| w[(i % n) * k + i / n]).collect();
+            let mut from_columns = vec![f32::NAN; packed_len(n, k)];
+            pack_columns(&wt, (k, n), &mut from_columns);
+            assert!(
+                wp.iter().zip(&from_columns).all(|(a, b)| a.to_bits() == b.to_bits()),
+                "pack_columns {k}x{n}"
+            );
             let strips = n.div_ceil(STRIP);
             type Path = unsafe fn(&[f32], &[f32], (usize, usize, usize), (usize, usize), *mut f32);
             for (name, path) in [("linear_strips", linear_strips as Path), ("portable", strips_portable)] {

@@ -10,7 +10,7 @@ use saturn_ir::{DType, Graph, Node, NodeId, Op, ParamSource, TensorData};
 
 use super::super::compile_elementwise;
 use super::super::layout::MAX_RANK;
-use super::super::packed::{STRIP, pack, packed_len};
+use super::super::packed::{STRIP, pack, pack_columns, packed_len};
 use super::exec::{Env, Kernel, Scratch, View, exec};
 use super::plan::{LinDim, Storage};
 use super::{CarriedSpec, CpuProgram, Elem, ProgramCache, Step, Value, elem_of};
@@ -55,7 +55,7 @@ impl CpuProgram {
             consts: Vec::new(),
             value_of: HashMap::new(),
             scratch: Scratch::default(),
-            packed_params: packed_params(graph),
+            strips: strip_plan(graph),
             packed_values: HashSet::new(),
         };
         let needed = graph.needed_by_outputs();
@@ -112,7 +112,7 @@ impl CpuProgram {
                             None => b.kernel(node, &args, cache)?,
                         };
                         if constant[id.index()] && symbol_free {
-                            b.compute_now(node, elem, &kernel, &args, cache)?
+                            b.compute_now(node, id, elem, &kernel, &args, cache)?
                         } else {
                             b.steps.push(Step { kernel, args: args.clone(), out: b.values.len() });
                             match in_place {
@@ -208,43 +208,84 @@ struct Builder<'g> {
     consts: Vec<Arc<TensorData>>,
     value_of: HashMap<saturn_ir::NodeId, usize>,
     scratch: Scratch,
-    /// The params loaded [`packed`](super::super::packed) (see [`packed_params`]), and their
+    /// The constants stored [`packed`](super::super::packed) (see [`strip_plan`]), and their
     /// values.
-    packed_params: HashSet<NodeId>,
+    strips: HashMap<NodeId, StripSource>,
     packed_values: HashSet<usize>,
 }
 
-/// The params whose every use is as a weight that a product reads in strips
-/// ([`reads_strips`]) and whose rows make whole strips: loaded in that layout
-/// ([`packed`](super::super::packed)), once.
-fn packed_params(graph: &Graph) -> HashSet<NodeId> {
-    let outputs: HashSet<NodeId> = graph.outputs().iter().map(|(_, id)| *id).collect();
-    graph
-        .params()
-        .filter(|&(id, _, ty)| {
-            let rank = ty.shape.len();
-            let whole_strips = rank >= 2
-                && ty.shape[rank - 2].as_const().is_some_and(|n| (n as usize).is_multiple_of(STRIP));
-            let users = graph.users(id);
-            let in_strips = |user: &NodeId| {
-                let op = &graph.node(*user).op;
-                graph.inputs(*user).iter().enumerate().all(|(at, input)| *input != id || reads_strips(op, at))
-            };
-            whole_strips && !outputs.contains(&id) && !users.is_empty() && users.iter().all(in_strips)
-        })
-        .map(|(id, _, _)| id)
-        .collect()
+/// What a packed constant's matrices are (its last two dims): each becomes the strips of `w`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub(super) enum StripSource {
+    /// `w [n, k]` itself, the weight of `x w^T`.
+    Rows,
+    /// `b [k, n] = w^T`, the right operand of `a b`.
+    Columns,
 }
 
-/// Whether operand `at` of `op` is a weight `[.., n, k]` of `x w^T` whose kernel reads strips.
-fn reads_strips(op: &Op, at: usize) -> bool {
-    match op {
+impl StripSource {
+    /// `(n, k)` of a constant of this shape.
+    fn dims(self, shape: &[usize]) -> (usize, usize) {
+        let (a, b) = (shape[shape.len() - 2], shape[shape.len() - 1]);
+        match self {
+            StripSource::Rows => (a, b),
+            StripSource::Columns => (b, a),
+        }
+    }
+
+    /// `data` (of `shape`) packed, one matrix per task: a layer's experts are gigabytes. Whole
+    /// strips (see [`strip_plan`]): as many elements as `data`.
+    fn pack(self, data: &[f32], shape: &[usize]) -> Vec<f32> {
+        let (n, k) = self.dims(shape);
+        let mut out = vec![0f32; data.len()];
+        data.par_chunks_exact((n * k).max(1))
+            .zip(out.par_chunks_exact_mut(packed_len(n, k).max(1)))
+            .for_each(|(src, dst)| match self {
+                StripSource::Rows => pack(src, (n, k), dst),
+                StripSource::Columns => pack_columns(src, (k, n), dst),
+            });
+        out
+    }
+}
+
+/// The constants (params, and nodes computed when the program is built) whose every use is as
+/// a matrix operand that its kernel reads in strips ([`strip_use`]), all uses the same way,
+/// with whole strips of 32: stored packed, once, instead of as loaded.
+fn strip_plan(graph: &Graph) -> HashMap<NodeId, StripSource> {
+    let outputs: HashSet<NodeId> = graph.outputs().iter().map(|(_, id)| *id).collect();
+    let mut plan = HashMap::new();
+    for id in graph.node_ids().filter(|id| !outputs.contains(id)) {
+        let mut uses = graph.users(id).into_iter().flat_map(|user| {
+            let op = &graph.node(user).op;
+            graph
+                .inputs(user)
+                .into_iter()
+                .enumerate()
+                .filter(|(_, input)| *input == id)
+                .map(|(at, _)| strip_use(op, at))
+        });
+        let Some(Some(source)) = uses.next() else { continue };
+        let shape: Option<Vec<usize>> =
+            graph.node(id).ty.shape.iter().map(|d| d.as_const().map(|v| v as usize)).collect();
+        let whole = shape.is_some_and(|s| s.len() >= 2 && source.dims(&s).0.is_multiple_of(STRIP));
+        if whole && uses.all(|u| u == Some(source)) {
+            plan.insert(id, source);
+        }
+    }
+    plan
+}
+
+/// How operand `at` of `op` is read when its kernel reads it in strips, if it does.
+fn strip_use(op: &Op, at: usize) -> Option<StripSource> {
+    let rows = match op {
         Op::GroupedExperts { .. } => at >= 2,
         Op::Linear => at == 1,
         Op::RmsNormLinear { .. } => at == 2,
         Op::GatedLinear => at >= 1,
+        Op::MatMul => return (at == 1).then_some(StripSource::Columns),
         _ => false,
-    }
+    };
+    rows.then_some(StripSource::Rows)
 }
 
 impl Builder<'_> {
@@ -264,11 +305,14 @@ impl Builder<'_> {
         let shape =
             node.ty.shape.iter().map(|d| d.as_const().map(|v| v as usize)).collect::<Option<Vec<_>>>();
         let shape = shape.ok_or_else(|| unsupported(node, "a param's shape must be constant"))?;
-        if elem(node)? != Elem::F32 && self.packed_params.contains(&id) {
-            return Err(unsupported(node, "weights read in strips must be f32"));
+        let packing = self.strips.get(&id).copied();
+        if elem(node)? != Elem::F32 && packing.is_some() {
+            return Err(unsupported(node, "matrices read in strips must be f32"));
         }
-        let packed = self.packed_params.contains(&id);
-        let cached = if packed { cache.packed.get(key) } else { cache.params.get(key) };
+        let cached = match packing {
+            Some(source) => cache.packed.get(&(key.to_string(), source)),
+            None => cache.params.get(key),
+        };
         let data = match cached {
             Some(d) => d.clone(),
             None => {
@@ -280,34 +324,36 @@ impl Builder<'_> {
                             .data,
                     ),
                 };
-                if packed {
-                    // Whole strips (see `packed_params`): the packed weights take the same
-                    // memory as the loaded ones, which are not kept.
-                    let TensorData::F32(w) = raw.as_ref() else {
-                        return Err(CodegenError::Param {
-                            key: key.into(),
-                            msg: format!("does not hold {}", node.ty),
-                        });
-                    };
-                    let (n, k) = (shape[shape.len() - 2], shape[shape.len() - 1]);
-                    let mut out = vec![0f32; w.len()];
-                    // One matrix (one expert) per task: a layer's experts are gigabytes.
-                    w.par_chunks_exact((n * k).max(1))
-                        .zip(out.par_chunks_exact_mut(packed_len(n, k).max(1)))
-                        .for_each(|(src, dst)| pack(src, (n, k), dst));
-                    let d = Arc::new(TensorData::F32(out));
-                    cache.packed.insert(key.to_string(), d.clone());
-                    d
-                } else {
-                    cache.params.insert(key.to_string(), raw.clone());
-                    raw
+                match packing {
+                    // The packed weights take the memory of the loaded ones, which are not kept.
+                    Some(source) => {
+                        let TensorData::F32(w) = raw.as_ref() else {
+                            return Err(CodegenError::Param {
+                                key: key.into(),
+                                msg: format!("does not hold {}", node.ty),
+                            });
+                        };
+                        if w.len() != shape.iter().product::<usize>() {
+                            return Err(CodegenError::Param {
+                                key: key.into(),
+                                msg: format!("does not hold {}", node.ty),
+                            });
+                        }
+                        let d = Arc::new(TensorData::F32(source.pack(w, &shape)));
+                        cache.packed.insert((key.to_string(), source), d.clone());
+                        d
+                    }
+                    None => {
+                        cache.params.insert(key.to_string(), raw.clone());
+                        raw
+                    }
                 }
             }
         };
         if data.len() != shape.iter().product::<usize>() || elem_of(&data) != elem(node)? {
             return Err(CodegenError::Param { key: key.into(), msg: format!("does not hold {}", node.ty) });
         }
-        if packed {
+        if packing.is_some() {
             self.packed_values.insert(self.values.len());
         }
         Ok(self.push_const(data))
@@ -371,7 +417,9 @@ impl Builder<'_> {
             Op::Softmax { axis } => floats(1).map(|_| Kernel::Softmax { axis: *axis })?,
             Op::TopKMask { k } => need(all_f32(1), "expects f32").map(|_| Kernel::TopKMask { k: *k })?,
             Op::RmsNorm { eps } => floats(2).map(|_| Kernel::RmsNorm { eps: *eps })?,
-            Op::MatMul => floats(2).map(|_| Kernel::MatMul)?,
+            Op::MatMul => {
+                floats(2).map(|_| Kernel::MatMul { packed_b: self.packed_values.contains(&args[1]) })?
+            }
             Op::Linear => {
                 floats(2).map(|_| Kernel::Linear { packed: self.packed_values.contains(&args[1]) })?
             }
@@ -416,10 +464,12 @@ impl Builder<'_> {
         })
     }
 
-    /// Runs a constant node's kernel once, now, and keeps the result as a constant.
+    /// Runs a constant node's kernel once, now, and keeps the result as a constant (packed
+    /// where [`strip_plan`] says so).
     fn compute_now(
         &mut self,
         node: &Node,
+        id: NodeId,
         elem: Elem,
         kernel: &Kernel,
         args: &[usize],
@@ -440,6 +490,10 @@ impl Builder<'_> {
         let mut env = Env { symbols: &[], rows: &cache.rows, scratch: &mut self.scratch };
         exec(kernel, &views, &out, &mut env)
             .map_err(|msg| CodegenError::Run { node: node.name.clone(), msg })?;
+        if let (Some(source), TensorData::F32(values)) = (self.strips.get(&id), &data) {
+            data = TensorData::F32(source.pack(values, &shape));
+            self.packed_values.insert(self.values.len());
+        }
         Ok(self.push_const(data))
     }
 

@@ -36,7 +36,10 @@ pub(super) enum Kernel {
     RmsNorm {
         eps: f64,
     },
-    MatMul,
+    /// `packed_b`: the right operand is stored in strips (see `build::strip_plan`).
+    MatMul {
+        packed_b: bool,
+    },
     /// `packed`: the weight was loaded in strips (see `build::packed_params`).
     Linear {
         packed: bool,
@@ -90,7 +93,7 @@ impl Kernel {
             Kernel::Softmax { .. } => "softmax",
             Kernel::TopKMask { .. } => "topk_mask",
             Kernel::RmsNorm { .. } => "rms_norm",
-            Kernel::MatMul => "matmul",
+            Kernel::MatMul { .. } => "matmul",
             Kernel::Linear { .. } => "linear",
             Kernel::Rope(..) => "rope",
             Kernel::CausalMask => "causal_mask",
@@ -249,7 +252,7 @@ pub(super) fn exec(kernel: &Kernel, args: &[View], out: &View, env: &mut Env) ->
             topk_mask(args[0].f32(), n, *k, &mut s.idx, out.u8_mut());
         }
         Kernel::RmsNorm { eps } => env.rows.rms_norm(args[0].f32(), args[1].f32(), *eps, out.f32_mut()),
-        Kernel::MatMul => matmul(args[0], args[1], out, s),
+        Kernel::MatMul { packed_b } => matmul(args[0], args[1], *packed_b, out, s),
         Kernel::Linear { packed } => {
             let (k, n) = (*args[0].shape().last().unwrap_or(&0), args[1].shape()[0]);
             let m = out.numel().checked_div(n).unwrap_or(0);
@@ -469,7 +472,7 @@ fn weight(w: &View, packed: bool) -> Weight<'_> {
 }
 
 /// `a [..., m, k] @ b [..., k, n]`, batch dims broadcast to the output's.
-fn matmul(a: View, b: View, out: &View, s: &mut Scratch) {
+fn matmul(a: View, b: View, packed_b: bool, out: &View, s: &mut Scratch) {
     let (sa, sb, so) = (a.shape(), b.shape(), out.shape());
     let (ra, rb, ro) = (sa.len(), sb.len(), so.len());
     let (m, k, n) = (sa[ra - 2], sa[ra - 1], sb[rb - 1]);
@@ -482,7 +485,7 @@ fn matmul(a: View, b: View, out: &View, s: &mut Scratch) {
         };
         s.pairs.push((at(&ba, m * k), at(&bb, k * n)));
     });
-    matmul_batched(a.f32(), b.f32(), &s.pairs, (m, k, n), out.f32_mut());
+    matmul_batched(a.f32(), b.f32(), packed_b, &s.pairs, (m, k, n), out.f32_mut());
 }
 
 /// `grouped_experts(x, routing, w_gate, w_up, w_down [, shared gate, up, down])`, each weight

@@ -33,8 +33,8 @@ pub use run::{Carried, InputData, Workspace};
 /// What the programs of one model share: weights loaded once, kernels compiled once.
 pub struct ProgramCache {
     params: HashMap<String, Arc<TensorData>>,
-    /// Expert weights in the layout their kernels read (`packed`), by param key.
-    packed: HashMap<String, Arc<TensorData>>,
+    /// Weights stored in strips (`packed`), by param key and what they were packed from.
+    packed: HashMap<(String, build::StripSource), Arc<TensorData>>,
     elementwise: HashMap<(String, usize), Arc<ElementwiseKernel>>,
     rows: Arc<RowKernels>,
 }
