@@ -963,13 +963,16 @@ proptest! {
 /// `grouped_experts` of `x [rows, h]` over `e` experts of width `i`, routed by a `router_topk`
 /// choosing `k` (so at most `k` weights per token are non-zero; softmax scores, or normalized
 /// sigmoid ones), with a shared expert of width `j` or none; weights scaled by `1 / sqrt(fan_in)`
-/// so results stay of order 1. Outputs: the routing (exact) and the result.
+/// so results stay of order 1, params (stored packed when the program is built) or, with
+/// `weights_input`, graph inputs (packed at every run). Outputs: the routing (exact) and the
+/// result.
 fn experts_case(
     seed: u64,
     rows: Dim,
     (h, i, e, k): (usize, usize, usize, u64),
     shared: Option<usize>,
     sigmoid: bool,
+    weights_input: bool,
 ) -> Case {
     let mut c = Case::new(seed);
     let x = c.input("x", &[rows.clone(), Dim::from(h)], Fill::Uniform);
@@ -987,17 +990,21 @@ fn experts_case(
     };
     let routing = c.op("routing", Op::RouterTopK(router), &[logits]);
     let fan_in = |n: usize| Fill::Scaled(1.0 / (n as f32).sqrt());
+    let weight = |c: &mut Case, name: &str, shape: &[usize], fan: usize| match weights_input {
+        true => c.input(name, &dims(shape), fan_in(fan)),
+        false => c.param(name, shape, fan_in(fan)),
+    };
     let mut args = vec![
         x,
         routing,
-        c.param("w_gate", &[e, i, h], fan_in(h)),
-        c.param("w_up", &[e, i, h], fan_in(h)),
-        c.param("w_down", &[e, h, i], fan_in(i)),
+        weight(&mut c, "w_gate", &[e, i, h], h),
+        weight(&mut c, "w_up", &[e, i, h], h),
+        weight(&mut c, "w_down", &[e, h, i], i),
     ];
     if let Some(j) = shared {
-        args.push(c.param("s_gate", &[j, h], fan_in(h)));
-        args.push(c.param("s_up", &[j, h], fan_in(h)));
-        args.push(c.param("s_down", &[h, j], fan_in(j)));
+        args.push(weight(&mut c, "s_gate", &[j, h], h));
+        args.push(weight(&mut c, "s_up", &[j, h], h));
+        args.push(weight(&mut c, "s_down", &[h, j], j));
     }
     let y = c.op("y", Op::GroupedExperts { k }, &args);
     c.out(routing, true);
@@ -1044,9 +1051,9 @@ proptest! {
 
     /// `grouped_experts` routed by a `router_topk` (at most k experts per token), with and
     /// without the shared expert, T = 1 (the decode path) and T > 1 (up to tiles of 12 rows and
-    /// beyond); with a symbolic T the same program runs both paths on one workspace. Widths of
-    /// whole strips (32, 64) have their weights packed when the program is built, the others at
-    /// every run.
+    /// beyond); with a symbolic T the same program runs both paths on one workspace. Weights
+    /// that are params are packed when the program is built (zero-padded to whole strips of
+    /// 32), weights that are inputs at every run.
     #[test]
     fn grouped_experts_match(
         t in prop_oneof![Just(1usize), 2usize..=6, 12usize..=14],
@@ -1059,11 +1066,12 @@ proptest! {
         shared in proptest::option::of(prop_oneof![1usize..=10, Just(32)]),
         sigmoid in any::<bool>(),
         symbolic in any::<bool>(),
+        weights_input in any::<bool>(),
         seed in any::<u64>(),
     ) {
         let k = 1 + k.index(e) as u64;
         let rows = if symbolic { Dim::sym("S") } else { Dim::from(t) };
-        let mut c = experts_case(seed, rows, (h, i, e, k), shared, sigmoid);
+        let mut c = experts_case(seed, rows, (h, i, e, k), shared, sigmoid, weights_input);
         c.check(&if symbolic { s_runs(&[t as u64, 1, t as u64 + 2]) } else { no_symbols() })?;
     }
 
@@ -1112,7 +1120,7 @@ proptest! {
         sigmoid in any::<bool>(),
         seed in any::<u64>(),
     ) {
-        let mut c = experts_case(seed, Dim::sym("S"), (256, 96, 8, 2), shared, sigmoid);
+        let mut c = experts_case(seed, Dim::sym("S"), (256, 96, 8, 2), shared, sigmoid, false);
         c.check(&s_runs(&[1, t]))?;
     }
 
@@ -1141,7 +1149,7 @@ proptest! {
         seed in any::<u64>(),
     ) {
         let mut a = mla_case(seed, &[], (2, 8, 4), 0.3, from_cache);
-        let mut b = experts_case(seed ^ 1, Dim::sym("S"), (8, 6, 4, 2), Some(3), sigmoid);
+        let mut b = experts_case(seed ^ 1, Dim::sym("S"), (8, 6, 4, 2), Some(3), sigmoid, true);
         let (pa, pb) = (a.compile()?, b.compile()?);
         let mut ws = Workspace::new();
         for (s, p) in runs {

@@ -10,7 +10,7 @@ use saturn_ir::{DType, Graph, Node, NodeId, Op, ParamSource, TensorData};
 
 use super::super::compile_elementwise;
 use super::super::layout::MAX_RANK;
-use super::super::packed::{STRIP, pack, pack_columns, packed_len};
+use super::super::packed::{pack, pack_columns, packed_len};
 use super::exec::{Env, Kernel, Scratch, View, exec};
 use super::plan::{LinDim, Storage};
 use super::{CarriedSpec, CpuProgram, Elem, ProgramCache, Step, Value, elem_of};
@@ -233,11 +233,17 @@ impl StripSource {
         }
     }
 
-    /// `data` (of `shape`) packed, one matrix per task: a layer's experts are gigabytes. Whole
-    /// strips (see [`strip_plan`]): as many elements as `data`.
+    /// Elements of a constant of `shape` packed: whole strips, the last of each matrix padded.
+    fn packed_len(self, shape: &[usize]) -> usize {
+        let (n, k) = self.dims(shape);
+        let matrices: usize = shape[..shape.len() - 2].iter().product();
+        matrices * packed_len(n, k)
+    }
+
+    /// `data` (of `shape`) packed, one matrix per task: a layer's experts are gigabytes.
     fn pack(self, data: &[f32], shape: &[usize]) -> Vec<f32> {
         let (n, k) = self.dims(shape);
-        let mut out = vec![0f32; data.len()];
+        let mut out = vec![0f32; self.packed_len(shape)];
         data.par_chunks_exact((n * k).max(1))
             .zip(out.par_chunks_exact_mut(packed_len(n, k).max(1)))
             .for_each(|(src, dst)| match self {
@@ -249,8 +255,9 @@ impl StripSource {
 }
 
 /// The constants (params, and nodes computed when the program is built) whose every use is as
-/// a matrix operand that its kernel reads in strips ([`strip_use`]), all uses the same way,
-/// with whole strips of 32: stored packed, once, instead of as loaded.
+/// a matrix operand that its kernel reads in strips ([`strip_use`]), all uses the same way:
+/// stored packed, once, instead of as loaded (each matrix's last strip zero-padded to 32
+/// columns, so a width that is not a multiple of 32 takes a little more memory).
 fn strip_plan(graph: &Graph) -> HashMap<NodeId, StripSource> {
     let outputs: HashSet<NodeId> = graph.outputs().iter().map(|(_, id)| *id).collect();
     let mut plan = HashMap::new();
@@ -267,8 +274,8 @@ fn strip_plan(graph: &Graph) -> HashMap<NodeId, StripSource> {
         let Some(Some(source)) = uses.next() else { continue };
         let shape: Option<Vec<usize>> =
             graph.node(id).ty.shape.iter().map(|d| d.as_const().map(|v| v as usize)).collect();
-        let whole = shape.is_some_and(|s| s.len() >= 2 && source.dims(&s).0.is_multiple_of(STRIP));
-        if whole && uses.all(|u| u == Some(source)) {
+        let matrices = shape.is_some_and(|s| s.len() >= 2);
+        if matrices && uses.all(|u| u == Some(source)) {
             plan.insert(id, source);
         }
     }
@@ -350,7 +357,8 @@ impl Builder<'_> {
                 }
             }
         };
-        if data.len() != shape.iter().product::<usize>() || elem_of(&data) != elem(node)? {
+        let stored = packing.map_or(shape.iter().product::<usize>(), |source| source.packed_len(&shape));
+        if data.len() != stored || elem_of(&data) != elem(node)? {
             return Err(CodegenError::Param { key: key.into(), msg: format!("does not hold {}", node.ty) });
         }
         if packing.is_some() {

@@ -153,6 +153,16 @@ impl View {
         unsafe { std::slice::from_raw_parts_mut(self.ptr as *mut i64, self.numel()) }
     }
 
+    /// A constant stored packed (`build::strip_plan`): the strips of each of its matrices
+    /// `[n, k]`, `packed_len(n, k)` elements each (whole strips, zero-padded), which is what
+    /// the builder allocates for it.
+    fn strips(&self, (n, k): (usize, usize)) -> &[f32] {
+        let matrices = self.numel().checked_div(n * k).unwrap_or(0);
+        // SAFETY: the builder stores a packed constant with this many elements, and a step
+        // reads it as packed only when it was stored so (`packed_values`).
+        unsafe { std::slice::from_raw_parts(self.ptr as *const f32, matrices * packed_len(n, k)) }
+    }
+
     fn u8(&self) -> &[u8] {
         unsafe { std::slice::from_raw_parts(self.ptr as *const u8, self.numel()) }
     }
@@ -468,7 +478,9 @@ fn cast(x: View, from: Elem, out: &View, to: Elem) {
 
 /// A weight operand in the layout the program stored it in.
 fn weight(w: &View, packed: bool) -> Weight<'_> {
-    if packed { Weight::Strips(w.f32()) } else { Weight::Rows(w.f32()) }
+    let shape = w.shape();
+    let (n, k) = (shape[shape.len() - 2], shape[shape.len() - 1]);
+    if packed { Weight::Strips(w.strips((n, k))) } else { Weight::Rows(w.f32()) }
 }
 
 /// `a [..., m, k] @ b [..., k, n]`, batch dims broadcast to the output's.
@@ -478,14 +490,16 @@ fn matmul(a: View, b: View, packed_b: bool, out: &View, s: &mut Scratch) {
     let (m, k, n) = (sa[ra - 2], sa[ra - 1], sb[rb - 1]);
     let batch = &so[..ro - 2];
     let (ba, bb) = (broadcast_strides(&sa[..ra - 2], batch), broadcast_strides(&sb[..rb - 2], batch));
+    // A packed `b` holds each batch's strips of `b^T`, whole strips.
+    let (b_data, b_block) = if packed_b { (b.strips((n, k)), packed_len(n, k)) } else { (b.f32(), k * n) };
     s.pairs.clear();
     for_each_index(batch, |index| {
         let at = |st: &[usize; MAX_RANK], block: usize| {
             index.iter().zip(st).map(|(i, s)| i * s).sum::<usize>() * block
         };
-        s.pairs.push((at(&ba, m * k), at(&bb, k * n)));
+        s.pairs.push((at(&ba, m * k), at(&bb, b_block)));
     });
-    matmul_batched(a.f32(), b.f32(), packed_b, &s.pairs, (m, k, n), out.f32_mut());
+    matmul_batched(a.f32(), b_data, packed_b, &s.pairs, (m, k, n), out.f32_mut());
 }
 
 /// `grouped_experts(x, routing, w_gate, w_up, w_down [, shared gate, up, down])`, each weight
@@ -510,7 +524,10 @@ fn experts(args: &[View], out: &View, packed: &[bool], s: &mut Scratch) {
         }
     }
     let packing = &s.packing;
-    let weight = |w: usize| if packed[w] { args[2 + w].f32() } else { &packing[w][..] };
+    let weight = |w: usize| {
+        let (n, k, _) = dims(&args[2 + w]);
+        if packed[w] { args[2 + w].strips((n, k)) } else { &packing[w][..] }
+    };
     let (wg, wu, wd) = (weight(0), weight(1), weight(2));
     let (up, down) = (packed_len(i, h), packed_len(h, i));
     let expert = |ex: usize| Mlp {
