@@ -8,7 +8,7 @@
 //! packed GEMM, split across threads by output columns so each thread packs only its part of
 //! the weight. Every output element is computed by one thread in a fixed
 //! order, so results do not depend on the thread count's scheduling. Weights loaded in strips
-//! (params whose rows make whole strips of 32: most of a model's) take [`linear_packed`],
+//! (constant weights: see `program::build::strip_plan`) take [`linear_packed`],
 //! whose one-row case streams each strip front to back in the same way.
 
 use rayon::prelude::*;
@@ -389,7 +389,7 @@ fn dot_lanes<const FMA: bool>(a: &[f32], b: &[f32], next: &[f32]) -> f32 {
 
 /// `out[b] = a (m x k) times w (k x n)` for each `(a offset, w offset)` pair of blocks, the
 /// outputs contiguous: `w` row-major, or with `packed`, its blocks stored as strips of `w^T`
-/// ([`super::packed::pack_columns`], the same size with whole strips). One row against a
+/// ([`super::packed::pack_columns`], each block `packed_len(n, k)` long). One row against a
 /// row-major matrix is [`matmul_row_major`] (no packing); batches split across threads when the
 /// work pays for it.
 pub fn matmul_batched(

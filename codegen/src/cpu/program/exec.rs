@@ -490,7 +490,7 @@ fn matmul(a: View, b: View, packed_b: bool, out: &View, s: &mut Scratch) {
     let (m, k, n) = (sa[ra - 2], sa[ra - 1], sb[rb - 1]);
     let batch = &so[..ro - 2];
     let (ba, bb) = (broadcast_strides(&sa[..ra - 2], batch), broadcast_strides(&sb[..rb - 2], batch));
-    // A packed `b` holds each batch's strips of `b^T`, whole strips.
+    // A packed `b` holds each batch's strips of `b^T`, `packed_len(n, k)` elements apart.
     let (b_data, b_block) = if packed_b { (b.strips((n, k)), packed_len(n, k)) } else { (b.f32(), k * n) };
     s.pairs.clear();
     for_each_index(batch, |index| {
