@@ -1095,17 +1095,20 @@ proptest! {
     #![proptest_config(cfg(8))]
 
     /// `linear` above the size where products split across threads: one decode row (the
-    /// dot-product path by weight rows), up to 12 rows, and a GEMM block; N of whole strips
-    /// (256, 288) reads the weight packed.
+    /// dot-product path by weight rows), up to 12 rows, a block of rows, and more rows than the
+    /// row blocks take (the weight packed for the call); the weight a param (stored packed) or
+    /// an input.
     #[test]
     fn large_linear_matches(
-        m in prop_oneof![Just(1usize), 2usize..=12, 13usize..=40],
+        m in prop_oneof![Just(1usize), 2usize..=12, 13usize..=40, 129usize..=140],
         (k, n) in (250usize..=300, prop_oneof![250usize..=300, Just(256), Just(288)]),
+        w_input in any::<bool>(),
         seed in any::<u64>(),
     ) {
         let mut c = Case::new(seed);
         let x = c.input("x", &dims(&[m, k]), Fill::Uniform);
-        let w = c.param("w", &[n, k], Fill::Scaled(1.0 / (k as f32).sqrt()));
+        let fill = Fill::Scaled(1.0 / (k as f32).sqrt());
+        let w = if w_input { c.input("w", &dims(&[n, k]), fill) } else { c.param("w", &[n, k], fill) };
         let y = c.op("y", Op::Linear, &[x, w]);
         c.out(y, false);
         c.check(&no_symbols())?;

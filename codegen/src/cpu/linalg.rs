@@ -4,9 +4,9 @@
 //! memory bandwidth, so one row takes a dot-product loop over weight rows, split across threads.
 //! A few rows (short prompts), up to [`ROW_BLOCKS_MAX_ROWS`], take
 //! AVX-512 dot-product blocks where the CPU has AVX-512 ([`super::row_blocks`]), else the
-//! dot-product loop (AVX2+FMA) up to [`GEMV_MAX_ROWS`]. More rows go to `matrixmultiply`'s
-//! packed GEMM, split across threads by output columns so each thread packs only its part of
-//! the weight. Every output element is computed by one thread in a fixed
+//! dot-product loop (AVX2+FMA) up to [`GEMV_MAX_ROWS`]. More rows pack the weight into strips
+//! for [`linear_packed`] where the CPU has AVX-512, else go to `matrixmultiply`'s packed GEMM,
+//! split across threads by output columns so each thread packs only its part of the weight. Every output element is computed by one thread in a fixed
 //! order, so results do not depend on the thread count's scheduling. Weights loaded in strips
 //! (constant weights: see `program::build::strip_plan`) take [`linear_packed`],
 //! whose one-row case streams each strip front to back in the same way.
@@ -67,6 +67,12 @@ pub fn linear(x: &[f32], w: &[f32], m: usize, k: usize, n: usize, out: &mut [f32
     }
     if m <= GEMV_MAX_ROWS {
         gemv_rows(x, w, m, k, n, out);
+    } else if super::row_blocks::available() {
+        // Many rows: one pass packing the weight into strips costs little beside the product
+        // (allocated per call: only prefill has this many rows).
+        let mut strips = vec![0f32; super::packed::packed_len(n, k)];
+        super::packed::pack(w, (n, k), &mut strips);
+        linear_packed(x, &strips, (m, k, n), out);
     } else {
         gemm(m, k, n, Operand { data: x, rs: k, cs: 1 }, Operand { data: w, rs: 1, cs: k }, out);
     }
@@ -409,6 +415,12 @@ pub fn matmul_batched(
             linear_packed(ab, wb, (m, k, n), o);
         } else if m == 1 {
             matmul_row_major(ab, wb, (1, k, n), o);
+        } else if super::row_blocks::available() {
+            // Several rows meet each element of `b`: its strips are worth one pass over it
+            // (allocated per call: only prefill has several rows).
+            let mut strips = vec![0f32; super::packed::packed_len(n, k)];
+            super::packed::pack_columns(wb, (k, n), &mut strips);
+            linear_packed(ab, &strips, (m, k, n), o);
         } else {
             gemm(m, k, n, Operand { data: ab, rs: k, cs: 1 }, Operand { data: wb, rs: n, cs: 1 }, o);
         }
