@@ -129,6 +129,8 @@ pub struct ExpertScratch {
     active: Vec<(usize, f32)>,
     starts: Vec<usize>,
     tokens: Vec<usize>,
+    /// One token's pass: where each expert's strips start in the list of all of them.
+    strips: Vec<usize>,
     block: Vec<f32>,
     gate: Vec<f32>,
     up: Vec<f32>,
@@ -229,15 +231,15 @@ fn one_token<'w>(
     // Where each expert's hidden units start in one flat activation vector, and its strips in
     // the list of every expert's strips.
     s.starts.clear();
-    s.tokens.clear();
+    s.strips.clear();
     s.starts.push(0);
-    s.tokens.push(0);
+    s.strips.push(0);
     for k in 0..count {
         let inner = mlp(k).inner;
         s.starts.push(s.starts[k] + inner);
-        s.tokens.push(s.tokens[k] + inner.div_ceil(STRIP));
+        s.strips.push(s.strips[k] + inner.div_ceil(STRIP));
     }
-    let (starts, strips, rows) = (&s.starts, &s.tokens, s.starts[count]);
+    let (starts, strips, rows) = (&s.starts, &s.strips, s.starts[count]);
     s.gate.resize(rows, 0.0);
     s.up.resize(rows, 0.0);
     let (act, up) = (SharedOut(s.gate.as_mut_ptr()), SharedOut(s.up.as_mut_ptr()));
