@@ -16,8 +16,8 @@
 //! at the machine's read bandwidth (BENCHMARKS.md). Each output sums its products in input
 //! order, one multiply-add at a time.
 //!
-//! The portable path (CPUs without AVX-512) computes the same sums, in the same order, with
-//! separate multiplies and adds.
+//! The portable path (CPUs without AVX-512; compiled for AVX2 where the CPU has it) computes the
+//! same sums, in the same order, with separate multiplies and adds.
 
 /// Columns per strip: two 512-bit vectors.
 pub const STRIP: usize = 32;
@@ -76,19 +76,46 @@ pub unsafe fn linear_strips(
 ) {
     debug_assert!(x.len() >= m * k && wp.len() >= packed_len(n, k) && s1 <= n.div_ceil(STRIP));
     #[cfg(target_arch = "x86_64")]
-    if std::arch::is_x86_feature_detected!("avx512f") {
-        // SAFETY: the caller's contract; the CPU has AVX-512.
-        unsafe { strips_avx512(x, wp, (m, k, n), (s0, s1), out) };
-        return;
+    {
+        if std::arch::is_x86_feature_detected!("avx512f") {
+            // SAFETY: the caller's contract; the CPU has AVX-512.
+            unsafe { strips_avx512(x, wp, (m, k, n), (s0, s1), out) };
+            return;
+        }
+        if std::arch::is_x86_feature_detected!("avx2") {
+            // SAFETY: the caller's contract; the CPU has AVX2.
+            unsafe { strips_avx2(x, wp, (m, k, n), (s0, s1), out) };
+            return;
+        }
     }
     // SAFETY: the caller's contract.
     unsafe { strips_portable(x, wp, (m, k, n), (s0, s1), out) }
 }
 
-/// [`linear_strips`] without AVX-512.
+/// [`strips_portable`] compiled for AVX2: the same operations in the same order, in 256-bit
+/// vectors rather than the baseline's 128-bit ones.
+///
+/// # Safety
+/// As for [`linear_strips`]; the CPU has AVX2.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn strips_avx2(
+    x: &[f32],
+    wp: &[f32],
+    (m, k, n): (usize, usize, usize),
+    (s0, s1): (usize, usize),
+    out: *mut f32,
+) {
+    // SAFETY: the caller's contract.
+    unsafe { strips_portable(x, wp, (m, k, n), (s0, s1), out) }
+}
+
+/// [`linear_strips`] without AVX-512 (inlined into [`strips_avx2`], which compiles it for
+/// AVX2): each output a sum in input order of separate multiplies and adds.
 ///
 /// # Safety
 /// As for [`linear_strips`].
+#[inline(always)]
 unsafe fn strips_portable(
     x: &[f32],
     wp: &[f32],
@@ -231,7 +258,12 @@ mod tests {
             );
             let strips = n.div_ceil(STRIP);
             type Path = unsafe fn(&[f32], &[f32], (usize, usize, usize), (usize, usize), *mut f32);
-            for (name, path) in [("linear_strips", linear_strips as Path), ("portable", strips_portable)] {
+            let mut paths = vec![("linear_strips", linear_strips as Path), ("portable", strips_portable)];
+            #[cfg(target_arch = "x86_64")]
+            if std::arch::is_x86_feature_detected!("avx2") {
+                paths.push(("avx2", strips_avx2));
+            }
+            for (name, path) in paths {
                 let mut out = vec![f32::NAN; m * n];
                 // Two calls over disjoint strip ranges, as threads make them.
                 // SAFETY: the operands have the sizes the contract asks for.
