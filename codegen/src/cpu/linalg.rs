@@ -2,14 +2,14 @@
 //!
 //! Decode multiplies one row by a large weight: that reads every weight once and is bound by
 //! memory bandwidth, so one row takes a dot-product loop over weight rows, split across threads.
-//! A few rows (short prompts), up to [`ROW_BLOCKS_MAX_ROWS`], take
-//! AVX-512 dot-product blocks where the CPU has AVX-512 ([`super::row_blocks`]), else the
-//! dot-product loop (AVX2+FMA) up to [`GEMV_MAX_ROWS`]. More rows pack the weight into strips
-//! for [`linear_packed`] where the CPU has AVX-512, else go to `matrixmultiply`'s packed GEMM,
-//! split across threads by output columns so each thread packs only its part of the weight. Every output element is computed by one thread in a fixed
-//! order, so results do not depend on the thread count's scheduling. Weights loaded in strips
-//! (constant weights: see `program::build::strip_plan`) take [`linear_packed`],
-//! whose one-row case streams each strip front to back in the same way.
+//! A few rows (short prompts), up to [`ROW_BLOCKS_MAX_ROWS`], take AVX-512 dot-product blocks
+//! where the CPU has AVX-512 ([`super::row_blocks`]), else the dot-product loop (AVX2+FMA) up
+//! to [`GEMV_MAX_ROWS`]. More rows pack the weight into strips for [`linear_packed`] where the
+//! CPU has AVX-512, else go to `matrixmultiply`'s packed GEMM, split across threads by output
+//! columns so each thread packs only its part of the weight. Every output element is computed
+//! by one thread in a fixed order, so results do not depend on the thread count's scheduling.
+//! Weights stored in strips (constant weights: see `program::build::strip_plan`) take
+//! [`linear_packed`], whose one-row case streams each strip front to back in the same way.
 
 use rayon::prelude::*;
 

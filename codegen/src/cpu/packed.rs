@@ -1,5 +1,5 @@
 //! Weights packed in column strips, and `x w^T` over them: the layout of the products' weights
-//! (see `program::build::packed_params` for which).
+//! (see `program::build::strip_plan` for which).
 //!
 //! A weight `w [n, k]` (one row per output column) is stored as `n / STRIP` strips of
 //! [`STRIP`] columns, each strip `[k][STRIP]`: the strip's weights for input element 0, then
@@ -58,6 +58,18 @@ pub fn pack_columns(b: &[f32], (k, n): (usize, usize), out: &mut [f32]) {
             row[c1 - c0..].fill(0.0);
         }
     }
+}
+
+/// Packs each matrix of `data` (consecutive `w [n, k]`, or with `from_columns` consecutive
+/// `b [k, n] = w^T`) into `out`, [`packed_len`]`(n, k)` elements apart, one matrix per task.
+pub fn pack_matrices(data: &[f32], (n, k): (usize, usize), from_columns: bool, out: &mut [f32]) {
+    use rayon::prelude::*;
+    data.par_chunks_exact((n * k).max(1)).zip(out.par_chunks_exact_mut(packed_len(n, k).max(1))).for_each(
+        |(src, dst)| match from_columns {
+            false => pack(src, (n, k), dst),
+            true => pack_columns(src, (k, n), dst),
+        },
+    );
 }
 
 /// `out[r, c] = x[r, :] . w[c, :]` for rows `r < m` and the columns of strips `s0..s1`, with

@@ -4,13 +4,11 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use rayon::prelude::*;
-
 use saturn_ir::{DType, Graph, Node, NodeId, Op, ParamSource, TensorData};
 
 use super::super::compile_elementwise;
 use super::super::layout::MAX_RANK;
-use super::super::packed::{pack, pack_columns, packed_len};
+use super::super::packed::{pack_matrices, packed_len};
 use super::exec::{Env, Kernel, Scratch, View, exec};
 use super::plan::{LinDim, Storage};
 use super::{CarriedSpec, CpuProgram, Elem, ProgramCache, Step, Value, elem_of};
@@ -55,11 +53,12 @@ impl CpuProgram {
             consts: Vec::new(),
             value_of: HashMap::new(),
             scratch: Scratch::default(),
-            strips: strip_plan(graph),
+            strips: HashMap::new(),
             packed_values: HashSet::new(),
         };
         let needed = graph.needed_by_outputs();
         let constant = graph.constant_nodes();
+        b.strips = strip_plan(graph, &constant);
         let outputs: HashMap<&str, _> = graph.outputs().iter().map(|(n, id)| (n.as_str(), *id)).collect();
         let mut carried = Vec::new();
         let mut inputs = Vec::new();
@@ -242,14 +241,8 @@ impl StripSource {
 
     /// `data` (of `shape`) packed, one matrix per task: a layer's experts are gigabytes.
     fn pack(self, data: &[f32], shape: &[usize]) -> Vec<f32> {
-        let (n, k) = self.dims(shape);
         let mut out = vec![0f32; self.packed_len(shape)];
-        data.par_chunks_exact((n * k).max(1))
-            .zip(out.par_chunks_exact_mut(packed_len(n, k).max(1)))
-            .for_each(|(src, dst)| match self {
-                StripSource::Rows => pack(src, (n, k), dst),
-                StripSource::Columns => pack_columns(src, (k, n), dst),
-            });
+        pack_matrices(data, self.dims(shape), self == StripSource::Columns, &mut out);
         out
     }
 }
@@ -258,10 +251,10 @@ impl StripSource {
 /// a matrix operand that its kernel reads in strips ([`strip_use`]), all uses the same way:
 /// stored packed, once, instead of as loaded (each matrix's last strip zero-padded to 32
 /// columns, so a width that is not a multiple of 32 takes a little more memory).
-fn strip_plan(graph: &Graph) -> HashMap<NodeId, StripSource> {
+fn strip_plan(graph: &Graph, constant: &[bool]) -> HashMap<NodeId, StripSource> {
     let outputs: HashSet<NodeId> = graph.outputs().iter().map(|(_, id)| *id).collect();
     let mut plan = HashMap::new();
-    for id in graph.node_ids().filter(|id| !outputs.contains(id)) {
+    for id in graph.node_ids().filter(|id| constant[id.index()] && !outputs.contains(id)) {
         let mut uses = graph.users(id).into_iter().flat_map(|user| {
             let op = &graph.node(user).op;
             graph
@@ -320,6 +313,9 @@ impl Builder<'_> {
             Some(source) => cache.packed.get(&(key.to_string(), source)),
             None => cache.params.get(key),
         };
+        let does_not_hold =
+            || CodegenError::Param { key: key.into(), msg: format!("does not hold {}", node.ty) };
+        let numel = shape.iter().product::<usize>();
         let data = match cached {
             Some(d) => d.clone(),
             None => {
@@ -331,35 +327,24 @@ impl Builder<'_> {
                             .data,
                     ),
                 };
-                match packing {
+                match (packing, raw.as_ref()) {
                     // The packed weights take the memory of the loaded ones, which are not kept.
-                    Some(source) => {
-                        let TensorData::F32(w) = raw.as_ref() else {
-                            return Err(CodegenError::Param {
-                                key: key.into(),
-                                msg: format!("does not hold {}", node.ty),
-                            });
-                        };
-                        if w.len() != shape.iter().product::<usize>() {
-                            return Err(CodegenError::Param {
-                                key: key.into(),
-                                msg: format!("does not hold {}", node.ty),
-                            });
-                        }
+                    (Some(source), TensorData::F32(w)) if w.len() == numel => {
                         let d = Arc::new(TensorData::F32(source.pack(w, &shape)));
                         cache.packed.insert((key.to_string(), source), d.clone());
                         d
                     }
-                    None => {
+                    (Some(_), _) => return Err(does_not_hold()),
+                    (None, _) => {
                         cache.params.insert(key.to_string(), raw.clone());
                         raw
                     }
                 }
             }
         };
-        let stored = packing.map_or(shape.iter().product::<usize>(), |source| source.packed_len(&shape));
+        let stored = packing.map_or(numel, |source| source.packed_len(&shape));
         if data.len() != stored || elem_of(&data) != elem(node)? {
-            return Err(CodegenError::Param { key: key.into(), msg: format!("does not hold {}", node.ty) });
+            return Err(does_not_hold());
         }
         if packing.is_some() {
             self.packed_values.insert(self.values.len());

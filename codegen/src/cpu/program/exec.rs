@@ -10,7 +10,7 @@ use super::super::layout::{MAX_RANK, Strided, broadcast_strides, copy_strided, g
 use super::super::linalg::{Weight, gated, matmul_batched, product};
 use super::super::masks::{causal_mask, topk_mask};
 use super::super::moe::{ExpertScratch, Mlp, RouterScratch, grouped_experts, router_topk};
-use super::super::packed::{pack, packed_len};
+use super::super::packed::{pack_matrices, packed_len};
 use super::super::rows::{RowKernels, rope_tables};
 use super::Elem;
 use super::plan::LinDim;
@@ -40,7 +40,7 @@ pub(super) enum Kernel {
     MatMul {
         packed_b: bool,
     },
-    /// `packed`: the weight was loaded in strips (see `build::packed_params`).
+    /// `packed`: the weight is stored in strips (see `build::strip_plan`).
     Linear {
         packed: bool,
     },
@@ -516,12 +516,8 @@ fn experts(args: &[View], out: &View, packed: &[bool], s: &mut Scratch) {
     };
     for (w, arg) in args[2..].iter().enumerate().filter(|&(w, _)| !packed[w]) {
         let (n, k, count) = dims(arg);
-        let buf = &mut s.packing[w];
-        buf.resize(count * packed_len(n, k), 0.0);
-        let raw = arg.f32();
-        for (m, dst) in buf.chunks_exact_mut(packed_len(n, k).max(1)).enumerate() {
-            pack(&raw[m * n * k..(m + 1) * n * k], (n, k), dst);
-        }
+        s.packing[w].resize(count * packed_len(n, k), 0.0);
+        pack_matrices(arg.f32(), (n, k), false, &mut s.packing[w]);
     }
     let packing = &s.packing;
     let weight = |w: usize| {
