@@ -16,7 +16,7 @@
 
 use std::sync::OnceLock;
 
-/// `out[i] = exp(x[i])` (`out` may be `x`'s memory: see [`exp_in_place`]).
+/// `v[i] = exp(v[i])` for every element.
 pub fn exp_in_place(v: &mut [f32]) {
     #[cfg(target_arch = "x86_64")]
     if vector_ok() {
