@@ -41,6 +41,9 @@ type RopeFn = unsafe extern "C" fn(*const f32, *const f32, *const f32, *mut f32,
 pub struct RowKernels {
     rms_norm: RmsNormFn,
     softmax: AxisFn,
+    /// Softmax along a contiguous axis (`inner == 1`, the usual case), compiled with that
+    /// stride as a constant so that addresses need no multiply.
+    softmax_rows: AxisFn,
     sum: AxisFn,
     mean: AxisFn,
     max: AxisFn,
@@ -60,6 +63,10 @@ impl RowKernels {
         let p = jit.pointer_type();
         let rms_norm = jit.define("rms_norm", [p, p, p, p, p, types::F64], emit_rms_norm)?;
         let softmax = jit.define("softmax", [p; 5], emit_softmax)?;
+        let softmax_rows = jit.define("softmax_rows", [p; 5], |e, [x, out, outer, n, _]| {
+            let one = e.unit();
+            emit_softmax(e, [x, out, outer, n, one])
+        })?;
         let sum = jit.define("reduce_sum", [p; 5], |e, a| emit_reduce(e, ReduceOp::Sum, a))?;
         let mean = jit.define("reduce_mean", [p; 5], |e, a| emit_reduce(e, ReduceOp::Mean, a))?;
         let max = jit.define("reduce_max", [p; 5], |e, a| emit_reduce(e, ReduceOp::Max, a))?;
@@ -68,8 +75,8 @@ impl RowKernels {
         let half_split =
             jit.define("rope_half_split", [p; 7], |e, a| emit_rope(e, RopeLayout::HalfSplit, a))?;
         let module = jit.finish()?;
-        let [rms_norm, softmax, sum, mean, max, interleaved, half_split] =
-            [rms_norm, softmax, sum, mean, max, interleaved, half_split]
+        let [rms_norm, softmax, softmax_rows, sum, mean, max, interleaved, half_split] =
+            [rms_norm, softmax, softmax_rows, sum, mean, max, interleaved, half_split]
                 .map(|id| module.get_finalized_function(id));
         // SAFETY: each pointer is a function finalized just above from a signature matching its
         // type (pointer-sized ints for the pointers and counts, f64 for `eps`, no result, the
@@ -78,6 +85,7 @@ impl RowKernels {
             Ok(RowKernels {
                 rms_norm: std::mem::transmute::<*const u8, RmsNormFn>(rms_norm),
                 softmax: std::mem::transmute::<*const u8, AxisFn>(softmax),
+                softmax_rows: std::mem::transmute::<*const u8, AxisFn>(softmax_rows),
                 sum: std::mem::transmute::<*const u8, AxisFn>(sum),
                 mean: std::mem::transmute::<*const u8, AxisFn>(mean),
                 max: std::mem::transmute::<*const u8, AxisFn>(max),
@@ -124,7 +132,8 @@ impl RowKernels {
             return;
         }
         let outer = fit(outer, per, len);
-        let (kernel, per) = (self.softmax, n * inner);
+        let kernel = if inner == 1 { self.softmax_rows } else { self.softmax };
+        let per = n * inner;
         split_rows(outer, (per, per), x, out, |outer, x, out| {
             // SAFETY: the kernel touches elements below `outer * n * inner` of `x` and `out`,
             // which `split_rows` hands over.

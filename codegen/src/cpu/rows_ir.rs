@@ -137,6 +137,11 @@ impl Emit<'_> {
         self.b.ins().stack_load(self.ptr, ty, slot, 0)
     }
 
+    /// The count 1, as a constant the optimiser folds into addresses.
+    pub(super) fn unit(&mut self) -> Value {
+        self.b.ins().iconst(self.ptr, 1)
+    }
+
     /// A mutable local (an SSA variable) starting at `init`.
     fn var(&mut self, init: Value) -> Variable {
         let ty = self.b.func.dfg.value_type(init);
@@ -170,56 +175,106 @@ impl Emit<'_> {
     }
 }
 
-/// `interp::reduce::rms_norm`, one row at a time.
+/// Slices reduced together: each slice's sum is a chain of dependent adds (an f64 add waits
+/// several cycles for the last), so interleaving the chains of `GROUP` slices keeps the adder
+/// busy. Each slice still sums in its own order, so results do not change.
+const GROUP: usize = 4;
+
+impl Emit<'_> {
+    /// Calls `body(e, slices)` over the slices along `n` of `[outer, n, inner]` in flat order
+    /// (`o * inner + i`), [`GROUP`] at a time and then one at a time for the rest. A slice is
+    /// `(index, base)`: its flat index and its first element; the others are at
+    /// `base + k * inner`.
+    fn for_slices(&mut self, [outer, n, inner]: [Value; 3], body: impl Fn(&mut Self, &[(Value, Value)])) {
+        let total = self.b.ins().imul(outer, inner);
+        let span = self.b.ins().imul(n, inner);
+        let zero = self.b.ins().iconst(self.ptr, 0);
+        let (slab, i, index) = (self.var(zero), self.var(zero), self.var(zero));
+        // The current slice, then a step to the next: `i` along `inner`, `slab` by whole
+        // `[n, inner]` blocks.
+        let next = |e: &mut Self| {
+            let (at_slab, at_i, at) = (e.b.use_var(slab), e.b.use_var(i), e.b.use_var(index));
+            let base = e.b.ins().iadd(at_slab, at_i);
+            let stepped = e.b.ins().iadd_imm_u(at_i, 1);
+            let wraps = e.b.ins().icmp(IntCC::Equal, stepped, inner);
+            let to_i = e.b.ins().select(wraps, zero, stepped);
+            let moved = e.b.ins().iadd(at_slab, span);
+            let to_slab = e.b.ins().select(wraps, moved, at_slab);
+            let to_index = e.b.ins().iadd_imm_u(at, 1);
+            e.b.def_var(i, to_i);
+            e.b.def_var(slab, to_slab);
+            e.b.def_var(index, to_index);
+            // Settled, or the optimiser would recompute the steps in every loop below.
+            (e.settle(at), e.settle(base))
+        };
+        let groups = self.b.ins().udiv_imm_u(total, GROUP as i64);
+        self.for_range(groups, |e, _| {
+            let slices: [(Value, Value); GROUP] = std::array::from_fn(|_| next(e));
+            body(e, &slices);
+        });
+        let rest = self.b.ins().urem_imm_u(total, GROUP as i64);
+        self.for_range(rest, |e, _| {
+            let slice = next(e);
+            body(e, &[slice]);
+        });
+    }
+
+    /// Accumulators, one per slice, each starting at `init`.
+    fn vars(&mut self, count: usize, init: Value) -> Vec<Variable> {
+        (0..count).map(|_| self.var(init)).collect()
+    }
+}
+
+/// `interp::reduce::rms_norm`, a [`GROUP`] of rows at a time.
 pub(super) fn emit_rms_norm(e: &mut Emit, [x, w, out, rows, d, eps]: [Value; 6]) {
-    e.for_range(rows, |e, r| {
-        let base = e.b.ins().imul(r, d);
+    let one = e.unit();
+    e.for_slices([rows, d, one], |e, rows| {
         let zero = e.b.ins().f64const(0.0);
         // The interpreter's `sum::<f64>()` may start at -0.0; the first square (never -0.0)
         // makes that the same as starting at 0.0.
-        let acc = e.var(zero);
+        let accs = e.vars(rows.len(), zero);
         e.for_range(d, |e, k| {
-            let i = e.b.ins().iadd(base, k);
-            let v = e.load(x, i);
-            let v = e.b.ins().fpromote(types::F64, v);
-            let square = e.b.ins().fmul(v, v);
+            for (&(_, base), &acc) in rows.iter().zip(&accs) {
+                let i = e.b.ins().iadd(base, k);
+                let v = e.load(x, i);
+                let v = e.b.ins().fpromote(types::F64, v);
+                let square = e.b.ins().fmul(v, v);
+                let sum = e.b.use_var(acc);
+                let sum = e.b.ins().fadd(sum, square);
+                e.b.def_var(acc, sum);
+            }
+        });
+        for (&(_, base), &acc) in rows.iter().zip(&accs) {
             let sum = e.b.use_var(acc);
-            let sum = e.b.ins().fadd(sum, square);
-            e.b.def_var(acc, sum);
-        });
-        let sum = e.b.use_var(acc);
-        let count = e.b.ins().fcvt_from_uint(types::F64, d);
-        let mean = e.b.ins().fdiv(sum, count);
-        let shifted = e.b.ins().fadd(mean, eps);
-        let root = e.b.ins().sqrt(shifted);
-        let one = e.b.ins().f64const(1.0);
-        let rinv = e.b.ins().fdiv(one, root);
-        let rinv = e.b.ins().fdemote(types::F32, rinv);
-        let rinv = e.settle(rinv);
-        e.for_range(d, |e, k| {
-            let i = e.b.ins().iadd(base, k);
-            let v = e.load(x, i);
-            let wk = e.load(w, k);
-            let scaled = e.b.ins().fmul(v, rinv);
-            let y = e.b.ins().fmul(scaled, wk);
-            e.store(out, i, y);
-        });
+            let count = e.b.ins().fcvt_from_uint(types::F64, d);
+            let mean = e.b.ins().fdiv(sum, count);
+            let shifted = e.b.ins().fadd(mean, eps);
+            let root = e.b.ins().sqrt(shifted);
+            let one = e.b.ins().f64const(1.0);
+            let rinv = e.b.ins().fdiv(one, root);
+            let rinv = e.b.ins().fdemote(types::F32, rinv);
+            let rinv = e.settle(rinv);
+            e.for_range(d, |e, k| {
+                let i = e.b.ins().iadd(base, k);
+                let v = e.load(x, i);
+                let wk = e.load(w, k);
+                let scaled = e.b.ins().fmul(v, rinv);
+                let y = e.b.ins().fmul(scaled, wk);
+                e.store(out, i, y);
+            });
+        }
     });
 }
 
-/// `interp::reduce::softmax`, one `(outer, inner)` slice at a time. The exponentials are kept
-/// in `out` (the interpreter's scratch vector) and normalized in place.
+/// `interp::reduce::softmax`, a [`GROUP`] of slices at a time. The exponentials are kept in
+/// `out` (the interpreter's scratch vector) and normalized in place.
 pub(super) fn emit_softmax(e: &mut Emit, [x, out, outer, n, inner]: [Value; 5]) {
-    e.for_range(outer, |e, o| {
-        let slab = e.b.ins().imul(o, n);
-        let slab = e.b.ins().imul(slab, inner);
-        e.for_range(inner, |e, i| {
-            let base = e.b.ins().iadd(slab, i);
-            let minus_inf = e.b.ins().f32const(f32::NEG_INFINITY);
-            let max = e.var(minus_inf);
-            let no = e.b.ins().iconst(types::I8, 0);
-            let any_nan = e.var(no);
-            e.for_range(n, |e, k| {
+    e.for_slices([outer, n, inner], |e, slices| {
+        let minus_inf = e.b.ins().f32const(f32::NEG_INFINITY);
+        let no = e.b.ins().iconst(types::I8, 0);
+        let (maxes, nans) = (e.vars(slices.len(), minus_inf), e.vars(slices.len(), no));
+        e.for_range(n, |e, k| {
+            for ((&(_, base), &max), &any_nan) in slices.iter().zip(&maxes).zip(&nans) {
                 let at = e.at(base, k, inner);
                 let v = e.load(x, at);
                 // `if s > m { s } else { m }`: NaN never wins.
@@ -231,106 +286,141 @@ pub(super) fn emit_softmax(e: &mut Emit, [x, out, outer, n, inner]: [Value; 5]) 
                 let seen = e.b.use_var(any_nan);
                 let seen = e.b.ins().bor(seen, nan);
                 e.b.def_var(any_nan, seen);
-            });
-            let m = e.b.use_var(max);
-            let seen = e.b.use_var(any_nan);
-            let above = e.b.ins().fcmp(FloatCC::NotEqual, m, minus_inf);
-            let normalize = e.b.ins().bor(above, seen);
-            e.if_else(
-                normalize,
-                |e| {
-                    // The shifted scores into `out`, their exponentials in place (vectorized
-                    // where contiguous; bit-identical to one `exp` call each), then the sum.
-                    e.for_range(n, |e, k| {
-                        let at = e.at(base, k, inner);
-                        let v = e.load(x, at);
-                        let shifted = e.b.ins().fsub(v, m);
-                        e.store(out, at, shifted);
-                    });
-                    let first = e.address(out, base);
-                    e.b.ins().call(e.exp, &[first, n, inner]);
-                    let zero = e.b.ins().f64const(0.0);
-                    let sum = e.var(zero);
-                    e.for_range(n, |e, k| {
-                        let at = e.at(base, k, inner);
-                        let ek = e.load(out, at);
-                        let wide = e.b.ins().fpromote(types::F64, ek);
-                        let s = e.b.use_var(sum);
-                        let s = e.b.ins().fadd(s, wide);
-                        e.b.def_var(sum, s);
-                    });
-                    let total = e.b.use_var(sum);
-                    e.for_range(n, |e, k| {
-                        let at = e.at(base, k, inner);
-                        let ek = e.load(out, at);
-                        let wide = e.b.ins().fpromote(types::F64, ek);
-                        let p = e.b.ins().fdiv(wide, total);
-                        let p = e.b.ins().fdemote(types::F32, p);
-                        e.store(out, at, p);
-                    });
-                },
-                |e| {
-                    // All -inf (or empty): zeros, which the interpreter's output starts as.
-                    let zero = e.b.ins().f32const(0.0);
-                    e.for_range(n, |e, k| {
-                        let at = e.at(base, k, inner);
-                        e.store(out, at, zero);
-                    });
-                },
-            );
+            }
         });
+        // Each slice's max, and whether it is normalized: some score above -inf, or a NaN.
+        let heads: Vec<(Value, Value, Value)> = slices
+            .iter()
+            .zip(maxes.iter().zip(&nans))
+            .map(|(&(_, base), (&max, &any_nan))| {
+                let m = e.b.use_var(max);
+                let seen = e.b.use_var(any_nan);
+                let above = e.b.ins().fcmp(FloatCC::NotEqual, m, minus_inf);
+                (base, m, e.b.ins().bor(above, seen))
+            })
+            .collect();
+        let one_by_one = |e: &mut Emit| {
+            for &(base, m, normalize) in &heads {
+                e.if_else(
+                    normalize,
+                    |e| normalize_slices(e, [x, out, n, inner], &[(base, m)]),
+                    |e| {
+                        // All -inf (or empty): zeros, which the interpreter's output starts as.
+                        let zero = e.b.ins().f32const(0.0);
+                        e.for_range(n, |e, k| {
+                            let at = e.at(base, k, inner);
+                            e.store(out, at, zero);
+                        });
+                    },
+                );
+            }
+        };
+        if heads.len() == 1 {
+            one_by_one(e);
+        } else {
+            let all = heads.iter().map(|h| h.2).reduce(|a, b| e.b.ins().band(a, b)).expect("a group");
+            let shifts: Vec<(Value, Value)> = heads.iter().map(|&(base, m, _)| (base, m)).collect();
+            e.if_else(all, |e| normalize_slices(e, [x, out, n, inner], &shifts), one_by_one);
+        }
     });
 }
 
-/// `interp::reduce::reduce`, one output element at a time (its inputs in the same order).
+/// Softmax of slices `(base, max)` that are normalized: the shifted scores into `out`, their
+/// exponentials in place (vectorized where contiguous; bit-identical to one `exp` call each),
+/// the f64 sums (one chain per slice), then each exponential divided by its sum.
+fn normalize_slices(e: &mut Emit, [x, out, n, inner]: [Value; 4], slices: &[(Value, Value)]) {
+    for &(base, m) in slices {
+        e.for_range(n, |e, k| {
+            let at = e.at(base, k, inner);
+            let v = e.load(x, at);
+            let shifted = e.b.ins().fsub(v, m);
+            e.store(out, at, shifted);
+        });
+        let first = e.address(out, base);
+        e.b.ins().call(e.exp, &[first, n, inner]);
+    }
+    let zero = e.b.ins().f64const(0.0);
+    let sums = e.vars(slices.len(), zero);
+    e.for_range(n, |e, k| {
+        for (&(base, _), &sum) in slices.iter().zip(&sums) {
+            let at = e.at(base, k, inner);
+            let ek = e.load(out, at);
+            let wide = e.b.ins().fpromote(types::F64, ek);
+            let s = e.b.use_var(sum);
+            let s = e.b.ins().fadd(s, wide);
+            e.b.def_var(sum, s);
+        }
+    });
+    for (&(base, _), &sum) in slices.iter().zip(&sums) {
+        let total = e.b.use_var(sum);
+        // A zero (a masked score) stays zero, as `0 / total` is for a total that is a number
+        // (at least 1: the max's own term); a NaN total divides every term.
+        let total_number = e.b.ins().fcmp(FloatCC::Ordered, total, total);
+        let total_number = e.settle(total_number);
+        let fzero = e.b.ins().f32const(0.0);
+        e.for_range(n, |e, k| {
+            let at = e.at(base, k, inner);
+            let ek = e.load(out, at);
+            let is_zero = e.b.ins().fcmp(FloatCC::Equal, ek, fzero);
+            let keep = e.b.ins().band(is_zero, total_number);
+            e.if_else(
+                keep,
+                |_| {},
+                |e| {
+                    let wide = e.b.ins().fpromote(types::F64, ek);
+                    let p = e.b.ins().fdiv(wide, total);
+                    let p = e.b.ins().fdemote(types::F32, p);
+                    e.store(out, at, p);
+                },
+            );
+        });
+    }
+}
+
+/// `interp::reduce::reduce`, a [`GROUP`] of output elements at a time (each over its inputs in
+/// the same order).
 pub(super) fn emit_reduce(e: &mut Emit, op: ReduceOp, [x, out, outer, n, inner]: [Value; 5]) {
-    e.for_range(outer, |e, o| {
-        let slab = e.b.ins().imul(o, n);
-        let slab = e.b.ins().imul(slab, inner);
-        let row = e.b.ins().imul(o, inner);
-        e.for_range(inner, |e, i| {
-            let base = e.b.ins().iadd(slab, i);
-            let result = match op {
-                ReduceOp::Sum | ReduceOp::Mean => {
-                    let zero = e.b.ins().f64const(0.0);
-                    let acc = e.var(zero);
-                    e.for_range(n, |e, k| {
-                        let at = e.at(base, k, inner);
-                        let v = e.load(x, at);
-                        let v = e.b.ins().fpromote(types::F64, v);
-                        let a = e.b.use_var(acc);
-                        let a = e.b.ins().fadd(a, v);
-                        e.b.def_var(acc, a);
-                    });
-                    let mut a = e.b.use_var(acc);
-                    if op == ReduceOp::Mean {
-                        let count = e.b.ins().fcvt_from_uint(types::F64, n);
-                        a = e.b.ins().fdiv(a, count);
+    e.for_slices([outer, n, inner], |e, slices| {
+        let init = match op {
+            ReduceOp::Sum | ReduceOp::Mean => e.b.ins().f64const(0.0),
+            ReduceOp::Max => e.b.ins().f32const(f32::NEG_INFINITY),
+        };
+        let accs = e.vars(slices.len(), init);
+        e.for_range(n, |e, k| {
+            for (&(_, base), &acc) in slices.iter().zip(&accs) {
+                let at = e.at(base, k, inner);
+                let s = e.load(x, at);
+                let a = e.b.use_var(acc);
+                let a = match op {
+                    ReduceOp::Sum | ReduceOp::Mean => {
+                        let s = e.b.ins().fpromote(types::F64, s);
+                        e.b.ins().fadd(a, s)
                     }
-                    e.b.ins().fdemote(types::F32, a)
-                }
-                ReduceOp::Max => {
-                    let minus_inf = e.b.ins().f32const(f32::NEG_INFINITY);
-                    let acc = e.var(minus_inf);
-                    e.for_range(n, |e, k| {
-                        let at = e.at(base, k, inner);
-                        let s = e.load(x, at);
-                        // `!a.is_nan() && (s.is_nan() || s > a)`: `s > a` already fails on a NaN `a`.
-                        let a = e.b.use_var(acc);
+                    ReduceOp::Max => {
+                        // `!a.is_nan() && (s.is_nan() || s > a)`: `s > a` already fails on a
+                        // NaN `a`.
                         let greater = e.b.ins().fcmp(FloatCC::GreaterThan, s, a);
                         let s_nan = e.b.ins().fcmp(FloatCC::Unordered, s, s);
                         let a_number = e.b.ins().fcmp(FloatCC::Ordered, a, a);
                         let first_nan = e.b.ins().band(s_nan, a_number);
                         let take = e.b.ins().bor(greater, first_nan);
-                        let a = e.b.ins().select(take, s, a);
-                        e.b.def_var(acc, a);
-                    });
-                    e.b.use_var(acc)
-                }
-            };
-            let at = e.b.ins().iadd(row, i);
-            e.store(out, at, result);
+                        e.b.ins().select(take, s, a)
+                    }
+                };
+                e.b.def_var(acc, a);
+            }
         });
+        for (&(index, _), &acc) in slices.iter().zip(&accs) {
+            let mut a = e.b.use_var(acc);
+            if op != ReduceOp::Max {
+                if op == ReduceOp::Mean {
+                    let count = e.b.ins().fcvt_from_uint(types::F64, n);
+                    a = e.b.ins().fdiv(a, count);
+                }
+                a = e.b.ins().fdemote(types::F32, a);
+            }
+            e.store(out, index, a);
+        }
     });
 }
 
