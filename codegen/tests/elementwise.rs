@@ -83,14 +83,19 @@ proptest! {
 proptest! {
     #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
 
-    /// Broadcasting over any rank, against a reference that indexes each operand directly.
+    /// Broadcasting over any rank and size, against a reference that indexes each operand directly.
     #[test]
     fn broadcast_kernels_compute_what_the_interpreter_computes(seed in any::<u64>()) {
         let mut rng = Rng::new(seed);
         let inputs = 1 + rng.below(3);
         let e = expr(&mut rng, inputs, 3);
-        let rank = rng.below(4);
-        let out_shape: Vec<usize> = (0..rank).map(|_| 1 + rng.below(4)).collect();
+        // One in eight is large enough (over 2^15 elements) to be split across threads.
+        let out_shape: Vec<usize> = if rng.below(8) == 0 {
+            vec![rng.pick(&[1, 3]), rng.pick(&[130, 257]), rng.pick(&[97, 130])]
+        } else {
+            (0..rng.below(4)).map(|_| 1 + rng.below(4)).collect()
+        };
+        let rank = out_shape.len();
         let shapes: Vec<Vec<usize>> = (0..inputs)
             .map(|_| {
                 let keep = rng.below(rank + 1);

@@ -937,11 +937,12 @@ proptest! {
     #![proptest_config(cfg(64))]
 
     /// `router_topk` weights equal the interpreter's exactly, for every router kind, with or
-    /// without a bias, logits with ties or not, T constant or symbolic.
+    /// without a bias, logits with ties or not, T constant or symbolic, few tokens or enough to
+    /// be routed on several threads.
     #[test]
     fn router_topk_matches(
         (e, router) in router(),
-        t in 1usize..=5,
+        t in prop_oneof![1usize..=5, 16usize..=40],
         bias in any::<bool>(),
         ties in any::<bool>(),
         symbolic in any::<bool>(),

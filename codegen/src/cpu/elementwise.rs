@@ -13,6 +13,7 @@ use cranelift_codegen::ir::{AbiParam, InstBuilder, MemFlagsData, Signature, User
 use cranelift_frontend::{FunctionBuilder, FunctionBuilderContext};
 use cranelift_jit::JITModule;
 use cranelift_module::{FuncId, Linkage, Module};
+use rayon::prelude::*;
 use saturn_ir::{BinaryOp, ElementwiseExpr, UnaryOp};
 
 use super::CodegenError;
@@ -20,6 +21,10 @@ use super::CodegenError;
 /// The most operands and axes a kernel call takes (the buffers of a call are fixed arrays).
 const MAX_OPERANDS: usize = 8;
 const MAX_RANK: usize = 8;
+
+/// Output elements below which a kernel runs on the calling thread: a dispatch costs
+/// microseconds, an element about a nanosecond.
+const PARALLEL_MIN_ELEMENTS: usize = 1 << 15;
 
 type KernelFn = unsafe extern "C" fn(*const *const f32, *const u64, *mut f32, u64);
 
@@ -259,27 +264,44 @@ impl ElementwiseKernel {
             *k = if rank == 0 { 0 } else { st[rank - 1].min(1) as u64 };
         }
         let outer = rank.saturating_sub(1);
-        let mut index = [0usize; MAX_RANK];
-        let mut pointers = [std::ptr::null::<f32>(); MAX_OPERANDS];
-        for row in 0..rows {
-            for (k, (data, _)) in inputs.iter().enumerate() {
-                let base: usize = index[..outer].iter().zip(&strides[k]).map(|(i, s)| i * s).sum();
-                // SAFETY: `base` plus the row's reads stay inside the operand (checked shapes).
-                pointers[k] = unsafe { data.as_ptr().add(base) };
-            }
-            let dst = &mut out[row * inner..(row + 1) * inner];
-            // SAFETY: operand `k` is read at `pointers[k] + i * inner_stride[k]` for `i < inner`,
-            // in bounds by construction, and `dst` has `inner` elements.
-            unsafe {
-                (self.function)(pointers.as_ptr(), inner_stride.as_ptr(), dst.as_mut_ptr(), inner as u64)
-            };
+        // Rows `first..` into `dst` (whole rows): the output index of the first row, then the
+        // compiled loop per row, stepping the index along the outer axes.
+        let run_rows = |first: usize, dst: &mut [f32]| {
+            let mut index = [0usize; MAX_RANK];
+            let mut rest = first;
             for axis in (0..outer).rev() {
-                index[axis] += 1;
-                if index[axis] < out_shape[axis] {
-                    break;
-                }
-                index[axis] = 0;
+                index[axis] = rest % out_shape[axis];
+                rest /= out_shape[axis];
             }
+            let mut pointers = [std::ptr::null::<f32>(); MAX_OPERANDS];
+            for dst in dst.chunks_exact_mut(inner) {
+                for (k, (data, _)) in inputs.iter().enumerate() {
+                    let base: usize = index[..outer].iter().zip(&strides[k]).map(|(i, s)| i * s).sum();
+                    // SAFETY: `base` plus the row's reads stay inside the operand (checked shapes).
+                    pointers[k] = unsafe { data.as_ptr().add(base) };
+                }
+                // SAFETY: operand `k` is read at `pointers[k] + i * inner_stride[k]` for
+                // `i < inner`, in bounds by construction, and `dst` has `inner` elements.
+                unsafe {
+                    (self.function)(pointers.as_ptr(), inner_stride.as_ptr(), dst.as_mut_ptr(), inner as u64)
+                };
+                for axis in (0..outer).rev() {
+                    index[axis] += 1;
+                    if index[axis] < out_shape[axis] {
+                        break;
+                    }
+                    index[axis] = 0;
+                }
+            }
+        };
+        let threads = rayon::current_num_threads();
+        if total < PARALLEL_MIN_ELEMENTS || rows < 2 || threads < 2 {
+            run_rows(0, out);
+        } else {
+            // Contiguous runs of whole rows, one per thread: each element is computed the
+            // same way wherever it runs.
+            let per = rows.div_ceil(threads);
+            out.par_chunks_mut(per * inner).enumerate().for_each(|(part, dst)| run_rows(part * per, dst));
         }
         Ok(())
     }

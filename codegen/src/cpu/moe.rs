@@ -36,6 +36,33 @@ pub fn router_topk(
     if e == 0 {
         return;
     }
+    let t = logits.len().min(out.len()) / e;
+    let threads = rayon::current_num_threads();
+    if t < ROUTER_PARALLEL_MIN_TOKENS || threads < 2 {
+        route_rows(r, logits, bias, e, s, out);
+        return;
+    }
+    // Tokens are routed independently: contiguous runs of them per thread, each with its own
+    // buffers (prefill only; a decode step routes one token here, allocating nothing).
+    let per = t.div_ceil(threads) * e;
+    logits[..t * e]
+        .par_chunks(per)
+        .zip(out[..t * e].par_chunks_mut(per))
+        .for_each(|(logits, out)| route_rows(r, logits, bias, e, &mut RouterScratch::default(), out));
+}
+
+/// Tokens below which the router runs on the calling thread (about a microsecond each).
+const ROUTER_PARALLEL_MIN_TOKENS: usize = 16;
+
+/// [`router_topk`] of each row, in order, on this thread.
+fn route_rows(
+    r: &Router,
+    logits: &[f32],
+    bias: Option<&[f32]>,
+    e: usize,
+    s: &mut RouterScratch,
+    out: &mut [f32],
+) {
     s.scores.resize(e, 0.0);
     s.candidates.resize(e, 0.0);
     s.mask.resize(e, 0);
