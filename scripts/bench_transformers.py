@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """Compare saturn with Hugging Face transformers on CPU: prefill and decode tokens/s, same machine,
-same weights, one run.
+same weights, one run of the script.
 
     python3 scripts/bench_transformers.py                      # all three models
     python3 scripts/bench_transformers.py --models tiny-v3,tiny-v2 --skip-saturn
@@ -34,6 +34,12 @@ saturn: `cargo build --release`, then `target/release/saturn bench MODEL --ids .
 and `saturn generate MODEL --ids ... --max-new-tokens M --ignore-eos` to check that both sides
 produce the same greedy ids (first id from the prefill, then M - 1 decode steps); the
 generated_ids in saturn bench's JSON, where present, are checked too.
+
+Rounds (--rounds, default 3): each model is timed in rounds, transformers then saturn in each, and
+the table gives each side's median and the median of the rounds' ratios, with every round's ratio
+beside it. This machine's speed drifts over minutes (memory bandwidth 35-47 GB/s, and the clock),
+so a ratio from one round can compare a fast phase of one side with a slow phase of the other; the
+median of paired rounds is steadier. The greedy-id check runs once.
 
 Output: a markdown table per model on stdout; all results as JSON at --out
 (default target/bench-results.json). The main script uses the standard library only.
@@ -299,12 +305,6 @@ def fmt(value, digits: int = 1) -> str:
     return str(value)
 
 
-def ratio(a, b) -> str:
-    if isinstance(a, (int, float)) and isinstance(b, (int, float)) and b:
-        return f"{a / b:.2f}×"
-    return "–"
-
-
 def compare_ids(tf: dict | None, gen: dict | None, decode_tokens: int) -> dict:
     if not tf or "greedy_ids" not in tf:
         return {"status": "not checked (no transformers run)"}
@@ -321,17 +321,53 @@ def compare_ids(tf: dict | None, gen: dict | None, decode_tokens: int) -> dict:
             "transformers_top2_margin_there": margin}
 
 
+RATES = [("prefill_tokens_per_s", "prefill tokens/s"), ("decode_tokens_per_s", "decode tokens/s")]
+
+
+def median(values: list):
+    values = sorted(values)
+    if not values:
+        return None
+    mid = len(values) // 2
+    return values[mid] if len(values) % 2 else (values[mid - 1] + values[mid]) / 2
+
+
+def is_number(value) -> bool:
+    return isinstance(value, (int, float))
+
+
+def summarize_rounds(tf_rounds: list, sb_rounds: list) -> dict:
+    """Per rate: each side's value in every round, their medians, each round's ratio (saturn /
+    transformers, where both sides ran) and the median ratio."""
+    summary = {}
+    for key, _ in RATES:
+        tf = [r.get(key) for r in tf_rounds]
+        sb = [r.get(key) for r in sb_rounds]
+        ratios = [a / b for a, b in zip(sb, tf) if is_number(a) and is_number(b) and b]
+        summary[key] = {"transformers": tf, "saturn": sb,
+                        "transformers_median": median([v for v in tf if is_number(v)]),
+                        "saturn_median": median([v for v in sb if is_number(v)]),
+                        "ratios": ratios, "ratio_median": median(ratios)}
+    return summary
+
+
 def print_table(name: str, entry: dict) -> None:
     tf = entry.get("transformers") or {}
     sb = entry.get("saturn_bench") or {}
+    rounds = entry["rounds"]
     print(f"\n### {name}: `{entry['path']}`, prompt {entry['prompt_tokens']} tokens, "
           f"decode {entry['decode_tokens']} tokens\n")
-    print("| | transformers | saturn | saturn / transformers |")
-    print("|---|---:|---:|---:|")
-    for key, label in [("prefill_tokens_per_s", "prefill tokens/s"), ("decode_tokens_per_s", "decode tokens/s")]:
-        a, b = sb.get(key), tf.get(key)
-        print(f"| {label} | {fmt(b)} | {fmt(a)} | {ratio(a, b)} |")
+    count = max(len(entry.get("transformers_rounds", [])), len(entry.get("saturn_bench_rounds", [])))
+    print(f"Medians over {count} round(s); the ratio is the median of the rounds' ratios.\n")
+    print("| | transformers | saturn | saturn / transformers | each round's ratio |")
+    print("|---|---:|---:|---:|---|")
+    for key, label in RATES:
+        r = rounds[key]
+        each = ", ".join(f"{x:.2f}×" for x in r["ratios"]) or "–"
+        middle = f"{r['ratio_median']:.2f}×" if r["ratio_median"] is not None else "–"
+        print(f"| {label} | {fmt(r['transformers_median'])} | {fmt(r['saturn_median'])} | {middle} | {each} |")
     print()
+    print("- saturn and transformers below: the first round")
     if entry.get("saturn_bench") is None:
         print(f"- saturn bench: {entry['saturn_status'].split(':')[0]}")
     elif "error" in sb:
@@ -387,6 +423,9 @@ def main() -> int:
                         help=f"comma-separated, from {', '.join(MODELS)} (default: all)")
     parser.add_argument("--prompt-tokens", type=int, help="prompt length for every model (default: per model)")
     parser.add_argument("--decode-tokens", type=int, help="decode steps for every model (default: per model)")
+    parser.add_argument("--rounds", type=int, default=3,
+                        help="rounds per model, each timing transformers then saturn; the tables give the "
+                             "median of each side and the median of the rounds' ratios (default 3)")
     parser.add_argument("--runs", type=int, default=5, help="timed transformers prefill runs (median; default 5)")
     parser.add_argument("--decode-runs", type=int, default=3,
                         help="timed transformers decode runs (median; default 3)")
@@ -407,7 +446,7 @@ def main() -> int:
     unknown = [n for n in names if n not in MODELS]
     if unknown or not names:
         parser.error(f"unknown model(s) {', '.join(unknown) or '(none given)'}; choose from {', '.join(MODELS)}")
-    for flag in ("prompt_tokens", "decode_tokens", "runs", "decode_runs", "threads"):
+    for flag in ("prompt_tokens", "decode_tokens", "rounds", "runs", "decode_runs", "threads"):
         value = getattr(args, flag)
         if value is not None and value < 1:
             parser.error(f"--{flag.replace('_', '-')} must be at least 1")
@@ -487,16 +526,30 @@ def main() -> int:
                  "saturn_status": saturn_status}
         log(f"{name}: prompt {prompt_tokens} tokens, decode {decode_tokens} tokens")
 
+        # Rounds, each transformers then saturn minutes apart at most, so that a ratio compares
+        # the two in the same state of a machine whose speed drifts.
+        tf_rounds, sb_rounds = [], []
+        for round_index in range(args.rounds):
+            if args.rounds > 1:
+                log(f"{name}: round {round_index + 1} of {args.rounds}")
+            if py is not None:
+                tf_rounds.append(run_worker(py, [
+                    "bench", folder, "--ids", ",".join(map(str, ids)), "--decode-tokens", decode_tokens,
+                    "--threads", threads, "--runs", args.runs, "--decode-runs", args.decode_runs,
+                    *(["--experts-implementation", args.experts_implementation]
+                      if args.experts_implementation else [])]))
+            if not args.skip_saturn and bench_available:
+                sb_rounds.append(saturn_bench(folder, ids, decode_tokens))
         if py is not None:
-            entry["transformers"] = run_worker(py, [
-                "bench", folder, "--ids", ",".join(map(str, ids)), "--decode-tokens", decode_tokens,
-                "--threads", threads, "--runs", args.runs, "--decode-runs", args.decode_runs,
-                *(["--experts-implementation", args.experts_implementation] if args.experts_implementation else [])])
+            entry["transformers"] = tf_rounds[0]
+            entry["transformers_rounds"] = tf_rounds
         else:
             entry["transformers_status"] = "skipped (--skip-transformers)"
+        if sb_rounds:
+            entry["saturn_bench"] = sb_rounds[0]
+            entry["saturn_bench_rounds"] = sb_rounds
+        entry["rounds"] = summarize_rounds(tf_rounds, sb_rounds)
         if not args.skip_saturn:
-            if bench_available:
-                entry["saturn_bench"] = saturn_bench(folder, ids, decode_tokens)
             if not args.no_id_check and entry["transformers"] is not None:
                 entry["saturn_generate"] = saturn_generate(folder, ids, decode_tokens)
         entry["greedy_ids"] = compare_ids(entry["transformers"], entry["saturn_generate"], decode_tokens)
