@@ -937,23 +937,24 @@ proptest! {
     #![proptest_config(cfg(64))]
 
     /// `router_topk` weights equal the interpreter's exactly, for every router kind, with or
-    /// without a bias, logits with ties or not, T constant or symbolic, few tokens or enough to
-    /// be routed on several threads.
+    /// without a bias, logits plain, with ties or with `-inf`, T constant or symbolic,
+    /// few tokens or enough to be routed on several threads.
     #[test]
     fn router_topk_matches(
         (e, router) in router(),
         t in prop_oneof![1usize..=5, 16usize..=40],
         bias in any::<bool>(),
-        ties in any::<bool>(),
+        fill in 0usize..3,
         symbolic in any::<bool>(),
         seed in any::<u64>(),
     ) {
         let mut c = Case::new(seed);
         let rows = if symbolic { Dim::sym("S") } else { Dim::from(t) };
-        let logits = c.input("logits", &[rows, Dim::from(e)], if ties { Fill::Ties } else { Fill::Uniform });
+        let fill = [Fill::Uniform, Fill::Ties, Fill::NegInf(0.3)][fill];
+        let logits = c.input("logits", &[rows, Dim::from(e)], fill);
         let mut args = vec![logits];
         if bias {
-            args.push(c.param("bias", &[e], if ties { Fill::Ties } else { Fill::Uniform }));
+            args.push(c.param("bias", &[e], if matches!(fill, Fill::Ties) { Fill::Ties } else { Fill::Uniform }));
         }
         let y = c.op("y", Op::RouterTopK(router), &args);
         c.out(y, true);

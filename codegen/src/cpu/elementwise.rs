@@ -11,12 +11,12 @@
 use cranelift_codegen::ir::condcodes::FloatCC;
 use cranelift_codegen::ir::{AbiParam, InstBuilder, MemFlagsData, Signature, UserFuncName, Value, types};
 use cranelift_frontend::{FunctionBuilder, FunctionBuilderContext};
-use cranelift_jit::JITModule;
 use cranelift_module::{FuncId, Linkage, Module};
 use rayon::prelude::*;
 use saturn_ir::{BinaryOp, ElementwiseExpr, UnaryOp};
 
 use super::CodegenError;
+use super::jit::JitCode;
 
 /// The most operands and axes a kernel call takes (the buffers of a call are fixed arrays).
 const MAX_OPERANDS: usize = 8;
@@ -28,19 +28,14 @@ const PARALLEL_MIN_ELEMENTS: usize = 1 << 15;
 
 type KernelFn = unsafe extern "C" fn(*const *const f32, *const u64, *mut f32, u64);
 
-/// A compiled elementwise kernel (it owns its JIT module, so the code lives as long as it).
+/// A compiled elementwise kernel (it owns its code, so the code lives as long as it). Running it
+/// reads only its arguments, so it may be shared between threads.
 pub struct ElementwiseKernel {
     name: String,
     inputs: usize,
     function: KernelFn,
-    _module: JITModule,
+    _code: JitCode,
 }
-
-// SAFETY: once compiled, the module is never touched again (it only keeps the code's memory
-// alive), and running the kernel reads only its arguments, so it may be shared and sent
-// between threads.
-unsafe impl Send for ElementwiseKernel {}
-unsafe impl Sync for ElementwiseKernel {}
 
 /// Compiles `expr` over `inputs` operands into a kernel named `name` (for error messages).
 pub fn compile_elementwise(
@@ -140,7 +135,7 @@ pub fn compile_elementwise(
     // SAFETY: `code` was compiled just above from a function with exactly `KernelFn`'s
     // signature (three pointers and a u64, no result) and lives as long as `module`.
     let function = unsafe { std::mem::transmute::<*const u8, KernelFn>(code) };
-    Ok(ElementwiseKernel { name: name.to_string(), inputs, function, _module: module })
+    Ok(ElementwiseKernel { name: name.to_string(), inputs, function, _code: JitCode::new(module) })
 }
 
 struct Libm {

@@ -2,6 +2,8 @@
 //! and the math functions kernels import (the Rust functions the interpreter calls, so compiled
 //! and interpreted results agree bit for bit).
 
+use std::sync::{Mutex, PoisonError};
+
 use cranelift_codegen::settings::{self, Configurable};
 use cranelift_jit::{JITBuilder, JITModule};
 use cranelift_module::default_libcall_names;
@@ -68,4 +70,28 @@ pub(super) fn host_module(kernel: &str) -> Result<JITModule, CodegenError> {
     builder.symbol(LOG, saturn_logf as *const u8);
     builder.symbol(TANH, saturn_tanhf as *const u8);
     Ok(JITModule::new(builder))
+}
+
+/// The executable code of a finalized JIT module, freed when this is dropped. Cranelift's
+/// default memory provider leaks finalized code so that stray pointers stay valid; the owner of
+/// a `JitCode` keeps every pointer into it beside it, so they die together.
+///
+/// `Send + Sync`: nothing touches the module but `Drop`, through `&mut self`; the `Mutex` only
+/// makes the module (which holds a `RefCell`) `Sync`, and is never contended.
+pub(super) struct JitCode(Mutex<Option<JITModule>>);
+
+impl JitCode {
+    pub(super) fn new(module: JITModule) -> JitCode {
+        JitCode(Mutex::new(Some(module)))
+    }
+}
+
+impl Drop for JitCode {
+    fn drop(&mut self) {
+        if let Some(module) = self.0.get_mut().unwrap_or_else(PoisonError::into_inner).take() {
+            // SAFETY: the only pointers into the module are its owner's, which die with it, and
+            // no call is running: calls borrow the owner.
+            unsafe { module.free_memory() };
+        }
+    }
 }

@@ -11,6 +11,8 @@ mod masks;
 mod moe;
 mod packed;
 mod program;
+mod router;
+mod router_ir;
 #[cfg(target_arch = "x86_64")]
 mod row_blocks;
 mod rows;

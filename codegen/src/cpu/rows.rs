@@ -17,15 +17,13 @@
 //! per vector, with the interpreter's f32 formulas; the kernel then repeats its rotation, so the
 //! result is bit-identical to the `rope` op as well.
 
-use std::sync::{Mutex, PoisonError};
-
 use rayon::prelude::*;
 
 use cranelift_codegen::ir::types;
-use cranelift_jit::JITModule;
 use saturn_ir::{ReduceOp, Rope, RopeLayout};
 
 use super::CodegenError;
+use super::jit::JitCode;
 use super::rows_ir::{Jit, emit_reduce, emit_rms_norm, emit_rope, emit_softmax};
 
 /// `(x, w, out, rows, d, eps)`.
@@ -49,11 +47,8 @@ pub struct RowKernels {
     max: AxisFn,
     rope_interleaved: RopeFn,
     rope_half_split: RopeFn,
-    /// Owns the code. Cranelift's default memory provider leaks finalized code so that stray
-    /// pointers stay valid; every pointer into it is a field here, so [`Drop`] frees it. The
-    /// `Mutex` only makes the module (which holds a `RefCell`) `Sync`: it is never locked, as
-    /// nothing touches the module but `Drop`, through `&mut self`.
-    module: Mutex<Option<JITModule>>,
+    /// Owns the code: every pointer into it is a field here.
+    _code: JitCode,
 }
 
 impl RowKernels {
@@ -91,7 +86,7 @@ impl RowKernels {
                 max: std::mem::transmute::<*const u8, AxisFn>(max),
                 rope_interleaved: std::mem::transmute::<*const u8, RopeFn>(interleaved),
                 rope_half_split: std::mem::transmute::<*const u8, RopeFn>(half_split),
-                module: Mutex::new(Some(module)),
+                _code: JitCode::new(module),
             })
         }
     }
@@ -222,16 +217,6 @@ pub fn rope_tables(rope: &Rope, inv_freq: &[f32], positions: &[i64], cos: &mut [
             let angle = position * f;
             *c = angle.cos() * af;
             *s = angle.sin() * af;
-        }
-    }
-}
-
-impl Drop for RowKernels {
-    fn drop(&mut self) {
-        if let Some(module) = self.module.get_mut().unwrap_or_else(PoisonError::into_inner).take() {
-            // SAFETY: the only pointers into the module are `self`'s, which die with it, and no
-            // call is running: calls borrow `self`.
-            unsafe { module.free_memory() };
         }
     }
 }

@@ -87,15 +87,16 @@ impl Jit {
 
 /// Builds one kernel body: the function builder plus the loop and memory helpers.
 pub(super) struct Emit<'a> {
-    b: FunctionBuilder<'a>,
-    exp: FuncRef,
+    pub(super) b: FunctionBuilder<'a>,
+    /// The imported `exp` over a strided run, `(p, n, stride)`.
+    pub(super) exp: FuncRef,
     /// The pointer type, also that of counts and indices (`usize` in the kernels' ABI).
-    ptr: Type,
+    pub(super) ptr: Type,
 }
 
 impl Emit<'_> {
     /// `for i in 0..n { body(i) }`; the builder continues after the loop.
-    fn for_range(&mut self, n: Value, body: impl FnOnce(&mut Self, Value)) {
+    pub(super) fn for_range(&mut self, n: Value, body: impl FnOnce(&mut Self, Value)) {
         let (header, block, exit) = (self.b.create_block(), self.b.create_block(), self.b.create_block());
         let i = self.b.append_block_param(header, self.ptr);
         let zero = self.b.ins().iconst(self.ptr, 0);
@@ -111,7 +112,12 @@ impl Emit<'_> {
     }
 
     /// `if cond { then } else { otherwise }`; the builder continues after both.
-    fn if_else(&mut self, cond: Value, then: impl FnOnce(&mut Self), otherwise: impl FnOnce(&mut Self)) {
+    pub(super) fn if_else(
+        &mut self,
+        cond: Value,
+        then: impl FnOnce(&mut Self),
+        otherwise: impl FnOnce(&mut Self),
+    ) {
         let (yes, no, merge) = (self.b.create_block(), self.b.create_block(), self.b.create_block());
         self.b.ins().brif(cond, yes, &[], no, &[]);
         self.b.switch_to_block(yes);
@@ -129,7 +135,7 @@ impl Emit<'_> {
     /// loop's header dominates the later loop, and its loop still counts as enclosing), so
     /// a root and divisions after a sum would run for every element of the next loop. A load
     /// stays where it is written.
-    fn settle(&mut self, value: Value) -> Value {
+    pub(super) fn settle(&mut self, value: Value) -> Value {
         let ty = self.b.func.dfg.value_type(value);
         let slot =
             self.b.create_sized_stack_slot(StackSlotData::new(StackSlotKind::ExplicitSlot, ty.bytes(), 0));
@@ -143,7 +149,7 @@ impl Emit<'_> {
     }
 
     /// A mutable local (an SSA variable) starting at `init`.
-    fn var(&mut self, init: Value) -> Variable {
+    pub(super) fn var(&mut self, init: Value) -> Variable {
         let ty = self.b.func.dfg.value_type(init);
         let var = self.b.declare_var(ty);
         self.b.def_var(var, init);
@@ -157,19 +163,19 @@ impl Emit<'_> {
     }
 
     /// `base[index]`, an f32.
-    fn load(&mut self, base: Value, index: Value) -> Value {
+    pub(super) fn load(&mut self, base: Value, index: Value) -> Value {
         let address = self.address(base, index);
         self.b.ins().load(types::F32, MemFlagsData::trusted(), address, 0)
     }
 
     /// `base[index] = value`, an f32.
-    fn store(&mut self, base: Value, index: Value, value: Value) {
+    pub(super) fn store(&mut self, base: Value, index: Value, value: Value) {
         let address = self.address(base, index);
         self.b.ins().store(MemFlagsData::trusted(), value, address, 0);
     }
 
     /// `base + 4 * index`: the address of f32 element `index`.
-    fn address(&mut self, base: Value, index: Value) -> Value {
+    pub(super) fn address(&mut self, base: Value, index: Value) -> Value {
         let offset = self.b.ins().ishl_imm_u(index, 2);
         self.b.ins().iadd(base, offset)
     }
@@ -220,7 +226,7 @@ impl Emit<'_> {
     }
 
     /// Accumulators, one per slice, each starting at `init`.
-    fn vars(&mut self, count: usize, init: Value) -> Vec<Variable> {
+    pub(super) fn vars(&mut self, count: usize, init: Value) -> Vec<Variable> {
         (0..count).map(|_| self.var(init)).collect()
     }
 }
@@ -269,60 +275,64 @@ pub(super) fn emit_rms_norm(e: &mut Emit, [x, w, out, rows, d, eps]: [Value; 6])
 /// `interp::reduce::softmax`, a [`GROUP`] of slices at a time. The exponentials are kept in
 /// `out` (the interpreter's scratch vector) and normalized in place.
 pub(super) fn emit_softmax(e: &mut Emit, [x, out, outer, n, inner]: [Value; 5]) {
-    e.for_slices([outer, n, inner], |e, slices| {
-        let minus_inf = e.b.ins().f32const(f32::NEG_INFINITY);
-        let no = e.b.ins().iconst(types::I8, 0);
-        let (maxes, nans) = (e.vars(slices.len(), minus_inf), e.vars(slices.len(), no));
-        e.for_range(n, |e, k| {
-            for ((&(_, base), &max), &any_nan) in slices.iter().zip(&maxes).zip(&nans) {
-                let at = e.at(base, k, inner);
-                let v = e.load(x, at);
-                // `if s > m { s } else { m }`: NaN never wins.
-                let m = e.b.use_var(max);
-                let wins = e.b.ins().fcmp(FloatCC::GreaterThan, v, m);
-                let m = e.b.ins().select(wins, v, m);
-                e.b.def_var(max, m);
-                let nan = e.b.ins().fcmp(FloatCC::Unordered, v, v);
-                let seen = e.b.use_var(any_nan);
-                let seen = e.b.ins().bor(seen, nan);
-                e.b.def_var(any_nan, seen);
-            }
-        });
-        // Each slice's max, and whether it is normalized: some score above -inf, or a NaN.
-        let heads: Vec<(Value, Value, Value)> = slices
-            .iter()
-            .zip(maxes.iter().zip(&nans))
-            .map(|(&(_, base), (&max, &any_nan))| {
-                let m = e.b.use_var(max);
-                let seen = e.b.use_var(any_nan);
-                let above = e.b.ins().fcmp(FloatCC::NotEqual, m, minus_inf);
-                (base, m, e.b.ins().bor(above, seen))
-            })
-            .collect();
-        let one_by_one = |e: &mut Emit| {
-            for &(base, m, normalize) in &heads {
-                e.if_else(
-                    normalize,
-                    |e| normalize_slices(e, [x, out, n, inner], &[(base, m)]),
-                    |e| {
-                        // All -inf (or empty): zeros, which the interpreter's output starts as.
-                        let zero = e.b.ins().f32const(0.0);
-                        e.for_range(n, |e, k| {
-                            let at = e.at(base, k, inner);
-                            e.store(out, at, zero);
-                        });
-                    },
-                );
-            }
-        };
-        if heads.len() == 1 {
-            one_by_one(e);
-        } else {
-            let all = heads.iter().map(|h| h.2).reduce(|a, b| e.b.ins().band(a, b)).expect("a group");
-            let shifts: Vec<(Value, Value)> = heads.iter().map(|&(base, m, _)| (base, m)).collect();
-            e.if_else(all, |e| normalize_slices(e, [x, out, n, inner], &shifts), one_by_one);
+    e.for_slices([outer, n, inner], |e, slices| softmax_slices(e, [x, out, n, inner], slices));
+}
+
+/// Softmax of `slices` (`(index, base)`, elements `inner` apart) of `x` into `out`, their maxima
+/// found together and, where every slice is normalized, their sums too.
+pub(super) fn softmax_slices(e: &mut Emit, [x, out, n, inner]: [Value; 4], slices: &[(Value, Value)]) {
+    let minus_inf = e.b.ins().f32const(f32::NEG_INFINITY);
+    let no = e.b.ins().iconst(types::I8, 0);
+    let (maxes, nans) = (e.vars(slices.len(), minus_inf), e.vars(slices.len(), no));
+    e.for_range(n, |e, k| {
+        for ((&(_, base), &max), &any_nan) in slices.iter().zip(&maxes).zip(&nans) {
+            let at = e.at(base, k, inner);
+            let v = e.load(x, at);
+            // `if s > m { s } else { m }`: NaN never wins.
+            let m = e.b.use_var(max);
+            let wins = e.b.ins().fcmp(FloatCC::GreaterThan, v, m);
+            let m = e.b.ins().select(wins, v, m);
+            e.b.def_var(max, m);
+            let nan = e.b.ins().fcmp(FloatCC::Unordered, v, v);
+            let seen = e.b.use_var(any_nan);
+            let seen = e.b.ins().bor(seen, nan);
+            e.b.def_var(any_nan, seen);
         }
     });
+    // Each slice's max, and whether it is normalized: some score above -inf, or a NaN.
+    let heads: Vec<(Value, Value, Value)> = slices
+        .iter()
+        .zip(maxes.iter().zip(&nans))
+        .map(|(&(_, base), (&max, &any_nan))| {
+            let m = e.b.use_var(max);
+            let seen = e.b.use_var(any_nan);
+            let above = e.b.ins().fcmp(FloatCC::NotEqual, m, minus_inf);
+            (base, m, e.b.ins().bor(above, seen))
+        })
+        .collect();
+    let one_by_one = |e: &mut Emit| {
+        for &(base, m, normalize) in &heads {
+            e.if_else(
+                normalize,
+                |e| normalize_slices(e, [x, out, n, inner], &[(base, m)]),
+                |e| {
+                    // All -inf (or empty): zeros, which the interpreter's output starts as.
+                    let zero = e.b.ins().f32const(0.0);
+                    e.for_range(n, |e, k| {
+                        let at = e.at(base, k, inner);
+                        e.store(out, at, zero);
+                    });
+                },
+            );
+        }
+    };
+    if heads.len() == 1 {
+        one_by_one(e);
+    } else {
+        let all = heads.iter().map(|h| h.2).reduce(|a, b| e.b.ins().band(a, b)).expect("a group");
+        let shifts: Vec<(Value, Value)> = heads.iter().map(|&(base, m, _)| (base, m)).collect();
+        e.if_else(all, |e| normalize_slices(e, [x, out, n, inner], &shifts), one_by_one);
+    }
 }
 
 /// Softmax of slices `(base, max)` that are normalized: the shifted scores into `out`, their

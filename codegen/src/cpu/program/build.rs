@@ -9,6 +9,7 @@ use saturn_ir::{DType, Graph, Node, NodeId, Op, ParamSource, TensorData};
 use super::super::compile_elementwise;
 use super::super::layout::MAX_RANK;
 use super::super::packed::{pack_matrices, packed_len};
+use super::super::router::RouterKernel;
 use super::exec::{Env, Kernel, Scratch, View, exec};
 use super::plan::{LinDim, Storage};
 use super::{CarriedSpec, CpuProgram, Elem, ProgramCache, Step, Value, elem_of};
@@ -442,7 +443,20 @@ impl Builder<'_> {
             Op::GatedLinear => floats(3).map(|_| Kernel::GatedLinear {
                 packed: [1, 2].map(|a| self.packed_values.contains(&args[a])),
             })?,
-            Op::RouterTopK(r) => floats(args.len()).map(|_| Kernel::RouterTopK(*r))?,
+            Op::RouterTopK(r) => {
+                floats(args.len())?;
+                let has_bias = args.len() == 2;
+                let key = format!("{r:?} bias={has_bias}");
+                let k = match cache.routers.get(&key) {
+                    Some(k) => k.clone(),
+                    None => {
+                        let k = Arc::new(RouterKernel::compile(&node.name, r, has_bias)?);
+                        cache.routers.insert(key, k.clone());
+                        k
+                    }
+                };
+                Kernel::RouterTopK(k)
+            }
             Op::GroupedExperts { k } => floats(args.len()).map(|_| Kernel::GroupedExperts {
                 k: *k,
                 packed: args[2..].iter().map(|a| self.packed_values.contains(a)).collect(),

@@ -2,15 +2,16 @@
 
 use std::sync::Arc;
 
-use saturn_ir::{ReduceOp, Rope, Router};
+use saturn_ir::{ReduceOp, Rope};
 
 use super::super::ElementwiseKernel;
 use super::super::attention::{MlaOperands, MlaScratch, mla_decode_attention};
 use super::super::layout::{MAX_RANK, Strided, broadcast_strides, copy_strided, gather, row_major};
 use super::super::linalg::{Weight, gated, matmul_batched, product};
 use super::super::masks::{causal_mask, topk_mask};
-use super::super::moe::{ExpertScratch, Mlp, RouterScratch, grouped_experts, router_topk};
+use super::super::moe::{ExpertScratch, Mlp, grouped_experts};
 use super::super::packed::{pack_matrices, packed_len};
+use super::super::router::{RouterKernel, RouterScratch};
 use super::super::rows::{RowKernels, rope_tables};
 use super::Elem;
 use super::plan::LinDim;
@@ -64,7 +65,7 @@ pub(super) enum Kernel {
     GatedLinear {
         packed: [bool; 2],
     },
-    RouterTopK(Router),
+    RouterTopK(Arc<RouterKernel>),
     GroupedExperts {
         k: u64,
         /// Per weight operand (operands 2 and on): whether it was packed when the program
@@ -330,7 +331,7 @@ pub(super) fn exec(kernel: &Kernel, args: &[View], out: &View, env: &mut Env) ->
         Kernel::RouterTopK(r) => {
             let e = args[0].shape()[1];
             let bias = args.get(1).map(|b| b.f32());
-            router_topk(r, args[0].f32(), bias, e, &mut s.router, out.f32_mut());
+            r.run(args[0].f32(), bias, e, &mut s.router, out.f32_mut());
         }
         Kernel::GroupedExperts { packed, .. } => experts(args, out, packed, s),
         Kernel::MlaDecodeAttention { scale } => {

@@ -23,6 +23,7 @@ use std::sync::Arc;
 
 use saturn_ir::TensorData;
 
+use super::router::RouterKernel;
 use super::rows::RowKernels;
 use super::{CodegenError, ElementwiseKernel};
 use exec::Kernel;
@@ -36,6 +37,8 @@ pub struct ProgramCache {
     /// Weights stored in strips (`packed`), by param key and what they were packed from.
     packed: HashMap<(String, build::StripSource), Arc<TensorData>>,
     elementwise: HashMap<(String, usize), Arc<ElementwiseKernel>>,
+    /// Router kernels, by their configuration and whether they read a bias.
+    routers: HashMap<String, Arc<RouterKernel>>,
     rows: Arc<RowKernels>,
 }
 
@@ -45,6 +48,7 @@ impl ProgramCache {
             params: HashMap::new(),
             packed: HashMap::new(),
             elementwise: HashMap::new(),
+            routers: HashMap::new(),
             rows: Arc::new(RowKernels::compile()?),
         })
     }
