@@ -45,7 +45,7 @@ fn vector_ok() -> bool {
     static OK: OnceLock<bool> = OnceLock::new();
     *OK.get_or_init(|| {
         #[cfg(target_arch = "x86_64")]
-        if std::arch::is_x86_feature_detected!("avx512f") {
+        if super::avx512() {
             // SAFETY: AVX-512F is available (checked above).
             return unsafe { agrees_with_scalar((0..=u32::MAX).step_by(65521)) };
         }
@@ -248,7 +248,7 @@ mod tests {
     #[test]
     #[cfg(target_arch = "x86_64")]
     fn vector_exp_matches_the_scalar_one() {
-        if !std::arch::is_x86_feature_detected!("avx512f") {
+        if !crate::cpu::avx512() {
             return;
         }
         // SAFETY: AVX-512F is available.

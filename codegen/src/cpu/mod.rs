@@ -24,6 +24,20 @@ pub use rows::{RowKernels, rope_tables};
 
 use thiserror::Error;
 
+/// Whether the kernels use AVX-512: the CPU has AVX-512F and `SATURN_NO_AVX512` is not set.
+/// Setting it runs the paths of CPUs without AVX-512 (AVX2 where the CPU has it, else portable
+/// code) on one that has it, to measure and test them. Decided once per process.
+pub(crate) fn avx512() -> bool {
+    static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *ON.get_or_init(|| {
+        #[cfg(target_arch = "x86_64")]
+        if std::arch::is_x86_feature_detected!("avx512f") {
+            return std::env::var_os("SATURN_NO_AVX512").is_none();
+        }
+        false
+    })
+}
+
 #[derive(Debug, Error)]
 pub enum CodegenError {
     /// Cranelift could not set up for this machine or rejected a function.

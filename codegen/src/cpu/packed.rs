@@ -16,8 +16,9 @@
 //! at the machine's read bandwidth (BENCHMARKS.md). Each output sums its products in input
 //! order, one multiply-add at a time.
 //!
-//! The portable path (CPUs without AVX-512; compiled for AVX2 where the CPU has it) computes the
-//! same sums, in the same order, with separate multiplies and adds.
+//! Without AVX-512, AVX2 and FMA run the same outer products in 256-bit vectors, tiles of up to
+//! 3 rows (the same multiply-adds in the same order, so the same results); CPUs without those
+//! run a portable loop of the same sums with separate multiplies and adds.
 
 /// Columns per strip: two 512-bit vectors.
 pub const STRIP: usize = 32;
@@ -89,13 +90,13 @@ pub unsafe fn linear_strips(
     debug_assert!(x.len() >= m * k && wp.len() >= packed_len(n, k) && s1 <= n.div_ceil(STRIP));
     #[cfg(target_arch = "x86_64")]
     {
-        if std::arch::is_x86_feature_detected!("avx512f") {
+        if super::avx512() {
             // SAFETY: the caller's contract; the CPU has AVX-512.
             unsafe { strips_avx512(x, wp, (m, k, n), (s0, s1), out) };
             return;
         }
-        if std::arch::is_x86_feature_detected!("avx2") {
-            // SAFETY: the caller's contract; the CPU has AVX2.
+        if avx2_fma() {
+            // SAFETY: the caller's contract; the CPU has AVX2 and FMA.
             unsafe { strips_avx2(x, wp, (m, k, n), (s0, s1), out) };
             return;
         }
@@ -104,13 +105,20 @@ pub unsafe fn linear_strips(
     unsafe { strips_portable(x, wp, (m, k, n), (s0, s1), out) }
 }
 
-/// [`strips_portable`] compiled for AVX2: the same operations in the same order, in 256-bit
-/// vectors rather than the baseline's 128-bit ones.
+/// Whether the CPU runs [`strips_avx2`].
+#[cfg(target_arch = "x86_64")]
+fn avx2_fma() -> bool {
+    std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
+}
+
+/// [`linear_strips`] with AVX2 and FMA (CPUs without AVX-512): each strip against tiles of up
+/// to [`ROWS_AVX2`] rows, the same multiply-adds in the same order as [`strips_avx512`], so
+/// the same results.
 ///
 /// # Safety
-/// As for [`linear_strips`]; the CPU has AVX2.
+/// As for [`linear_strips`]; the CPU has AVX2 and FMA.
 #[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2")]
+#[target_feature(enable = "avx2,fma")]
 unsafe fn strips_avx2(
     x: &[f32],
     wp: &[f32],
@@ -118,16 +126,92 @@ unsafe fn strips_avx2(
     (s0, s1): (usize, usize),
     out: *mut f32,
 ) {
-    // SAFETY: the caller's contract.
-    unsafe { strips_portable(x, wp, (m, k, n), (s0, s1), out) }
+    for s in s0..s1 {
+        let strip = wp[s * STRIP * k..].as_ptr();
+        let cols = (n - s * STRIP).min(STRIP);
+        for (r, rows) in tiles(m, ROWS_AVX2) {
+            // SAFETY: as in `strips_avx512`.
+            unsafe {
+                let (x, out) = (x[r * k..].as_ptr(), out.add(r * n + s * STRIP));
+                match rows {
+                    1 => tile_avx2::<1>(x, strip, k, out, n, cols),
+                    2 => tile_avx2::<2>(x, strip, k, out, n, cols),
+                    _ => tile_avx2::<ROWS_AVX2>(x, strip, k, out, n, cols),
+                }
+            }
+        }
+    }
 }
 
-/// [`linear_strips`] without AVX-512 (inlined into [`strips_avx2`], which compiles it for
-/// AVX2): each output a sum in input order of separate multiplies and adds.
+/// Rows of `x` per pass over a strip with AVX2: `ROWS_AVX2 x 4` accumulators, the rows'
+/// broadcasts and one weight vector fill the 16 registers.
+#[cfg(target_arch = "x86_64")]
+const ROWS_AVX2: usize = 3;
+
+/// [`tile`] in 256-bit vectors: `R x 4` accumulators; per input element, `R` broadcasts meet
+/// the strip's four vectors one at a time.
+///
+/// # Safety
+/// As for [`tile`]; the CPU has AVX2 and FMA.
+#[cfg(target_arch = "x86_64")]
+#[inline(never)]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn tile_avx2<const R: usize>(
+    x: *const f32,
+    strip: *const f32,
+    k: usize,
+    out: *mut f32,
+    n: usize,
+    cols: usize,
+) {
+    use std::arch::x86_64::*;
+    let mut acc = [_mm256_setzero_ps(); 4 * ROWS_AVX2];
+    for i in 0..k {
+        // SAFETY: as in `tile`.
+        unsafe {
+            let w = strip.add(i * STRIP);
+            let ahead = (w as *const i8).wrapping_add(FETCH_AHEAD);
+            _mm_prefetch::<_MM_HINT_T0>(ahead);
+            _mm_prefetch::<_MM_HINT_T0>(ahead.wrapping_add(64));
+            let xs: [__m256; R] = std::array::from_fn(|r| _mm256_broadcast_ss(&*x.add(r * k + i)));
+            for j in 0..4 {
+                let wj = _mm256_loadu_ps(w.add(8 * j));
+                for (r, &xr) in xs.iter().enumerate() {
+                    acc[4 * r + j] = _mm256_fmadd_ps(xr, wj, acc[4 * r + j]);
+                }
+            }
+        }
+    }
+    let lanes = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+    for (at, &v) in acc.iter().enumerate().take(4 * R) {
+        let (r, j) = (at / 4, at % 4);
+        let keep = cols.saturating_sub(8 * j).min(8) as i32;
+        // SAFETY: row r of out has `cols` writable columns; masked lanes write nothing.
+        unsafe {
+            let mask = _mm256_cmpgt_epi32(_mm256_set1_epi32(keep), lanes);
+            _mm256_maskstore_ps(out.add(r * n + 8 * j), mask, v);
+        }
+    }
+}
+
+/// Tiles `(first row, rows)` of `m` rows, at most `max` each and balanced (13 rows in tiles
+/// of 12 are 7 + 6, not 12 + 1).
+#[cfg(target_arch = "x86_64")]
+fn tiles(m: usize, max: usize) -> impl Iterator<Item = (usize, usize)> {
+    let count = m.div_ceil(max);
+    let mut r = 0;
+    (0..count).map(move |t| {
+        let rows = (m - r).div_ceil(count - t);
+        r += rows;
+        (r - rows, rows)
+    })
+}
+
+/// [`linear_strips`] without AVX-512 or AVX2: each output a sum in input order of separate
+/// multiplies and adds.
 ///
 /// # Safety
 /// As for [`linear_strips`].
-#[inline(always)]
 unsafe fn strips_portable(
     x: &[f32],
     wp: &[f32],
@@ -167,13 +251,10 @@ unsafe fn strips_avx512(
     (s0, s1): (usize, usize),
     out: *mut f32,
 ) {
-    let tiles = m.div_ceil(ROWS);
     for s in s0..s1 {
         let strip = wp[s * STRIP * k..].as_ptr();
         let cols = (n - s * STRIP).min(STRIP);
-        let mut r = 0;
-        for t in 0..tiles {
-            let rows = (m - r).div_ceil(tiles - t);
+        for (r, rows) in tiles(m, ROWS) {
             // SAFETY: rows r..r + rows of x and out and the strip's k x STRIP weights are inside
             // the operands (the caller's contract); columns s * STRIP.. of out, `cols` of them.
             unsafe {
@@ -188,7 +269,6 @@ unsafe fn strips_avx512(
                 }
                 by_rows!(1 2 3 4 5 6 7 8 9 10 11)
             }
-            r += rows;
         }
     }
 }
@@ -272,7 +352,7 @@ mod tests {
             type Path = unsafe fn(&[f32], &[f32], (usize, usize, usize), (usize, usize), *mut f32);
             let mut paths = vec![("linear_strips", linear_strips as Path), ("portable", strips_portable)];
             #[cfg(target_arch = "x86_64")]
-            if std::arch::is_x86_feature_detected!("avx2") {
+            if avx2_fma() {
                 paths.push(("avx2", strips_avx2));
             }
             for (name, path) in paths {

@@ -25,7 +25,7 @@ const GROUP_BYTES: usize = 256 * 1024;
 
 /// Whether this CPU runs [`linear_rows`].
 pub fn available() -> bool {
-    std::arch::is_x86_feature_detected!("avx512f")
+    super::avx512()
 }
 
 /// `out[r, j] = x[r, :] . w[j, :]` for every row `r < m` and weight rows `j` in `n0..n1`;
