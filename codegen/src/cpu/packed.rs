@@ -126,20 +126,13 @@ unsafe fn strips_avx2(
     (s0, s1): (usize, usize),
     out: *mut f32,
 ) {
-    for s in s0..s1 {
-        let strip = wp[s * STRIP * k..].as_ptr();
-        let cols = (n - s * STRIP).min(STRIP);
-        for (r, rows) in tiles(m, ROWS_AVX2) {
-            // SAFETY: as in `strips_avx512`.
-            unsafe {
-                let (x, out) = (x[r * k..].as_ptr(), out.add(r * n + s * STRIP));
-                match rows {
-                    1 => tile_avx2::<1>(x, strip, k, out, n, cols),
-                    2 => tile_avx2::<2>(x, strip, k, out, n, cols),
-                    _ => tile_avx2::<ROWS_AVX2>(x, strip, k, out, n, cols),
-                }
-            }
-        }
+    // SAFETY: the caller's contract; each tile gets pointers at its first row and strip.
+    unsafe {
+        for_tiles(x, wp, (m, k, n), (s0, s1), out, ROWS_AVX2, |rows, x, strip, out, cols| match rows {
+            1 => tile_avx2::<1>(x, strip, k, out, n, cols),
+            2 => tile_avx2::<2>(x, strip, k, out, n, cols),
+            _ => tile_avx2::<ROWS_AVX2>(x, strip, k, out, n, cols),
+        })
     }
 }
 
@@ -170,9 +163,7 @@ unsafe fn tile_avx2<const R: usize>(
         // SAFETY: as in `tile`.
         unsafe {
             let w = strip.add(i * STRIP);
-            let ahead = (w as *const i8).wrapping_add(FETCH_AHEAD);
-            _mm_prefetch::<_MM_HINT_T0>(ahead);
-            _mm_prefetch::<_MM_HINT_T0>(ahead.wrapping_add(64));
+            fetch_ahead(w);
             let xs: [__m256; R] = std::array::from_fn(|r| _mm256_broadcast_ss(&*x.add(r * k + i)));
             for j in 0..4 {
                 let wj = _mm256_loadu_ps(w.add(8 * j));
@@ -194,17 +185,37 @@ unsafe fn tile_avx2<const R: usize>(
     }
 }
 
-/// Tiles `(first row, rows)` of `m` rows, at most `max` each and balanced (13 rows in tiles
-/// of 12 are 7 + 6, not 12 + 1).
+/// The loop of the vector paths: every strip of `s0..s1` against the rows of `x` in balanced
+/// tiles of at most `max` rows (13 rows in tiles of 12 are 7 + 6, not 12 + 1);
+/// `tile(rows, x, strip, out, cols)` computes one, with `x` and `out` at its first row and
+/// `out` at the strip's first column, `cols` of which are written.
+///
+/// # Safety
+/// As for [`linear_strips`]; `tile` may be called with pointers so placed.
 #[cfg(target_arch = "x86_64")]
-fn tiles(m: usize, max: usize) -> impl Iterator<Item = (usize, usize)> {
+#[inline(always)]
+unsafe fn for_tiles(
+    x: &[f32],
+    wp: &[f32],
+    (m, k, n): (usize, usize, usize),
+    (s0, s1): (usize, usize),
+    out: *mut f32,
+    max: usize,
+    tile: impl Fn(usize, *const f32, *const f32, *mut f32, usize),
+) {
     let count = m.div_ceil(max);
-    let mut r = 0;
-    (0..count).map(move |t| {
-        let rows = (m - r).div_ceil(count - t);
-        r += rows;
-        (r - rows, rows)
-    })
+    for s in s0..s1 {
+        let strip = wp[s * STRIP * k..].as_ptr();
+        let cols = (n - s * STRIP).min(STRIP);
+        let mut r = 0;
+        for t in 0..count {
+            let rows = (m - r).div_ceil(count - t);
+            // SAFETY: rows r..r + rows of out are inside its m x n (the caller's contract).
+            let out = unsafe { out.add(r * n + s * STRIP) };
+            tile(rows, x[r * k..].as_ptr(), strip, out, cols);
+            r += rows;
+        }
+    }
 }
 
 /// [`linear_strips`] without AVX-512 or AVX2: each output a sum in input order of separate
@@ -237,8 +248,7 @@ unsafe fn strips_portable(
     }
 }
 
-/// [`linear_strips`] with AVX-512: each strip against tiles of up to [`ROWS`] rows, the tiles
-/// of `m` rows balanced (13 rows are 7 + 6, not 12 + 1).
+/// [`linear_strips`] with AVX-512: each strip against tiles of up to [`ROWS`] rows.
 ///
 /// # Safety
 /// As for [`linear_strips`]; the CPU has AVX-512.
@@ -251,25 +261,19 @@ unsafe fn strips_avx512(
     (s0, s1): (usize, usize),
     out: *mut f32,
 ) {
-    for s in s0..s1 {
-        let strip = wp[s * STRIP * k..].as_ptr();
-        let cols = (n - s * STRIP).min(STRIP);
-        for (r, rows) in tiles(m, ROWS) {
-            // SAFETY: rows r..r + rows of x and out and the strip's k x STRIP weights are inside
-            // the operands (the caller's contract); columns s * STRIP.. of out, `cols` of them.
-            unsafe {
-                let (x, out) = (x[r * k..].as_ptr(), out.add(r * n + s * STRIP));
-                macro_rules! by_rows {
-                    ($($r:literal)*) => {
-                        match rows {
-                            $($r => tile::<$r>(x, strip, k, out, n, cols),)*
-                            _ => tile::<ROWS>(x, strip, k, out, n, cols),
-                        }
-                    };
-                }
-                by_rows!(1 2 3 4 5 6 7 8 9 10 11)
+    // SAFETY: the caller's contract; each tile gets pointers at its first row and strip.
+    unsafe {
+        for_tiles(x, wp, (m, k, n), (s0, s1), out, ROWS, |rows, x, strip, out, cols| {
+            macro_rules! by_rows {
+                ($($r:literal)*) => {
+                    match rows {
+                        $($r => tile::<$r>(x, strip, k, out, n, cols),)*
+                        _ => tile::<ROWS>(x, strip, k, out, n, cols),
+                    }
+                };
             }
-        }
+            by_rows!(1 2 3 4 5 6 7 8 9 10 11)
+        })
     }
 }
 
@@ -278,6 +282,20 @@ unsafe fn strips_avx512(
 /// layer without, 9.7 with 4 KiB; 1 and 8 KiB did no better).
 #[cfg(target_arch = "x86_64")]
 const FETCH_AHEAD: usize = 4096;
+
+/// Prefetches the strip row [`FETCH_AHEAD`] bytes past `w` (its two cache lines); a prefetch
+/// past the strip's end never faults.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+fn fetch_ahead(w: *const f32) {
+    use std::arch::x86_64::{_MM_HINT_T0, _mm_prefetch};
+    let ahead = (w as *const i8).wrapping_add(FETCH_AHEAD);
+    // SAFETY: prefetches never fault, whatever the address.
+    unsafe {
+        _mm_prefetch::<_MM_HINT_T0>(ahead);
+        _mm_prefetch::<_MM_HINT_T0>(ahead.wrapping_add(64));
+    }
+}
 
 /// `R` rows of `x` (row stride `k`) against one strip: `R x 2` accumulators, the strip's row
 /// for element `i` (two vectors) against `R` broadcast elements per step.
@@ -303,9 +321,7 @@ unsafe fn tile<const R: usize>(
         // prefetch past the strip's end never faults.
         unsafe {
             let w = strip.add(i * STRIP);
-            let ahead = (w as *const i8).wrapping_add(FETCH_AHEAD);
-            _mm_prefetch::<_MM_HINT_T0>(ahead);
-            _mm_prefetch::<_MM_HINT_T0>(ahead.wrapping_add(64));
+            fetch_ahead(w);
             let (w0, w1) = (_mm512_loadu_ps(w), _mm512_loadu_ps(w.add(16)));
             for r in 0..R {
                 let xv = _mm512_set1_ps(*x.add(r * k + i));
