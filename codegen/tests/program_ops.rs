@@ -648,6 +648,62 @@ proptest! {
         c.check(&sp_runs(&runs))?;
     }
 
+    /// `softmax(causal_mask(x * c))` (the scale a `fused_elementwise` or a `mul` by a scalar,
+    /// either side, or absent), with only the softmax an output: the three run as one
+    /// `causal_softmax` kernel, equal to the interpreter exactly, with queries no more than
+    /// keys under several `(S, P)`, or more (whole rows masked), scores with `-inf` or large.
+    #[test]
+    fn a_scaled_causal_softmax_runs_as_one_kernel(
+        lead in vec(1usize..=3, 0..=2),
+        shape in prop_oneof![
+            (1u64..=9, 0u64..=9).prop_map(|sp| Err(vec![sp, (sp.0 + 2, sp.1 / 2), (1, sp.1 + 3)])),
+            (1usize..=7, 1usize..=7).prop_map(Ok),
+        ],
+        scale in 0usize..5,
+        fill in prop_oneof![Just(Fill::Uniform), Just(Fill::NegInf(0.3)), Just(Fill::Wide)],
+        seed in any::<u64>(),
+    ) {
+        let mut c = Case::new(seed);
+        let mut dims_x = dims(&lead);
+        let runs = match &shape {
+            Err(runs) => {
+                dims_x.extend([Dim::sym("S"), p_plus_s()]);
+                sp_runs(runs)
+            }
+            Ok((sq, sk)) => {
+                dims_x.extend([Dim::from(*sq), Dim::from(*sk)]);
+                no_symbols()
+            }
+        };
+        let x = c.input("x", &dims_x, fill);
+        let c_value = 0.125 + seed as f64 % 7.0 / 16.0;
+        let scaled = match scale {
+            0 => x,
+            1 | 2 => {
+                let (input, constant) = (ElementwiseExpr::Input(0), ElementwiseExpr::Const(c_value));
+                let (a, b) = if scale == 1 { (input, constant) } else { (constant, input) };
+                let expr = ElementwiseExpr::Binary(BinaryOp::Mul, Box::new(a), Box::new(b));
+                c.op("scaled", Op::FusedElementwise { expr }, &[x])
+            }
+            _ => {
+                let k = c.scalar(c_value);
+                let args = if scale == 3 { [x, k] } else { [k, x] };
+                c.op("scaled", Op::Binary(BinaryOp::Mul), &args)
+            }
+        };
+        let m = c.op("m", Op::CausalMask, &[scaled]);
+        let y = c.op("y", Op::Softmax { axis: dims_x.len() - 1 }, &[m]);
+        c.out(y, true);
+        let program = c.compile()?;
+        let mut ws = Workspace::new();
+        ws.enable_profile();
+        for syms in &runs {
+            c.run_and_compare(&program, &mut ws, syms)?;
+        }
+        let kinds: Vec<&str> = ws.profile().iter().map(|k| k.0).collect();
+        prop_assert!(kinds == ["causal_softmax"], "kernels {kinds:?}");
+    }
+
     /// `where(topk_mask(x, k), a, b)` with ties and NaN in `x`, `a` and `b` broadcast (a scalar,
     /// a row, or the full shape), the mask itself compared through a cast; all exact.
     #[test]

@@ -11,7 +11,7 @@ use cranelift_codegen::ir::condcodes::{FloatCC, IntCC};
 use cranelift_codegen::ir::{InstBuilder, MemFlagsData, Value, types};
 use saturn_ir::{GroupScore, Router, RouterScoring};
 
-use super::rows_ir::{Emit, softmax_slices};
+use super::rows_ir::{Emit, SoftmaxOperands, softmax_slices};
 
 /// `fn(logits, bias, out, floats, marks, tokens, e)`: `logits` and `out` are `[tokens, e]`,
 /// `bias` `[e]` (unread without one); `floats` holds `2 e + groups` and `marks` `e + groups`
@@ -33,7 +33,8 @@ pub(super) fn emit_router(e: &mut Emit, r: &Router, has_bias: bool, args: [Value
             RouterScoring::Softmax => {
                 let zero = e.b.ins().iconst(e.ptr, 0);
                 let one = e.unit();
-                softmax_slices(e, [x, scores, n, one], &[(zero, zero)]);
+                let ops = SoftmaxOperands { x, out: scores, n, inner: one, contiguous: true };
+                softmax_slices(e, ops, &[(zero, zero)], None);
             }
             RouterScoring::Sigmoid => {
                 // `1 / (1 + exp(-x))` in f32, the exponentials of the whole row at once.

@@ -24,12 +24,14 @@ use saturn_ir::{ReduceOp, Rope, RopeLayout};
 
 use super::CodegenError;
 use super::jit::JitCode;
-use super::rows_ir::{Jit, emit_reduce, emit_rms_norm, emit_rope, emit_softmax};
+use super::rows_ir::{Jit, emit_causal_softmax, emit_reduce, emit_rms_norm, emit_rope, emit_softmax};
 
 /// `(x, w, out, rows, d, eps)`.
 type RmsNormFn = unsafe extern "C" fn(*const f32, *const f32, *mut f32, usize, usize, f64);
 /// `(x, out, outer, n, inner)`: softmax and the reductions.
 type AxisFn = unsafe extern "C" fn(*const f32, *mut f32, usize, usize, usize);
+/// `(x, out, rows, n, sq, first, scale)`: the causal softmax.
+type CausalFn = unsafe extern "C" fn(*const f32, *mut f32, usize, usize, usize, usize, f32);
 /// `(x, cos, sin, out, rows, vectors, d)`: `rows` table rows of `vectors` vectors of `d`.
 type RopeFn = unsafe extern "C" fn(*const f32, *const f32, *const f32, *mut f32, usize, usize, usize);
 
@@ -42,6 +44,7 @@ pub struct RowKernels {
     /// Softmax along a contiguous axis (`inner == 1`, the usual case), compiled with that
     /// stride as a constant so that addresses need no multiply.
     softmax_rows: AxisFn,
+    causal_softmax: CausalFn,
     sum: AxisFn,
     mean: AxisFn,
     max: AxisFn,
@@ -57,11 +60,13 @@ impl RowKernels {
         let mut jit = Jit::new()?;
         let p = jit.pointer_type();
         let rms_norm = jit.define("rms_norm", [p, p, p, p, p, types::F64], emit_rms_norm)?;
-        let softmax = jit.define("softmax", [p; 5], emit_softmax)?;
+        let softmax = jit.define("softmax", [p; 5], |e, args| emit_softmax(e, args, false))?;
         let softmax_rows = jit.define("softmax_rows", [p; 5], |e, [x, out, outer, n, _]| {
             let one = e.unit();
-            emit_softmax(e, [x, out, outer, n, one])
+            emit_softmax(e, [x, out, outer, n, one], true)
         })?;
+        let causal_softmax =
+            jit.define("causal_softmax", [p, p, p, p, p, p, types::F32], emit_causal_softmax)?;
         let sum = jit.define("reduce_sum", [p; 5], |e, a| emit_reduce(e, ReduceOp::Sum, a))?;
         let mean = jit.define("reduce_mean", [p; 5], |e, a| emit_reduce(e, ReduceOp::Mean, a))?;
         let max = jit.define("reduce_max", [p; 5], |e, a| emit_reduce(e, ReduceOp::Max, a))?;
@@ -70,8 +75,8 @@ impl RowKernels {
         let half_split =
             jit.define("rope_half_split", [p; 7], |e, a| emit_rope(e, RopeLayout::HalfSplit, a))?;
         let module = jit.finish()?;
-        let [rms_norm, softmax, softmax_rows, sum, mean, max, interleaved, half_split] =
-            [rms_norm, softmax, softmax_rows, sum, mean, max, interleaved, half_split]
+        let [rms_norm, softmax, softmax_rows, causal_softmax, sum, mean, max, interleaved, half_split] =
+            [rms_norm, softmax, softmax_rows, causal_softmax, sum, mean, max, interleaved, half_split]
                 .map(|id| module.get_finalized_function(id));
         // SAFETY: each pointer is a function finalized just above from a signature matching its
         // type (pointer-sized ints for the pointers and counts, f64 for `eps`, no result, the
@@ -81,6 +86,7 @@ impl RowKernels {
                 rms_norm: std::mem::transmute::<*const u8, RmsNormFn>(rms_norm),
                 softmax: std::mem::transmute::<*const u8, AxisFn>(softmax),
                 softmax_rows: std::mem::transmute::<*const u8, AxisFn>(softmax_rows),
+                causal_softmax: std::mem::transmute::<*const u8, CausalFn>(causal_softmax),
                 sum: std::mem::transmute::<*const u8, AxisFn>(sum),
                 mean: std::mem::transmute::<*const u8, AxisFn>(mean),
                 max: std::mem::transmute::<*const u8, AxisFn>(max),
@@ -104,7 +110,7 @@ impl RowKernels {
         );
         let rows = x.len().min(out.len()).checked_div(d).unwrap_or(0);
         let kernel = self.rms_norm;
-        split_rows(rows, (d, d), x, out, |rows, x, out| {
+        split_rows(rows, (d, d), x, out, |_, rows, x, out| {
             // SAFETY: the kernel reads `x[..rows * d]` and `w[..d]` and writes `out[..rows * d]`,
             // which `split_rows` hands over.
             unsafe { kernel(x.as_ptr(), w.as_ptr(), out.as_mut_ptr(), rows, d, eps) }
@@ -129,10 +135,40 @@ impl RowKernels {
         let outer = fit(outer, per, len);
         let kernel = if inner == 1 { self.softmax_rows } else { self.softmax };
         let per = n * inner;
-        split_rows(outer, (per, per), x, out, |outer, x, out| {
+        split_rows(outer, (per, per), x, out, |_, outer, x, out| {
             // SAFETY: the kernel touches elements below `outer * n * inner` of `x` and `out`,
             // which `split_rows` hands over.
             unsafe { kernel(x.as_ptr(), out.as_mut_ptr(), outer, n, inner) }
+        });
+    }
+
+    /// `softmax(causal_mask(x * scale))` of `x` viewed as `[rows, n]` (keys along the contiguous
+    /// last axis) into `out` (same size), row `r` being query `r % sq` of `sq` against `n` keys:
+    /// exactly what the three ops give (`x * scale` in f32; key `j` of query `i` masked when
+    /// `j > i + n - sq`), without reading masked scores or writing the scaled ones.
+    pub fn causal_softmax(
+        &self,
+        x: &[f32],
+        (rows, n, sq): (usize, usize, usize),
+        scale: f32,
+        out: &mut [f32],
+    ) {
+        debug_assert!(
+            rows.checked_mul(n) == Some(x.len()) && x.len() == out.len() && sq > 0,
+            "causal_softmax: [{rows}, {n}] of {sq} queries over {} into {}",
+            x.len(),
+            out.len()
+        );
+        let len = x.len().min(out.len());
+        if len == 0 || n == 0 || sq == 0 {
+            return;
+        }
+        let rows = rows.min(len / n);
+        let kernel = self.causal_softmax;
+        split_rows(rows, (n, n), x, out, |first, rows, x, out| {
+            // SAFETY: the kernel touches elements below `rows * n` of `x` and `out`, which
+            // `split_rows` hands over, `first` being the part's first row.
+            unsafe { kernel(x.as_ptr(), out.as_mut_ptr(), rows, n, sq, first, scale) }
         });
     }
 
@@ -157,7 +193,7 @@ impl RowKernels {
             ReduceOp::Mean => self.mean,
             ReduceOp::Max => self.max,
         };
-        split_rows(outer, (n * inner, inner), x, out, |outer, x, out| {
+        split_rows(outer, (n * inner, inner), x, out, |_, outer, x, out| {
             // SAFETY: the kernel reads `x` below `outer * n * inner` and writes `out` below
             // `outer * inner`, which `split_rows` hands over.
             unsafe { kernel(x.as_ptr(), out.as_mut_ptr(), outer, n, inner) }
@@ -225,7 +261,7 @@ pub fn rope_tables(rope: &Rope, inv_freq: &[f32], positions: &[i64], cos: &mut [
 /// microseconds, these kernels a few nanoseconds per element.
 const PARALLEL_MIN_ELEMENTS: usize = 1 << 15;
 
-/// Runs `f(rows, x, out)` over `rows` independent rows of `per.0` input and `per.1` output
+/// Runs `f(first, rows, x, out)` over `rows` independent rows of `per.0` input and `per.1` output
 /// elements, in contiguous parts across threads when the input is large enough. Each row's
 /// arithmetic is the same wherever it runs, so the results are too.
 fn split_rows(
@@ -233,18 +269,19 @@ fn split_rows(
     (per_in, per_out): (usize, usize),
     x: &[f32],
     out: &mut [f32],
-    f: impl Fn(usize, &[f32], &mut [f32]) + Sync,
+    f: impl Fn(usize, usize, &[f32], &mut [f32]) + Sync,
 ) {
     let threads = rayon::current_num_threads();
     if rows < 2 || threads < 2 || per_in == 0 || per_out == 0 || rows * per_in < PARALLEL_MIN_ELEMENTS {
-        f(rows, x, out);
+        f(0, rows, x, out);
         return;
     }
     let chunk = rows.div_ceil(threads);
     let (x, out) = (&x[..rows * per_in], &mut out[..rows * per_out]);
     x.par_chunks(chunk * per_in)
         .zip(out.par_chunks_mut(chunk * per_out))
-        .for_each(|(x, out)| f(x.len() / per_in, x, out));
+        .enumerate()
+        .for_each(|(part, (x, out))| f(part * chunk, x.len() / per_in, x, out));
 }
 
 /// `outer` clamped so that `outer` blocks of `per` elements fit in `len`; an overflowing `per`

@@ -60,6 +60,7 @@ impl CpuProgram {
         let needed = graph.needed_by_outputs();
         let constant = graph.constant_nodes();
         b.strips = strip_plan(graph, &constant);
+        let (causal, fused) = causal_softmaxes(graph, &constant);
         let outputs: HashMap<&str, _> = graph.outputs().iter().map(|(n, id)| (n.as_str(), *id)).collect();
         let mut carried = Vec::new();
         let mut inputs = Vec::new();
@@ -74,57 +75,65 @@ impl CpuProgram {
             let shape: Vec<LinDim> = node.ty.shape.iter().map(|d| LinDim::new(d, &b.symbols)).collect();
             let args: Vec<usize> = graph.inputs(id).iter().map(|i| b.value_of[i]).collect();
             let symbol_free = node.ty.shape.iter().all(|d| d.is_const());
-            let storage = match &node.op {
-                Op::Input => match outputs.get(node.name.as_str()) {
-                    Some(&out) if node.name.starts_with(carried_prefix) => {
-                        let row = carried_row(node)?;
-                        carried_outputs.insert(out, carried.len());
-                        carried.push(CarriedSpec {
-                            name: node.name.clone(),
-                            input: b.values.len(),
-                            output: usize::MAX,
-                            row,
-                            in_place: false,
-                        });
-                        Storage::Carried(carried.len() - 1)
-                    }
-                    _ => {
-                        inputs.push((node.name.clone(), b.values.len()));
-                        Storage::Arena
-                    }
-                },
-                Op::Param { key } => b.param(node, id, key, params, cache)?,
-                Op::Scalar { value } => b.push_const(match elem {
-                    Elem::F32 => TensorData::F32(vec![*value as f32]),
-                    Elem::I64 => TensorData::I64(vec![*value as i64]),
-                    Elem::U8 => TensorData::Bool(vec![*value != 0.0]),
-                }),
-                _ => match b.alias(node, id, &args) {
-                    Some(alias) => alias,
-                    None => {
-                        let in_place = carried_outputs.get(&id).copied().filter(|&c| {
-                            matches!(node.op, Op::Concat { axis: 0 })
-                                && args.len() == 2
-                                && args[0] == carried[c].input
-                        });
-                        let kernel = match in_place {
-                            Some(_) => Kernel::CarriedAppend,
-                            None => b.kernel(node, &args, cache)?,
-                        };
-                        if constant[id.index()] && symbol_free {
-                            b.compute_now(node, id, elem, &kernel, &args, cache)?
-                        } else {
-                            b.steps.push(Step { kernel, args: args.clone(), out: b.values.len() });
-                            match in_place {
-                                Some(c) => {
-                                    carried[c].in_place = true;
-                                    Storage::Carried(c)
+            let storage = if fused.contains(&id) {
+                Storage::Fused
+            } else if let Some(&(source, scale)) = causal.get(&id) {
+                let args = vec![b.value_of[&source]];
+                b.steps.push(Step { kernel: Kernel::CausalSoftmax { scale }, args, out: b.values.len() });
+                Storage::Arena
+            } else {
+                match &node.op {
+                    Op::Input => match outputs.get(node.name.as_str()) {
+                        Some(&out) if node.name.starts_with(carried_prefix) => {
+                            let row = carried_row(node)?;
+                            carried_outputs.insert(out, carried.len());
+                            carried.push(CarriedSpec {
+                                name: node.name.clone(),
+                                input: b.values.len(),
+                                output: usize::MAX,
+                                row,
+                                in_place: false,
+                            });
+                            Storage::Carried(carried.len() - 1)
+                        }
+                        _ => {
+                            inputs.push((node.name.clone(), b.values.len()));
+                            Storage::Arena
+                        }
+                    },
+                    Op::Param { key } => b.param(node, id, key, params, cache)?,
+                    Op::Scalar { value } => b.push_const(match elem {
+                        Elem::F32 => TensorData::F32(vec![*value as f32]),
+                        Elem::I64 => TensorData::I64(vec![*value as i64]),
+                        Elem::U8 => TensorData::Bool(vec![*value != 0.0]),
+                    }),
+                    _ => match b.alias(node, id, &args) {
+                        Some(alias) => alias,
+                        None => {
+                            let in_place = carried_outputs.get(&id).copied().filter(|&c| {
+                                matches!(node.op, Op::Concat { axis: 0 })
+                                    && args.len() == 2
+                                    && args[0] == carried[c].input
+                            });
+                            let kernel = match in_place {
+                                Some(_) => Kernel::CarriedAppend,
+                                None => b.kernel(node, &args, cache)?,
+                            };
+                            if constant[id.index()] && symbol_free {
+                                b.compute_now(node, id, elem, &kernel, &args, cache)?
+                            } else {
+                                b.steps.push(Step { kernel, args: args.clone(), out: b.values.len() });
+                                match in_place {
+                                    Some(c) => {
+                                        carried[c].in_place = true;
+                                        Storage::Carried(c)
+                                    }
+                                    None => Storage::Arena,
                                 }
-                                None => Storage::Arena,
                             }
                         }
-                    }
-                },
+                    },
+                }
             };
             if let Some(&c) = carried_outputs.get(&id) {
                 carried[c].output = b.values.len();
@@ -287,6 +296,84 @@ fn strip_use(op: &Op, at: usize) -> Option<StripSource> {
         _ => false,
     };
     rows.then_some(StripSource::Rows)
+}
+
+/// Softmaxes along the last axis of a causal mask, maybe of scaled scores
+/// (`softmax(causal_mask(x))`, `softmax(causal_mask(x * c))` with `c` a constant of a
+/// `fused_elementwise` or a scalar), where each intermediate has that one user and is neither
+/// an output nor a constant: they run as one `causal_softmax` kernel over `x`, which reads only
+/// the unmasked scores and stores neither intermediate (at a 1024-token prefill the scores of
+/// one layer are 64 MB a pass). By softmax node: `(x, c)`, `c = 1` without a multiply; and the
+/// intermediates, which take no memory.
+fn causal_softmaxes(graph: &Graph, constant: &[bool]) -> (HashMap<NodeId, (NodeId, f32)>, HashSet<NodeId>) {
+    let outputs: HashSet<NodeId> = graph.outputs().iter().map(|(_, id)| *id).collect();
+    let only_user = |id: NodeId, user: NodeId| {
+        graph.users(id) == [user] && !outputs.contains(&id) && !constant[id.index()]
+    };
+    let f32_node = |id: NodeId| graph.node(id).ty.dtype == DType::F32;
+    let (mut causal, mut fused) = (HashMap::new(), HashSet::new());
+    for id in graph.node_ids() {
+        let node = graph.node(id);
+        let Op::Softmax { axis } = node.op else { continue };
+        let [mask] = graph.inputs(id)[..] else { continue };
+        if axis + 1 != node.ty.rank()
+            || node.ty.rank() < 2
+            || !f32_node(id)
+            || constant[id.index()]
+            || !matches!(graph.node(mask).op, Op::CausalMask)
+            || !only_user(mask, id)
+        {
+            continue;
+        }
+        let [scores] = graph.inputs(mask)[..] else { continue };
+        let scaled = match scale_of(graph, scores) {
+            Some((x, c)) if only_user(scores, mask) && f32_node(x) => Some((x, c)),
+            _ => None,
+        };
+        fused.insert(mask);
+        causal.insert(
+            id,
+            match scaled {
+                Some((x, c)) => {
+                    fused.insert(scores);
+                    (x, c)
+                }
+                None => (scores, 1.0),
+            },
+        );
+    }
+    (causal, fused)
+}
+
+/// `(x, c)` where `id` is `x * c` with `c` a constant (`fused_elementwise` `mul($0, c)` or
+/// `mul(c, $0)` of one operand, or `mul` of `x` and a scalar): the multiply, `c` in f32, as the
+/// interpreter evaluates it.
+fn scale_of(graph: &Graph, id: NodeId) -> Option<(NodeId, f32)> {
+    use saturn_ir::{BinaryOp, ElementwiseExpr};
+    let inputs = graph.inputs(id);
+    match &graph.node(id).op {
+        Op::FusedElementwise { .. } if inputs.len() == 1 => {
+            let expr = graph.node(id).op.elementwise_expr()?;
+            let ElementwiseExpr::Binary(BinaryOp::Mul, a, b) = expr else { return None };
+            match (a.as_ref(), b.as_ref()) {
+                (ElementwiseExpr::Input(0), ElementwiseExpr::Const(c))
+                | (ElementwiseExpr::Const(c), ElementwiseExpr::Input(0)) => Some((inputs[0], *c as f32)),
+                _ => None,
+            }
+        }
+        Op::Binary(BinaryOp::Mul) if inputs.len() == 2 => {
+            let scalar = |at: usize| match graph.node(inputs[at]).op {
+                Op::Scalar { value } if graph.node(inputs[at]).ty.rank() == 0 => Some(value as f32),
+                _ => None,
+            };
+            match (scalar(0), scalar(1)) {
+                (_, Some(c)) => Some((inputs[0], c)),
+                (Some(c), None) => Some((inputs[1], c)),
+                (None, None) => None,
+            }
+        }
+        _ => None,
+    }
 }
 
 impl Builder<'_> {

@@ -48,6 +48,11 @@ pub(super) enum Kernel {
     /// RoPE with its inverse frequencies, computed once when the program is built.
     Rope(Rope, Vec<f32>),
     CausalMask,
+    /// `softmax(causal_mask(x * scale))` along the last axis, of `x` (scale 1 where there was
+    /// no multiply); see `build::causal_softmaxes`.
+    CausalSoftmax {
+        scale: f32,
+    },
     Gather,
     Permute(Vec<usize>),
     Expand,
@@ -92,6 +97,7 @@ impl Kernel {
             Kernel::Cast { .. } => "cast",
             Kernel::Reduce { .. } => "reduce",
             Kernel::Softmax { .. } => "softmax",
+            Kernel::CausalSoftmax { .. } => "causal_softmax",
             Kernel::TopKMask { .. } => "topk_mask",
             Kernel::RmsNorm { .. } => "rms_norm",
             Kernel::MatMul { .. } => "matmul",
@@ -276,6 +282,13 @@ pub(super) fn exec(kernel: &Kernel, args: &[View], out: &View, env: &mut Env) ->
             let (cos, sin) = (grow(&mut s.a, positions.len() * half), grow(&mut s.b, positions.len() * half));
             rope_tables(rope, inv_freq, positions, cos, sin);
             env.rows.rope(rope.layout, args[0].f32(), d, cos, sin, out.f32_mut());
+        }
+        Kernel::CausalSoftmax { scale } => {
+            let x = args[0].shape();
+            let r = x.len();
+            let (sq, sk) = (x[r - 2], x[r - 1]);
+            let rows = args[0].numel().checked_div(sk).unwrap_or(0);
+            env.rows.causal_softmax(args[0].f32(), (rows, sk, sq), *scale, out.f32_mut());
         }
         Kernel::CausalMask => {
             let x = args[0].shape();

@@ -68,6 +68,9 @@ pub(super) enum Storage {
     Alias { of: usize, offset: LinDim },
     /// A carried buffer (the KV cache), rows `0..shape[0]`.
     Carried(usize),
+    /// Computed inside the kernel of its only user and never stored (the scale and causal mask
+    /// of a softmax, see `build::causal_softmaxes`): no memory, never read.
+    Fused,
 }
 
 /// Byte offsets of the arena values for given symbol capacities.

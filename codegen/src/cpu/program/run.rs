@@ -417,6 +417,7 @@ impl CpuProgram {
                 // SAFETY: the plan's offsets lie inside the arena, sized to `arena_bytes` above.
                 Storage::Arena => unsafe { base.add(plan.offsets[v]) },
                 Storage::Carried(c) => carried.data[*c].as_mut_ptr() as *mut u8,
+                Storage::Fused => std::ptr::null_mut(),
                 Storage::Alias { of, offset } => {
                     let at = offset.eval(syms).unwrap_or(0) * self.values[*of].elem.size();
                     // SAFETY: an alias is a reshape or an in-bounds slice of its operand.

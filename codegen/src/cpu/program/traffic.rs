@@ -50,7 +50,7 @@ impl CpuProgram {
             match &self.values[v].storage {
                 Storage::Alias { of, .. } => v = *of,
                 Storage::Const(_) | Storage::Carried(_) => return true,
-                Storage::Arena => return false,
+                Storage::Arena | Storage::Fused => return false,
             }
         }
     }
