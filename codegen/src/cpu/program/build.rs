@@ -75,65 +75,64 @@ impl CpuProgram {
             let shape: Vec<LinDim> = node.ty.shape.iter().map(|d| LinDim::new(d, &b.symbols)).collect();
             let args: Vec<usize> = graph.inputs(id).iter().map(|i| b.value_of[i]).collect();
             let symbol_free = node.ty.shape.iter().all(|d| d.is_const());
-            let storage = if fused.contains(&id) {
-                Storage::Fused
-            } else if let Some(&(source, scale)) = causal.get(&id) {
-                let args = vec![b.value_of[&source]];
-                b.steps.push(Step { kernel: Kernel::CausalSoftmax { scale }, args, out: b.values.len() });
-                Storage::Arena
-            } else {
-                match &node.op {
-                    Op::Input => match outputs.get(node.name.as_str()) {
-                        Some(&out) if node.name.starts_with(carried_prefix) => {
-                            let row = carried_row(node)?;
-                            carried_outputs.insert(out, carried.len());
-                            carried.push(CarriedSpec {
-                                name: node.name.clone(),
-                                input: b.values.len(),
-                                output: usize::MAX,
-                                row,
-                                in_place: false,
-                            });
-                            Storage::Carried(carried.len() - 1)
-                        }
-                        _ => {
-                            inputs.push((node.name.clone(), b.values.len()));
-                            Storage::Arena
-                        }
-                    },
-                    Op::Param { key } => b.param(node, id, key, params, cache)?,
-                    Op::Scalar { value } => b.push_const(match elem {
-                        Elem::F32 => TensorData::F32(vec![*value as f32]),
-                        Elem::I64 => TensorData::I64(vec![*value as i64]),
-                        Elem::U8 => TensorData::Bool(vec![*value != 0.0]),
-                    }),
-                    _ => match b.alias(node, id, &args) {
-                        Some(alias) => alias,
-                        None => {
-                            let in_place = carried_outputs.get(&id).copied().filter(|&c| {
-                                matches!(node.op, Op::Concat { axis: 0 })
-                                    && args.len() == 2
-                                    && args[0] == carried[c].input
-                            });
-                            let kernel = match in_place {
-                                Some(_) => Kernel::CarriedAppend,
-                                None => b.kernel(node, &args, cache)?,
-                            };
-                            if constant[id.index()] && symbol_free {
-                                b.compute_now(node, id, elem, &kernel, &args, cache)?
-                            } else {
-                                b.steps.push(Step { kernel, args: args.clone(), out: b.values.len() });
-                                match in_place {
-                                    Some(c) => {
-                                        carried[c].in_place = true;
-                                        Storage::Carried(c)
-                                    }
-                                    None => Storage::Arena,
+            let storage = match &node.op {
+                _ if fused.contains(&id) => Storage::Fused,
+                _ if causal.contains_key(&id) => {
+                    let (source, scale) = causal[&id];
+                    let args = vec![b.value_of[&source]];
+                    b.steps.push(Step { kernel: Kernel::CausalSoftmax { scale }, args, out: b.values.len() });
+                    Storage::Arena
+                }
+                Op::Input => match outputs.get(node.name.as_str()) {
+                    Some(&out) if node.name.starts_with(carried_prefix) => {
+                        let row = carried_row(node)?;
+                        carried_outputs.insert(out, carried.len());
+                        carried.push(CarriedSpec {
+                            name: node.name.clone(),
+                            input: b.values.len(),
+                            output: usize::MAX,
+                            row,
+                            in_place: false,
+                        });
+                        Storage::Carried(carried.len() - 1)
+                    }
+                    _ => {
+                        inputs.push((node.name.clone(), b.values.len()));
+                        Storage::Arena
+                    }
+                },
+                Op::Param { key } => b.param(node, id, key, params, cache)?,
+                Op::Scalar { value } => b.push_const(match elem {
+                    Elem::F32 => TensorData::F32(vec![*value as f32]),
+                    Elem::I64 => TensorData::I64(vec![*value as i64]),
+                    Elem::U8 => TensorData::Bool(vec![*value != 0.0]),
+                }),
+                _ => match b.alias(node, id, &args) {
+                    Some(alias) => alias,
+                    None => {
+                        let in_place = carried_outputs.get(&id).copied().filter(|&c| {
+                            matches!(node.op, Op::Concat { axis: 0 })
+                                && args.len() == 2
+                                && args[0] == carried[c].input
+                        });
+                        let kernel = match in_place {
+                            Some(_) => Kernel::CarriedAppend,
+                            None => b.kernel(node, &args, cache)?,
+                        };
+                        if constant[id.index()] && symbol_free {
+                            b.compute_now(node, id, elem, &kernel, &args, cache)?
+                        } else {
+                            b.steps.push(Step { kernel, args: args.clone(), out: b.values.len() });
+                            match in_place {
+                                Some(c) => {
+                                    carried[c].in_place = true;
+                                    Storage::Carried(c)
                                 }
+                                None => Storage::Arena,
                             }
                         }
-                    },
-                }
+                    }
+                },
             };
             if let Some(&c) = carried_outputs.get(&id) {
                 carried[c].output = b.values.len();
