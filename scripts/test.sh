@@ -11,5 +11,5 @@ cargo test --workspace "$@"
 # where this CPU has AVX-512 and no arguments narrowed the run.
 if [ $# -eq 0 ] && grep -qw avx512f /proc/cpuinfo 2>/dev/null; then
     echo "== the CPU kernel tests without AVX-512 (SATURN_NO_AVX512=1)"
-    SATURN_NO_AVX512=1 cargo test -p saturn-codegen --lib --test program_ops --test program_nodes
+    SATURN_NO_AVX512=1 cargo test -p saturn-codegen --lib --test program_ops --test program_nodes --test rows
 fi

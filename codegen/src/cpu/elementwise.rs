@@ -15,16 +15,12 @@ use cranelift_module::{FuncId, Linkage, Module};
 use rayon::prelude::*;
 use saturn_ir::{BinaryOp, ElementwiseExpr, UnaryOp};
 
-use super::CodegenError;
 use super::jit::JitCode;
+use super::{CodegenError, PARALLEL_MIN_ELEMENTS};
 
 /// The most operands and axes a kernel call takes (the buffers of a call are fixed arrays).
 const MAX_OPERANDS: usize = 8;
 const MAX_RANK: usize = 8;
-
-/// Output elements below which a kernel runs on the calling thread: a dispatch costs
-/// microseconds, an element about a nanosecond.
-const PARALLEL_MIN_ELEMENTS: usize = 1 << 15;
 
 type KernelFn = unsafe extern "C" fn(*const *const f32, *const u64, *mut f32, u64);
 

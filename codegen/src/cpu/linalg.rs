@@ -67,7 +67,7 @@ pub fn linear(x: &[f32], w: &[f32], m: usize, k: usize, n: usize, out: &mut [f32
     }
     if m <= GEMV_MAX_ROWS {
         gemv_rows(x, w, m, k, n, out);
-    } else if super::row_blocks::available() {
+    } else if super::avx512() {
         // Many rows: one pass packing the weight into strips costs little beside the product
         // (allocated per call: only prefill has this many rows).
         let mut strips = vec![0f32; super::packed::packed_len(n, k)];
@@ -269,7 +269,7 @@ pub fn par_ranges(n: usize, work: usize, f: impl Fn(usize, usize) + Sync) {
 /// The dot products of up to four rows `xs` with `w`.
 pub fn dots(xs: &[&[f32]], w: &[f32]) -> [f32; 4] {
     #[cfg(target_arch = "x86_64")]
-    if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
+    if super::avx2_fma() {
         // SAFETY: the CPU has AVX2 and FMA, checked just above.
         return unsafe { dots_avx2(xs, w) };
     }
@@ -350,7 +350,7 @@ pub fn row(w: &[f32], i: usize, len: usize) -> &[f32] {
 /// 6-8% faster with it, BENCHMARKS.md).
 pub fn dot_fetching(a: &[f32], b: &[f32], next: &[f32]) -> f32 {
     #[cfg(target_arch = "x86_64")]
-    if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
+    if super::avx2_fma() {
         // SAFETY: the CPU has AVX2 and FMA, checked just above.
         return unsafe { dot_fetching_avx2(a, b, next) };
     }
@@ -415,7 +415,7 @@ pub fn matmul_batched(
             linear_packed(ab, wb, (m, k, n), o);
         } else if m == 1 {
             matmul_row_major(ab, wb, (1, k, n), o);
-        } else if super::row_blocks::available() {
+        } else if super::avx512() {
             // Several rows meet each element of `b`: its strips are worth one pass over it
             // (allocated per call: only prefill has several rows).
             let mut strips = vec![0f32; super::packed::packed_len(n, k)];

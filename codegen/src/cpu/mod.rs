@@ -38,6 +38,17 @@ pub(crate) fn avx512() -> bool {
     })
 }
 
+/// Whether the CPU has AVX2 and FMA: the 256-bit kernels (one-row dot products, and strips on
+/// CPUs without AVX-512).
+#[cfg(target_arch = "x86_64")]
+pub(crate) fn avx2_fma() -> bool {
+    std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
+}
+
+/// Elements below which a row or elementwise kernel runs on the calling thread: a dispatch
+/// costs microseconds, an element a nanosecond or a few.
+const PARALLEL_MIN_ELEMENTS: usize = 1 << 15;
+
 #[derive(Debug, Error)]
 pub enum CodegenError {
     /// Cranelift could not set up for this machine or rejected a function.

@@ -95,7 +95,7 @@ pub unsafe fn linear_strips(
             unsafe { strips_avx512(x, wp, (m, k, n), (s0, s1), out) };
             return;
         }
-        if avx2_fma() {
+        if super::avx2_fma() {
             // SAFETY: the caller's contract; the CPU has AVX2 and FMA.
             unsafe { strips_avx2(x, wp, (m, k, n), (s0, s1), out) };
             return;
@@ -103,12 +103,6 @@ pub unsafe fn linear_strips(
     }
     // SAFETY: the caller's contract.
     unsafe { strips_portable(x, wp, (m, k, n), (s0, s1), out) }
-}
-
-/// Whether the CPU runs [`strips_avx2`].
-#[cfg(target_arch = "x86_64")]
-fn avx2_fma() -> bool {
-    std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
 }
 
 /// [`linear_strips`] with AVX2 and FMA (CPUs without AVX-512): each strip against tiles of up
@@ -368,7 +362,7 @@ mod tests {
             type Path = unsafe fn(&[f32], &[f32], (usize, usize, usize), (usize, usize), *mut f32);
             let mut paths = vec![("linear_strips", linear_strips as Path), ("portable", strips_portable)];
             #[cfg(target_arch = "x86_64")]
-            if avx2_fma() {
+            if crate::cpu::avx2_fma() {
                 paths.push(("avx2", strips_avx2));
             }
             for (name, path) in paths {

@@ -5,9 +5,10 @@
 //! operation for operation: the same f64 accumulations in the same order, the same roundings
 //! to f32, `exp` through an imported Rust function that gives `f32::exp`'s bits (`expf.rs`,
 //! 16 lanes at a time over a contiguous run) and square roots through Cranelift's correctly
-//! rounded `sqrt`, so results are bit-identical. Softmax and the reductions walk one `[outer, n, inner]` slice at a time with
-//! stride `inner` along `n`: the accumulator stays in a register, no scratch buffer is needed,
-//! and each output's sum runs over `k = 0..n` in the interpreter's order.
+//! rounded `sqrt`, so results are bit-identical. RMSNorm, softmax and the reductions walk
+//! `[outer, n, inner]` slices with stride `inner` along `n`, four at a time with their sums as
+//! interleaved chains: each accumulator stays in a register, no scratch buffer is needed, and
+//! each output's sum runs over `k = 0..n` in the interpreter's order.
 //!
 //! The Rust wrappers never panic and never touch memory outside their slices: loop counts are
 //! derived from the slice lengths and clamped to them; lengths that do not fit the arguments
@@ -22,9 +23,9 @@ use rayon::prelude::*;
 use cranelift_codegen::ir::types;
 use saturn_ir::{ReduceOp, Rope, RopeLayout};
 
-use super::CodegenError;
 use super::jit::JitCode;
 use super::rows_ir::{Jit, emit_causal_softmax, emit_reduce, emit_rms_norm, emit_rope, emit_softmax};
+use super::{CodegenError, PARALLEL_MIN_ELEMENTS};
 
 /// `(x, w, out, rows, d, eps)`.
 type RmsNormFn = unsafe extern "C" fn(*const f32, *const f32, *mut f32, usize, usize, f64);
@@ -256,10 +257,6 @@ pub fn rope_tables(rope: &Rope, inv_freq: &[f32], positions: &[i64], cos: &mut [
         }
     }
 }
-
-/// Elements of input below which a row kernel runs on the calling thread: a dispatch costs
-/// microseconds, these kernels a few nanoseconds per element.
-const PARALLEL_MIN_ELEMENTS: usize = 1 << 15;
 
 /// Runs `f(first, rows, x, out)` over `rows` independent rows of `per.0` input and `per.1` output
 /// elements, in contiguous parts across threads when the input is large enough. Each row's

@@ -1,6 +1,7 @@
 //! The Cranelift side of [`RowKernels`](super::RowKernels): the JIT module, helpers that
-//! build loop nests, and the IR of RMSNorm, softmax, the reductions and RoPE. Each emitter follows its interpreter function line by line; the comments
-//! say where the two could look different but are not.
+//! build loop nests, and the IR of RMSNorm, softmax (also with a causal mask and a scale folded
+//! in), the reductions and RoPE. Each emitter follows its interpreter function line by line;
+//! the comments say where the two could look different but are not.
 
 use cranelift_codegen::ir::condcodes::{FloatCC, IntCC};
 use cranelift_codegen::ir::{
