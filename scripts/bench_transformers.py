@@ -37,7 +37,7 @@ generated_ids in saturn bench's JSON, where present, are checked too.
 
 Rounds (--rounds, default 3): each model is timed in rounds, transformers then saturn in each, and
 the table gives each side's median and the median of the rounds' ratios, with every round's ratio
-beside it. This machine's speed drifts over minutes (memory bandwidth 35-47 GB/s, and the clock),
+beside it. This machine's speed drifts over minutes (read bandwidth 36-67 GB/s, and the clock),
 so a ratio from one round can compare a fast phase of one side with a slow phase of the other; the
 median of paired rounds is steadier. The greedy-id check runs once.
 
