@@ -4,15 +4,17 @@
 //!
 //! - `mla-decode`: `mla_decode_attention` for a batch of sequences, each over its own latent
 //!   cache (V3: 128 heads, latent 512, rope 64). It must read its inputs once and write its
-//!   output: that traffic over the run time is its bandwidth.
+//!   output: that traffic over the run time is its bandwidth. The cache is resident, as a
+//!   model's is: a weight of the op's graph, so `--weights-dtype bf16` stores it as bf16 on the
+//!   CUDA backends, as a tensor-core program stores its own KV cache.
 //! - `grouped-experts`: `grouped_experts` on a batch of tokens with a balanced routing (token `t`
 //!   uses experts `(t k + j) mod E`, `j < k`, each with weight `1/k`; the same rule as
 //!   `scripts/bench_ops_torch.py`, which times PyTorch on the same problem).
 //! - `linear`: `x w^T` at prefill sizes: the rate of the product kernels (tensor cores with bf16
 //!   weights on CUDA), against cuBLAS through PyTorch (`bench_ops_torch.py linear`).
 //!
-//! Inputs and weights are uniform random from fixed seeds (weights in `[-0.02, 0.02)`), made in
-//! parallel. `--check` runs the op once more on a reference (the cpu backend, or the interpreter
+//! Inputs and weights are uniform random from fixed seeds (weights in `[-0.02, 0.02)`, the
+//! latent cache and inputs in `[-1, 1)`), made in parallel. `--check` runs the op once more on a reference (the cpu backend, or the interpreter
 //! when the backend is cpu) and compares the outputs.
 
 use std::collections::{BTreeMap, HashMap};
@@ -108,9 +110,9 @@ pub struct HowArgs {
     /// Print the results as JSON.
     #[arg(long)]
     json: bool,
-    /// The weights (grouped-experts and linear have weights): f32, or bf16-rounded (stored as
-    /// bf16 on the CUDA backends, half the bytes; computed with as f32 elsewhere and by
-    /// --check); with --tensor-cores the CUDA backends compute in bf16 on tensor cores (all
+    /// The weights (mla-decode's latent cache, the experts' and linear's weights): f32, or
+    /// bf16-rounded (stored as bf16 on the CUDA backends, half the bytes; computed with as f32
+    /// elsewhere and by --check); with --tensor-cores the CUDA backends compute in bf16 on tensor cores (all
     /// three ops), which --check then holds to bf16's tolerance, 1.6e-2 of the largest output.
     #[command(flatten)]
     precision: super::Precision,
@@ -317,20 +319,20 @@ fn mla_decode(b: usize, t: usize, s: usize, h: usize, c: usize, r: usize) -> Res
         bail!("--queries ({s}) cannot exceed --context ({t}): the context includes the new tokens");
     }
     let mut g = Graph::new("mla_decode");
-    let shapes = [
-        ("q_latent", vec![b, h, s, c]),
-        ("q_rope", vec![b, h, s, r]),
-        ("latent", vec![b, t, c]),
-        ("k_pe", vec![b, t, r]),
-    ];
+    let queries = [("q_latent", vec![b, h, s, c]), ("q_rope", vec![b, h, s, r])];
     let mut ids = Vec::new();
     let mut inputs = HashMap::new();
-    for (i, (name, shape)) in shapes.iter().enumerate() {
+    for (i, (name, shape)) in queries.iter().enumerate() {
         ids.push(input(&mut g, name, shape)?);
         inputs.insert(
             name.to_string(),
             Tensor::f32(shape.clone(), uniform(shape.iter().product(), i as u64, 1.0)),
         );
+    }
+    let mut params = Generated::default();
+    for (i, (key, shape)) in [("latent", [b, t, c]), ("k_pe", [b, t, r])].iter().enumerate() {
+        ids.push(param(&mut g, key, shape)?);
+        params.seeds.insert(key.to_string(), Seed { seed: 2 + i as u64, scale: 1.0 });
     }
     // V3's softmax scale 1/sqrt(qk_nope + qk_rope); the value does not change the work.
     let y = g.add("y", Op::MlaDecodeAttention { scale: 1.0 / 192f64.sqrt() }, &ids, None)?;
@@ -340,8 +342,8 @@ fn mla_decode(b: usize, t: usize, s: usize, h: usize, c: usize, r: usize) -> Res
         op: "mla-decode",
         graph: g,
         inputs,
-        params: Generated::default(),
-        weight_elements: 0.0,
+        params,
+        weight_elements: b * t * (c + r),
         shapes: BTreeMap::from([
             ("batch", b as usize),
             ("context", t as usize),
@@ -380,7 +382,7 @@ fn grouped_experts(t: usize, hd: usize, i: usize, e: usize, k: usize, j: usize) 
     }
     for (n, (key, shape)) in weights.iter().enumerate() {
         args.push(param(&mut g, key, shape)?);
-        params.seeds.insert(key.to_string(), 100 + n as u64);
+        params.seeds.insert(key.to_string(), Seed { seed: 100 + n as u64, scale: 0.02 });
     }
     let y = g.add("y", Op::GroupedExperts { k: k as u64 }, &args, None)?;
     g.set_output("y", y)?;
@@ -427,7 +429,7 @@ fn linear(t: usize, k: usize, n: usize) -> Result<Problem> {
     let w = param(&mut g, "w", &[n, k])?;
     let y = g.add("y", Op::Linear, &[x, w], None)?;
     g.set_output("y", y)?;
-    let params = Generated { seeds: HashMap::from([("w".to_string(), 100)]) };
+    let params = Generated { seeds: HashMap::from([("w".to_string(), Seed { seed: 100, scale: 0.02 })]) };
     let inputs = HashMap::from([("x".to_string(), Tensor::f32(vec![t, k], uniform(t * k, 1, 1.0)))]);
     let (tf, kf, nf) = (t as f64, k as f64, n as f64);
     Ok(Problem {
@@ -442,16 +444,21 @@ fn linear(t: usize, k: usize, n: usize) -> Result<Problem> {
     })
 }
 
-/// Weights made on demand from a seed per key: uniform in `[-0.02, 0.02)`.
+/// Weights made on demand from a seed per key: uniform in `[-scale, scale)`.
 #[derive(Default)]
 struct Generated {
-    seeds: HashMap<String, u64>,
+    seeds: HashMap<String, Seed>,
+}
+
+struct Seed {
+    seed: u64,
+    scale: f32,
 }
 
 impl ParamSource for Generated {
     fn load(&self, key: &str, shape: &[usize]) -> Result<Tensor, String> {
-        let seed = self.seeds.get(key).ok_or_else(|| format!("no generated weight named `{key}`"))?;
-        Ok(Tensor::f32(shape.to_vec(), uniform(shape.iter().product(), *seed, 0.02)))
+        let s = self.seeds.get(key).ok_or_else(|| format!("no generated weight named `{key}`"))?;
+        Ok(Tensor::f32(shape.to_vec(), uniform(shape.iter().product(), s.seed, s.scale)))
     }
 }
 

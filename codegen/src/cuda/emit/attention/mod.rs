@@ -23,6 +23,12 @@ const BLOCK: u64 = 256;
 const MAX_HEADS_PER_BLOCK: u64 = 8;
 /// Static shared memory a block may use, in floats (48 KiB).
 const SHARED_FLOATS: u64 = 48 * 1024 / 4;
+/// Streaming multiprocessors of the GPUs saturn targets (H100 and H200 SXM: 132). The
+/// tensor-core split, one block per multiprocessor, splits the context into enough chunks to
+/// give each a block; on a GPU with fewer, the blocks take more than one wave.
+const DEVICE_SMS: u64 = 132;
+/// Most chunks of the tensor-core split (a short context leaves the later ones empty).
+const MAX_SPLITS: u64 = 64;
 
 fn scratch(i: usize, name: &str, written: bool) -> Param {
     Param { cty: "float", name: name.into(), bind: Bind::Scratch(i), written }
@@ -33,16 +39,16 @@ fn scratch(i: usize, name: &str, written: bool) -> Param {
 macro_rules! split_prologue {
     () => {
         r#"  const long long S = ${S}, T = ${T};
-  const long long splits = (T + ${CHUNK} - 1) / ${CHUNK};
+  const long long splits = ${SPLITS}, chunk = ${CHUNK_LEN};
   const int hg = (int)(blockIdx.x % ${HG});
   const long long s = blockIdx.x / ${HG};
   const long long split = blockIdx.y;
   // This batch element: its queries are heads bz * H.. of the flattened [B * H, S, ..].
   const long long bz = blockIdx.z;
-  const long long t0 = split * ${CHUNK};
+  const long long t0 = split * chunk;
   // Query s sits at position s + T - S and sees keys up to there.
   const long long pos = s + T - S;
-  long long t1 = t0 + ${CHUNK};
+  long long t1 = t0 + chunk;
   if (t1 > T) t1 = T;
   if (t1 > pos + 1) t1 = pos + 1;
   const int nk = t1 > t0 ? (int)(t1 - t0) : 0;
@@ -62,7 +68,7 @@ macro_rules! split_prologue {
 // After `split_prologue`, which the tensor-core split shares.
 mod tensor_cores;
 
-use tensor_cores::{MmaTiles, SPLIT_MMA};
+use tensor_cores::{MMA_KEYS, MmaTiles, SPLIT_MMA};
 
 const SPLIT: &str = concat!(
     split_prologue!(),
@@ -149,7 +155,7 @@ const SPLIT: &str = concat!(
 /// Combines the chunks a query sees (the chunks past its position were never written); a query
 /// that sees no key gives zeros, as in the interpreter. A block per (batch, head, query) row.
 const COMBINE: &str = r#"  const long long S = ${S}, T = ${T};
-  const long long splits = (T + ${CHUNK} - 1) / ${CHUNK};
+  const long long splits = ${SPLITS}, chunk = ${CHUNK_LEN};
   const long long row = blockIdx.x, s = row % S;
   const long long pos = s + T - S;
   const int tid = threadIdx.x;
@@ -158,7 +164,7 @@ const COMBINE: &str = r#"  const long long S = ${S}, T = ${T};
     for (int c = tid; c < ${C}; c += ${BLOCK}) o[c] = 0.0f;
     return;
   }
-  const long long n = pos / ${CHUNK} + 1;
+  const long long n = pos / chunk + 1;
   const float* mp = m_part + row * splits;
   const float* lp = l_part + row * splits;
   __shared__ float red[32];
@@ -221,7 +227,22 @@ pub(super) fn mla_decode_attention(ctx: &NodeCtx, scale: f64) -> Result<Group, C
         return Err(ctx.unsupported(format!("a latent width of {c} does not fit shared memory")));
     }
     let hg = h.div_ceil(hb);
+    // The f32 split holds a chunk's scores in shared memory: chunks of CHUNK keys, as many as
+    // the context needs. The tensor-core split keeps a running softmax over tiles, so its
+    // chunks can be as long as the context: a fixed number of them, enough to fill the GPU
+    // (partial outputs cost traffic, so no more).
+    let splits = mma.as_ref().map(|_| {
+        let known = |d: &Dim| d.as_const().unwrap_or(1);
+        let per_split = hg * q[..nb].iter().map(known).product::<u64>() * known(s);
+        (DEVICE_SMS / per_split.max(1)).clamp(1, MAX_SPLITS)
+    });
+    let (splits_c, chunk_c) = match splits {
+        Some(n) => (n.to_string(), format!("(((T + {n} - 1) / {n} + {k} - 1) / {k} * {k})", k = MMA_KEYS)),
+        None => (format!("((T + {CHUNK} - 1) / {CHUNK})"), CHUNK.to_string()),
+    };
     let mut vars = vec![
+        ("SPLITS", splits_c),
+        ("CHUNK_LEN", chunk_c),
         ("S", ctx.dim(s)),
         ("T", ctx.dim(t)),
         ("H", h.to_string()),
@@ -241,12 +262,20 @@ pub(super) fn mla_decode_attention(ctx: &NodeCtx, scale: f64) -> Result<Group, C
         let copied = ctx.stored[2] == DType::BF16 && ctx.stored[3] == DType::BF16 && c % 8 == 0 && r % 8 == 0;
         m.add_vars(&mut vars, copied);
     }
-    // Splits per (head, query): ceil(T / CHUNK) <= (T + CHUNK - 1) / CHUNK.
+    // Splits per (head, query): the fixed count, or ceil(T / CHUNK) <= (T + CHUNK - 1) / CHUNK.
     let padded = t.add(&Dim::constant(CHUNK - 1));
     let per_split = |floats: u64| {
-        Extent::of(q[..nb].iter().cloned().chain([s.clone(), padded.clone()]))
-            .times(4 * h * floats)
-            .ceil_div(CHUNK)
+        let rows = Extent::of(q[..nb].iter().cloned().chain([s.clone()])).times(4 * h * floats);
+        match splits {
+            Some(n) => rows.times(n),
+            None => Extent::of(q[..nb].iter().cloned().chain([s.clone(), padded.clone()]))
+                .times(4 * h * floats)
+                .ceil_div(CHUNK),
+        }
+    };
+    let split_grid = match splits {
+        Some(n) => Extent::one().times(n),
+        None => Extent::of([t.clone()]).ceil_div(CHUNK),
     };
     let split = KernelDef {
         stem: if mma.is_some() { "mla_decode_split_mma" } else { "mla_decode_split" }.into(),
@@ -261,7 +290,7 @@ pub(super) fn mla_decode_attention(ctx: &NodeCtx, scale: f64) -> Result<Group, C
         ],
         body: fill(if mma.is_some() { SPLIT_MMA } else { SPLIT }, &vars),
         block: BLOCK as u32,
-        grid: [Extent::of([s.clone()]).times(hg), Extent::of([t.clone()]).ceil_div(CHUNK), batch],
+        grid: [Extent::of([s.clone()]).times(hg), split_grid, batch],
         shared_bytes: mma.as_ref().map_or(0, |m| m.shared_bytes),
         globals: String::new(),
     };
