@@ -70,14 +70,16 @@ pub(super) fn core(tile: &Tile) -> String {
     )
 }
 
-/// Shared-memory rows are 40 bf16 (32 of K and 8 of padding), so a warp's fragment loads fall
-/// in 32 distinct banks.
+/// Shared-memory rows are 40 bf16 (32 of K and 8 of padding), so the eight rows of an
+/// `ldmatrix` fall in distinct banks. Two slabs of K: the next slab's elements are fetched
+/// into registers (16-byte loads where the rows are aligned) while this one is multiplied,
+/// then stored into the other slab, so one barrier per slab suffices.
 const CORE: &str = r#"  const long long nn = ${N}, kd = ${KD};
   const long long n0 = (long long)blockIdx.y * ${TN};
-  const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5, lg = lane >> 2, lt = lane & 3;
+  const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
   const int wm = warp & 1, wn = warp >> 1;
-  __shared__ __align__(16) unsigned short As[64][40];
-  __shared__ __align__(16) unsigned short Bs[${NB}][${TN}][40];
+  __shared__ __align__(16) unsigned short As[2][64][40];
+  __shared__ __align__(16) unsigned short Bs[2][${NB}][${TN}][40];
   float acc[${NB}][2][${NT}][4];
 #pragma unroll
   for (int j = 0; j < ${NB}; ++j)
@@ -86,58 +88,96 @@ const CORE: &str = r#"  const long long nn = ${N}, kd = ${KD};
 #pragma unroll
       for (int nt = 0; nt < ${NT}; ++nt) acc[j][mt][nt][0] = acc[j][mt][nt][1] = acc[j][mt][nt][2] = acc[j][mt][nt][3] = 0.0f;
   const sat_bf16* bw[2] = {${B0} + wrow * kd, ${B1} + wrow * kd};
-  for (long long k0 = 0; k0 < kd; k0 += 32) {
-    // A: eight consecutive elements of row tid / 4 per thread, rounded to bf16.
-    {
-      const int r = tid >> 2, c = (tid & 3) * 8;
-      const long long ar = arow[r];
-      unsigned int* d = (unsigned int*)&As[r][c];
+  // This thread's share of a slab: eight elements of A row tid / 4, and EPT weights of row
+  // tid / TPR of each weight, whole 16-byte pieces where the rows allow.
+  const int ar_r = tid >> 2, ar_c = (tid & 3) * 8;
+  const int br_r = tid / ${TPR}, br_c = (tid % ${TPR}) * ${EPT};
+  const long long ar = arow[ar_r], bn = n0 + br_r;
+  const bool a_vec = kd % 4 == 0 && ((unsigned long long)(${A}) & 15) == 0;
+  bool b_vec = kd % 8 == 0;
+#pragma unroll
+  for (int j = 0; j < ${NB}; ++j) b_vec = b_vec && ((unsigned long long)bw[j] & 15) == 0;
+  unsigned int xa[4], xb[${NB}][${EPT} / 2];
+  auto fetch = [&](long long k0) {
+    const long long k = k0 + ar_c;
+    if (ar >= 0 && a_vec && k + 8 <= kd) {
+      const float4 v0 = *(const float4*)&${A}[ar * kd + k];
+      const float4 v1 = *(const float4*)&${A}[ar * kd + k + 4];
+      xa[0] = sat_bf16_bits(v0.x) | (sat_bf16_bits(v0.y) << 16);
+      xa[1] = sat_bf16_bits(v0.z) | (sat_bf16_bits(v0.w) << 16);
+      xa[2] = sat_bf16_bits(v1.x) | (sat_bf16_bits(v1.y) << 16);
+      xa[3] = sat_bf16_bits(v1.z) | (sat_bf16_bits(v1.w) << 16);
+    } else {
 #pragma unroll
       for (int i = 0; i < 4; ++i) {
-        const long long k = k0 + c + 2 * i;
-        const float x0 = ar >= 0 && k < kd ? ${A}[ar * kd + k] : 0.0f;
-        const float x1 = ar >= 0 && k + 1 < kd ? ${A}[ar * kd + k + 1] : 0.0f;
-        d[i] = sat_bf16_bits(x0) | (sat_bf16_bits(x1) << 16);
+        const float x0 = ar >= 0 && k + 2 * i < kd ? ${A}[ar * kd + k + 2 * i] : 0.0f;
+        const float x1 = ar >= 0 && k + 2 * i + 1 < kd ? ${A}[ar * kd + k + 2 * i + 1] : 0.0f;
+        xa[i] = sat_bf16_bits(x0) | (sat_bf16_bits(x1) << 16);
       }
     }
-    // B: EPT consecutive weights of one row per thread, as stored.
+    const long long kb = k0 + br_c;
 #pragma unroll
     for (int j = 0; j < ${NB}; ++j) {
-      const int r = tid / ${TPR}, c = (tid % ${TPR}) * ${EPT};
-      const long long n = n0 + r;
-      unsigned int* d = (unsigned int*)&Bs[j][r][c];
+      if (bn < nn && b_vec && kb + ${EPT} <= kd) {
 #pragma unroll
-      for (int i = 0; i < ${EPT} / 2; ++i) {
-        const long long k = k0 + c + 2 * i;
-        const unsigned int w0 = n < nn && k < kd ? (unsigned int)bw[j][n * kd + k].bits : 0u;
-        const unsigned int w1 = n < nn && k + 1 < kd ? (unsigned int)bw[j][n * kd + k + 1].bits : 0u;
-        d[i] = w0 | (w1 << 16);
+        for (int i = 0; i < ${EPT} / 8; ++i) {
+          const uint4 v = *(const uint4*)&bw[j][bn * kd + kb + 8 * i];
+          xb[j][4 * i] = v.x;
+          xb[j][4 * i + 1] = v.y;
+          xb[j][4 * i + 2] = v.z;
+          xb[j][4 * i + 3] = v.w;
+        }
+      } else {
+#pragma unroll
+        for (int i = 0; i < ${EPT} / 2; ++i) {
+          const long long k2 = kb + 2 * i;
+          const unsigned int w0 = bn < nn && k2 < kd ? (unsigned int)bw[j][bn * kd + k2].bits : 0u;
+          const unsigned int w1 = bn < nn && k2 + 1 < kd ? (unsigned int)bw[j][bn * kd + k2 + 1].bits : 0u;
+          xb[j][i] = w0 | (w1 << 16);
+        }
       }
     }
-    __syncthreads();
+  };
+  auto stash = [&](int buf) {
+    *(uint4*)&As[buf][ar_r][ar_c] = make_uint4(xa[0], xa[1], xa[2], xa[3]);
 #pragma unroll
-    for (int kk = 0; kk < 32; kk += 16) {
+    for (int j = 0; j < ${NB}; ++j)
+#pragma unroll
+      for (int i = 0; i < ${EPT} / 8; ++i)
+        *(uint4*)&Bs[buf][j][br_r][br_c + 8 * i] =
+            make_uint4(xb[j][4 * i], xb[j][4 * i + 1], xb[j][4 * i + 2], xb[j][4 * i + 3]);
+  };
+  // The row this lane addresses in an ldmatrix: A's 16 x 16 tiles, and B's 8 rows by 32 of K.
+  const int a_row = (lane & 7) + ((lane >> 3) & 1) * 8, a_col = (lane >> 4) * 8;
+  const int b_row = lane & 7, b_col = (lane >> 3) * 8;
+  fetch(0);
+  stash(0);
+  __syncthreads();
+  for (long long k0 = 0, buf = 0; k0 < kd; k0 += 32, buf ^= 1) {
+    const bool more = k0 + 32 < kd;
+    if (more) fetch(k0 + 32);
+    unsigned int b[${NB}][${NT}][4];
+#pragma unroll
+    for (int j = 0; j < ${NB}; ++j)
+#pragma unroll
+      for (int nt = 0; nt < ${NT}; ++nt)
+        sat_ldmatrix_x4(b[j][nt], &Bs[buf][j][wn * ${WN} + nt * 8 + b_row][b_col]);
+#pragma unroll
+    for (int kk = 0; kk < 2; ++kk) {
       unsigned int a[2][4];
 #pragma unroll
-      for (int mt = 0; mt < 2; ++mt) {
-        const unsigned short* p = &As[wm * 32 + mt * 16 + lg][kk + 2 * lt];
-        a[mt][0] = *(const unsigned int*)p;
-        a[mt][1] = *(const unsigned int*)(p + 8 * 40);
-        a[mt][2] = *(const unsigned int*)(p + 8);
-        a[mt][3] = *(const unsigned int*)(p + 8 * 40 + 8);
-      }
+      for (int mt = 0; mt < 2; ++mt) sat_ldmatrix_x4(a[mt], &As[buf][wm * 32 + mt * 16 + a_row][16 * kk + a_col]);
 #pragma unroll
       for (int j = 0; j < ${NB}; ++j)
 #pragma unroll
-        for (int nt = 0; nt < ${NT}; ++nt) {
-          const unsigned short* q = &Bs[j][wn * ${WN} + nt * 8 + lg][kk + 2 * lt];
-          const unsigned int b[2] = {*(const unsigned int*)q, *(const unsigned int*)(q + 8)};
+        for (int nt = 0; nt < ${NT}; ++nt)
 #pragma unroll
-          for (int mt = 0; mt < 2; ++mt) sat_mma_bf16(acc[j][mt][nt], a[mt], b);
-        }
+          for (int mt = 0; mt < 2; ++mt) sat_mma_bf16(acc[j][mt][nt], a[mt], b[j][nt] + 2 * kk);
     }
+    if (more) stash(buf ^ 1);
     __syncthreads();
   }
+  const int lg = lane >> 2, lt = lane & 3;
 #pragma unroll
   for (int mt = 0; mt < 2; ++mt)
 #pragma unroll

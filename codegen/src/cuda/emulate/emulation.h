@@ -48,8 +48,10 @@ struct dim3 { unsigned x, y, z; };
 struct __align__(8) float2 { float x, y; };
 struct __align__(8) uint2 { unsigned x, y; };
 struct __align__(16) float4 { float x, y, z, w; };
+struct __align__(16) uint4 { unsigned x, y, z, w; };
 inline float2 make_float2(float x, float y) { return {x, y}; }
 inline float4 make_float4(float x, float y, float z, float w) { return {x, y, z, w}; }
+inline uint4 make_uint4(unsigned x, unsigned y, unsigned z, unsigned w) { return {x, y, z, w}; }
 constexpr int warpSize = 32;
 
 // The running thread's coordinates: set by the scheduler before it resumes a fiber.
