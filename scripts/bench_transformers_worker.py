@@ -7,6 +7,9 @@ Progress goes to stderr. Not meant to be run by hand, but it can be:
     .venv-bench/bin/python scripts/bench_transformers_worker.py create-mid target/bench-models/deepseek-v3-mid
     .venv-bench/bin/python scripts/bench_transformers_worker.py bench models/deepseek-v3-tiny \
         --ids 1,8,15,22 --decode-tokens 8 --threads 2 --runs 5 --decode-runs 3
+
+`--device cuda` runs the model on GPU 0 (scripts/gpu-check.sh does, against saturn's CUDA
+backend), with `--dtype bfloat16` in bf16; timed regions end with a device synchronisation.
 """
 import argparse
 import json
@@ -125,17 +128,25 @@ def bench(args: argparse.Namespace) -> dict:
     ids = [int(x) for x in args.ids.split(",")]
     m = args.decode_tokens
 
+    device = torch.device(args.device)
+    cuda = device.type == "cuda"
+
+    def sync():
+        if cuda:
+            torch.cuda.synchronize()
+
     start = time.perf_counter()
     # `dtype` is transformers 5.x's name for `torch_dtype` (deprecated, warns).
-    kwargs = dict(dtype=torch.float32, attn_implementation="eager")
+    kwargs = dict(dtype=getattr(torch, args.dtype), attn_implementation="eager")
     if args.experts_implementation:
         kwargs["experts_implementation"] = args.experts_implementation
-    model = AutoModelForCausalLM.from_pretrained(args.model, **kwargs).eval()
+    model = AutoModelForCausalLM.from_pretrained(args.model, **kwargs).to(device).eval()
+    sync()
     load_s = time.perf_counter() - start
     rss_after_load = peak_rss_mib()
     log(f"loaded {args.model} in {load_s:.2f} s (peak RSS {rss_after_load:.0f} MiB)")
 
-    prompt = torch.tensor([ids], dtype=torch.long)
+    prompt = torch.tensor([ids], dtype=torch.long, device=device)
 
     def prefill():
         # The last position's logits only, as `generate` asks for them (and saturn's generation
@@ -155,10 +166,11 @@ def bench(args: argparse.Namespace) -> dict:
             if step == m:
                 break
             t0 = time.perf_counter()
-            out = model(input_ids=torch.tensor([[token]], dtype=torch.long), past_key_values=cache,
-                        use_cache=True)
+            out = model(input_ids=torch.tensor([[token]], dtype=torch.long, device=device),
+                        past_key_values=cache, use_cache=True)
             cache = out.past_key_values
             logits = out.logits[0, -1]
+            sync()
             # argmax of the next step is cheap; it is counted in the next step's time.
             times.append(time.perf_counter() - t0)
         return generated, margins, times
@@ -168,8 +180,10 @@ def bench(args: argparse.Namespace) -> dict:
         prefill()
         prefill_times = []
         for _ in range(args.runs):
+            sync()
             t0 = time.perf_counter()
             prefill()
+            sync()
             prefill_times.append(time.perf_counter() - t0)
         log(f"prefill median {statistics.median(prefill_times) * 1000:.1f} ms")
         # Decode: one warm-up run (prefill + M steps), then several timed runs; each run's decode
@@ -186,6 +200,8 @@ def bench(args: argparse.Namespace) -> dict:
         "prompt_tokens": len(ids),
         "decode_tokens": m,
         "threads": torch.get_num_threads(),
+        "device": torch.cuda.get_device_name(device) if cuda else "cpu",
+        "dtype": args.dtype,
         "load_seconds": load_s,
         "peak_rss_mib_after_load": rss_after_load,
         "peak_rss_mib": peak_rss_mib(),
@@ -220,6 +236,8 @@ def main() -> None:
     p.add_argument("--runs", type=int, default=5, help="timed prefill runs (median)")
     p.add_argument("--decode-runs", type=int, default=3, help="timed decode runs of M steps (median)")
     p.add_argument("--experts-implementation", default=None)
+    p.add_argument("--device", default="cpu", help="cpu, or cuda (GPU 0)")
+    p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
     p = sub.add_parser("versions", help="print the versions of torch and transformers")
     args = parser.parse_args()
 

@@ -9,6 +9,12 @@
 #      median position within 1.6e-2 of the largest logit);
 #   3. `saturn bench` on the GPU (f32, then bf16 on tensor cores) and on the CPU for the shipped
 #      default model (JSON);
+#   mid: the decode step of a real-sized model: the mid-size random DeepSeek-V3-style model of
+#      scripts/bench_transformers.py (816M parameters, 3.3 GB, made by transformers into
+#      $MID_DIR, default target/bench-models/deepseek-v3-mid), timed with `saturn bench
+#      --backend cuda` (f32, then bf16 on tensor cores) and with transformers on the same GPU in
+#      float32 and bfloat16 (scripts/bench_transformers_worker.py --device cuda), greedy ids
+#      compared in f32;
 #   4. `saturn bench-op` at DeepSeek-V3 layer shapes: mla-decode (batch 64, context 4096: its
 #      traffic against the GPU's copy bandwidth), grouped-experts (64 and 512 tokens) and a
 #      prefill-sized linear (4096 x 7168 -> 2048), each in f32 and in bf16 on tensor cores,
@@ -21,7 +27,7 @@
 # Results go to ${OUT:-target/gpu-check}. Usage: scripts/gpu-check.sh [SATURN_BINARY]
 # BACKEND=cuda-emulator runs the same checks on the CPU emulator (no GPU; slow, for the script;
 # the op benchmarks then run at small shapes). PYTHON picks the interpreter for PyTorch.
-# SECTIONS="fixtures bf16 bench ops torch" (the default) names the parts to run, and
+# SECTIONS="fixtures bf16 bench mid ops torch" (the default) names the parts to run, and
 # OPS="mla experts linear" the op groups of `ops` and `torch`, so a long check can be split
 # across several runs (each keeps its files in $OUT).
 set -euo pipefail
@@ -37,7 +43,7 @@ if [ -z "${SATURN_CUDA_HOME:-}" ]; then
 fi
 export SATURN_CUDA_HOME="${SATURN_CUDA_HOME:?no CUDA toolkit found: set SATURN_CUDA_HOME}"
 # SECTIONS picks what runs (default: all), e.g. SECTIONS="ops torch" to rerun the benchmarks.
-SECTIONS="${SECTIONS:-fixtures bf16 bench ops torch}"
+SECTIONS="${SECTIONS:-fixtures bf16 bench mid ops torch}"
 wants() { [[ " $SECTIONS " == *" $1 "* ]]; }
 # OPS picks the op groups of `ops` and `torch` (default all), e.g. OPS=linear to time only the
 # products: one command stays within a time limit.
@@ -156,6 +162,38 @@ done
 "$SATURN" bench models/deepseek-v3-mini.toml --backend "$BACKEND" --weights-dtype bf16 --tensor-cores \
   --prompt-tokens "${PROMPT:-64}" --decode-tokens "${DECODE:-64}" --json > "$OUT/bench-$BACKEND-bf16.json"
 tee -a "$OUT/log.txt" < "$OUT/bench-$BACKEND-bf16.json"
+fi
+
+if wants mid; then
+echo "== the mid-size model's prefill and decode: saturn ($BACKEND) and transformers on the same device" | tee -a "$OUT/log.txt"
+PY="${PYTHON:-python3}"
+MID="${MID_DIR:-target/bench-models/deepseek-v3-mid}"
+"$PY" scripts/bench_transformers_worker.py create-mid "$MID" > /dev/null
+# saturn bench's default prompt ids, (1 + 7919 i) mod vocab, for transformers too.
+IDS=$("$PY" -c "print(','.join(str((1 + 7919 * i) % 32000) for i in range(${MID_PROMPT:-128})))")
+MID_DECODE="${MID_DECODE:-32}"
+"$SATURN" bench "$MID" --backend "$BACKEND" --ids "$IDS" --decode-tokens "$MID_DECODE" --json > "$OUT/mid-$BACKEND.json"
+"$SATURN" bench "$MID" --backend "$BACKEND" --weights-dtype bf16 --tensor-cores --ids "$IDS" \
+  --decode-tokens "$MID_DECODE" --json > "$OUT/mid-$BACKEND-bf16.json"
+for dtype in float32 bfloat16; do
+  "$PY" scripts/bench_transformers_worker.py bench "$MID" --ids "$IDS" --decode-tokens "$MID_DECODE" \
+    --threads "$(nproc)" --device "$TORCH_DEVICE" --dtype "$dtype" > "$OUT/mid-torch-$dtype.json"
+done
+"$PY" - "$OUT" "$BACKEND" <<'PY' | tee -a "$OUT/log.txt"
+import json, sys
+out, backend = sys.argv[1], sys.argv[2]
+load = lambda name: json.load(open(f"{out}/{name}.json"))
+pairs = [("f32", load(f"mid-{backend}"), load("mid-torch-float32")),
+         ("bf16", load(f"mid-{backend}-bf16"), load("mid-torch-bfloat16"))]
+for name, ours, theirs in pairs:
+    print(f"mid {name}: prefill {ours['prefill_tokens_per_s']:.0f} vs {theirs['prefill_tokens_per_s']:.0f} "
+          f"tokens/s ({ours['prefill_tokens_per_s'] / theirs['prefill_tokens_per_s']:.2f}x), decode "
+          f"{ours['decode_tokens_per_s']:.0f} vs {theirs['decode_tokens_per_s']:.0f} tokens/s "
+          f"({ours['decode_tokens_per_s'] / theirs['decode_tokens_per_s']:.2f}x); load {ours['load_seconds']:.1f} s")
+ours, theirs = pairs[0][1]["generated_ids"], pairs[0][2]["greedy_ids"]
+same = ours[: len(theirs)] == theirs
+print(f"mid f32 greedy ids {'match' if same else 'DIFFER'} transformers'")
+PY
 fi
 
 if wants ops; then
