@@ -320,7 +320,7 @@ impl Product {
             params: self.params,
             body: c,
             block: 256,
-            shared_bytes: 0,
+            shared_bytes: mma::shared_bytes(gated),
             globals: String::new(),
         })
     }

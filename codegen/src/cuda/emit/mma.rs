@@ -48,7 +48,8 @@ pub(super) struct Tile<'a> {
 pub(super) fn core(tile: &Tile) -> String {
     let nb = tile.b.len() as u64;
     let tn = columns(nb == 2);
-    let per = tn / 8;
+    // Weights of one row per thread in a slab, and threads per row.
+    let ept = tn * SLAB_K / 256;
     fill(
         CORE,
         &[
@@ -56,8 +57,10 @@ pub(super) fn core(tile: &Tile) -> String {
             ("TN", tn.to_string()),
             ("WN", (tn / 4).to_string()),
             ("NT", (tn / 32).to_string()),
-            ("EPT", per.to_string()),
-            ("TPR", (32 / per).to_string()),
+            ("SK", SLAB_K.to_string()),
+            ("SROW", (SLAB_K + 8).to_string()),
+            ("EPT", ept.to_string()),
+            ("TPR", (SLAB_K / ept).to_string()),
             ("N", tile.n.to_string()),
             ("KD", tile.kd.to_string()),
             ("A", tile.a.to_string()),
@@ -70,16 +73,29 @@ pub(super) fn core(tile: &Tile) -> String {
     )
 }
 
-/// Shared-memory rows are 40 bf16 (32 of K and 8 of padding), so the eight rows of an
-/// `ldmatrix` fall in distinct banks. Two slabs of K: the next slab's elements are fetched
-/// into registers (16-byte loads where the rows are aligned) while this one is multiplied,
-/// then stored into the other slab, so one barrier per slab suffices.
+/// K per slab of [`CORE`]: each thread has a slab's 16 elements of A and 16 or 32 weights in
+/// flight while the previous slab is multiplied (at 32, two blocks per SM kept too few bytes in
+/// flight to stream the experts' weights at more than half the copy bandwidth).
+const SLAB_K: u64 = 64;
+
+/// Dynamic shared memory of [`CORE`]: two slabs of A (64 rows) and of the weights (`columns`
+/// rows), rows of `SLAB_K` + 8 bf16.
+pub(super) fn shared_bytes(gated: bool) -> u32 {
+    let rows = ROWS + columns(gated) * if gated { 2 } else { 1 };
+    (2 * rows * (SLAB_K + 8) * 2) as u32
+}
+
+/// Shared-memory rows are `SK` + 8 bf16, so the eight rows of an `ldmatrix` fall in distinct
+/// banks. Two slabs of K in dynamic shared memory ([`shared_bytes`]): the next slab's elements
+/// are fetched into registers (16-byte loads where the rows are aligned) while this one is
+/// multiplied, then stored into the other slab, so one barrier per slab suffices.
 const CORE: &str = r#"  const long long nn = ${N}, kd = ${KD};
   const long long n0 = (long long)blockIdx.y * ${TN};
   const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
   const int wm = warp & 1, wn = warp >> 1;
-  __shared__ __align__(16) unsigned short As[2][64][40];
-  __shared__ __align__(16) unsigned short Bs[2][${NB}][${TN}][40];
+  extern __shared__ __align__(16) unsigned char smem[];
+  auto As = reinterpret_cast<unsigned short (*)[64][${SROW}]>(smem);
+  auto Bs = reinterpret_cast<unsigned short (*)[${NB}][${TN}][${SROW}]>(smem + 2 * 64 * ${SROW} * 2);
   float acc[${NB}][2][${NT}][4];
 #pragma unroll
   for (int j = 0; j < ${NB}; ++j)
@@ -88,28 +104,28 @@ const CORE: &str = r#"  const long long nn = ${N}, kd = ${KD};
 #pragma unroll
       for (int nt = 0; nt < ${NT}; ++nt) acc[j][mt][nt][0] = acc[j][mt][nt][1] = acc[j][mt][nt][2] = acc[j][mt][nt][3] = 0.0f;
   const sat_bf16* bw[2] = {${B0} + wrow * kd, ${B1} + wrow * kd};
-  // This thread's share of a slab: eight elements of A row tid / 4, and EPT weights of row
+  // This thread's share of a slab: SK / 4 elements of A row tid / 4, and EPT weights of row
   // tid / TPR of each weight, whole 16-byte pieces where the rows allow.
-  const int ar_r = tid >> 2, ar_c = (tid & 3) * 8;
+  const int ar_r = tid >> 2, ar_c = (tid & 3) * (${SK} / 4);
   const int br_r = tid / ${TPR}, br_c = (tid % ${TPR}) * ${EPT};
   const long long ar = arow[ar_r], bn = n0 + br_r;
   const bool a_vec = kd % 4 == 0 && ((unsigned long long)(${A}) & 15) == 0;
   bool b_vec = kd % 8 == 0;
 #pragma unroll
   for (int j = 0; j < ${NB}; ++j) b_vec = b_vec && ((unsigned long long)bw[j] & 15) == 0;
-  unsigned int xa[4], xb[${NB}][${EPT} / 2];
+  unsigned int xa[${SK} / 8], xb[${NB}][${EPT} / 2];
   auto fetch = [&](long long k0) {
     const long long k = k0 + ar_c;
-    if (ar >= 0 && a_vec && k + 8 <= kd) {
-      const float4 v0 = *(const float4*)&${A}[ar * kd + k];
-      const float4 v1 = *(const float4*)&${A}[ar * kd + k + 4];
-      xa[0] = sat_bf16_bits(v0.x) | (sat_bf16_bits(v0.y) << 16);
-      xa[1] = sat_bf16_bits(v0.z) | (sat_bf16_bits(v0.w) << 16);
-      xa[2] = sat_bf16_bits(v1.x) | (sat_bf16_bits(v1.y) << 16);
-      xa[3] = sat_bf16_bits(v1.z) | (sat_bf16_bits(v1.w) << 16);
+    if (ar >= 0 && a_vec && k + ${SK} / 4 <= kd) {
+#pragma unroll
+      for (int i = 0; i < ${SK} / 16; ++i) {
+        const float4 v = *(const float4*)&${A}[ar * kd + k + 4 * i];
+        xa[2 * i] = sat_bf16_bits(v.x) | (sat_bf16_bits(v.y) << 16);
+        xa[2 * i + 1] = sat_bf16_bits(v.z) | (sat_bf16_bits(v.w) << 16);
+      }
     } else {
 #pragma unroll
-      for (int i = 0; i < 4; ++i) {
+      for (int i = 0; i < ${SK} / 8; ++i) {
         const float x0 = ar >= 0 && k + 2 * i < kd ? ${A}[ar * kd + k + 2 * i] : 0.0f;
         const float x1 = ar >= 0 && k + 2 * i + 1 < kd ? ${A}[ar * kd + k + 2 * i + 1] : 0.0f;
         xa[i] = sat_bf16_bits(x0) | (sat_bf16_bits(x1) << 16);
@@ -139,7 +155,9 @@ const CORE: &str = r#"  const long long nn = ${N}, kd = ${KD};
     }
   };
   auto stash = [&](int buf) {
-    *(uint4*)&As[buf][ar_r][ar_c] = make_uint4(xa[0], xa[1], xa[2], xa[3]);
+#pragma unroll
+    for (int i = 0; i < ${SK} / 32; ++i)
+      *(uint4*)&As[buf][ar_r][ar_c + 8 * i] = make_uint4(xa[4 * i], xa[4 * i + 1], xa[4 * i + 2], xa[4 * i + 3]);
 #pragma unroll
     for (int j = 0; j < ${NB}; ++j)
 #pragma unroll
@@ -147,32 +165,32 @@ const CORE: &str = r#"  const long long nn = ${N}, kd = ${KD};
         *(uint4*)&Bs[buf][j][br_r][br_c + 8 * i] =
             make_uint4(xb[j][4 * i], xb[j][4 * i + 1], xb[j][4 * i + 2], xb[j][4 * i + 3]);
   };
-  // The row this lane addresses in an ldmatrix: A's 16 x 16 tiles, and B's 8 rows by 32 of K.
+  // The row this lane addresses in an ldmatrix: A's 16 x 16 tiles, and B's two 8-row tiles
+  // by 16 of K.
   const int a_row = (lane & 7) + ((lane >> 3) & 1) * 8, a_col = (lane >> 4) * 8;
-  const int b_row = lane & 7, b_col = (lane >> 3) * 8;
+  const int b_row = (lane & 7) + (lane >> 4) * 8, b_col = ((lane >> 3) & 1) * 8;
   fetch(0);
   stash(0);
   __syncthreads();
-  for (long long k0 = 0, buf = 0; k0 < kd; k0 += 32, buf ^= 1) {
-    const bool more = k0 + 32 < kd;
-    if (more) fetch(k0 + 32);
-    unsigned int b[${NB}][${NT}][4];
+  for (long long k0 = 0, buf = 0; k0 < kd; k0 += ${SK}, buf ^= 1) {
+    const bool more = k0 + ${SK} < kd;
+    if (more) fetch(k0 + ${SK});
 #pragma unroll
-    for (int j = 0; j < ${NB}; ++j)
+    for (int k16 = 0; k16 < ${SK}; k16 += 16) {
+      unsigned int a[2][4], b[${NB}][${NT} / 2][4];
 #pragma unroll
-      for (int nt = 0; nt < ${NT}; ++nt)
-        sat_ldmatrix_x4(b[j][nt], &Bs[buf][j][wn * ${WN} + nt * 8 + b_row][b_col]);
+      for (int mt = 0; mt < 2; ++mt) sat_ldmatrix_x4(a[mt], &As[buf][wm * 32 + mt * 16 + a_row][k16 + a_col]);
 #pragma unroll
-    for (int kk = 0; kk < 2; ++kk) {
-      unsigned int a[2][4];
+      for (int j = 0; j < ${NB}; ++j)
 #pragma unroll
-      for (int mt = 0; mt < 2; ++mt) sat_ldmatrix_x4(a[mt], &As[buf][wm * 32 + mt * 16 + a_row][16 * kk + a_col]);
+        for (int np = 0; np < ${NT} / 2; ++np)
+          sat_ldmatrix_x4(b[j][np], &Bs[buf][j][wn * ${WN} + np * 16 + b_row][k16 + b_col]);
 #pragma unroll
       for (int j = 0; j < ${NB}; ++j)
 #pragma unroll
         for (int nt = 0; nt < ${NT}; ++nt)
 #pragma unroll
-          for (int mt = 0; mt < 2; ++mt) sat_mma_bf16(acc[j][mt][nt], a[mt], b[j][nt] + 2 * kk);
+          for (int mt = 0; mt < 2; ++mt) sat_mma_bf16(acc[j][mt][nt], a[mt], b[j][nt / 2] + 2 * (nt % 2));
     }
     if (more) stash(buf ^ 1);
     __syncthreads();

@@ -41,6 +41,9 @@ pub(crate) struct Param {
 }
 
 /// One kernel of a group: its code and how it is launched.
+/// Shared memory of an SM on the least of the targeted GPUs (sm_80: 164 KiB).
+const SM_SHARED_BYTES: u32 = 164 * 1024;
+
 #[derive(Clone, Debug)]
 pub(crate) struct KernelDef {
     /// What the kernel is (`rms_norm`, `mla_decode_split`): the start of its name.
@@ -64,12 +67,18 @@ impl KernelDef {
             let constness = if p.written { "" } else { "const " };
             params.push(format!("{constness}{}* __restrict__ {}", p.cty, p.name));
         }
-        // Dynamic shared memory is sized to fill an SM (the tensor-core attention: up to 160
-        // KiB): promising ptxas one block per SM lets it use the registers one block may have
-        // (left to itself, for sm_90a it capped the tiny models' attention at 40 and spilled).
-        let alone = if self.shared_bytes > 0 { ", 1" } else { "" };
+        // Kernels with dynamic shared memory promise ptxas as many blocks per SM as that memory
+        // allows, at most two: the tensor-core attention (up to 160 KiB) one block, which may
+        // use every register (left to itself, for sm_90a ptxas capped the tiny models' attention
+        // at 40 and spilled); the product tiles (54 KiB) two of at most 128 registers a thread,
+        // whose loads in flight together stream the weights.
+        let blocks = if self.shared_bytes > 0 {
+            format!(", {}", (SM_SHARED_BYTES / self.shared_bytes).clamp(1, 2))
+        } else {
+            String::new()
+        };
         let text = format!(
-            "{globals}extern \"C\" __global__ void __launch_bounds__({block}{alone}) {name}({params}) {{\n{body}}}\n",
+            "{globals}extern \"C\" __global__ void __launch_bounds__({block}{blocks}) {name}({params}) {{\n{body}}}\n",
             globals = self.globals,
             block = self.block,
             params = params.join(", "),

@@ -515,7 +515,7 @@ fn tiled(ctx: &NodeCtx, x: &Experts, job: &Job, rows: Vec<Param>) -> Result<Kern
         body,
         block: 256,
         grid: [grid_rows, Extent::of([p.n.clone()]).ceil_div(tn), Extent::one()],
-        shared_bytes: 0,
+        shared_bytes: if mma { mma::shared_bytes(gated) } else { 0 },
         globals: String::new(),
     })
 }
