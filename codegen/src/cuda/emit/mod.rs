@@ -72,11 +72,9 @@ impl KernelDef {
         // use every register (left to itself, for sm_90a ptxas capped the tiny models' attention
         // at 40 and spilled); the product tiles (54 KiB) two of at most 128 registers a thread,
         // whose loads in flight together stream the weights.
-        let blocks = if self.shared_bytes > 0 {
-            format!(", {}", (SM_SHARED_BYTES / self.shared_bytes).clamp(1, 2))
-        } else {
-            String::new()
-        };
+        let blocks = SM_SHARED_BYTES
+            .checked_div(self.shared_bytes)
+            .map_or(String::new(), |fit| format!(", {}", fit.clamp(1, 2)));
         let text = format!(
             "{globals}extern \"C\" __global__ void __launch_bounds__({block}{blocks}) {name}({params}) {{\n{body}}}\n",
             globals = self.globals,

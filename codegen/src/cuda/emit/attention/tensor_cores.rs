@@ -295,7 +295,7 @@ fn copy_rows(vars: &[(&'static str, String)], src: &str, width: u64, col: u64) -
     let mut at = vars.to_vec();
     at.extend([("SRC", src.to_string()), ("W", width.to_string()), ("COL", col.to_string())]);
     at.push(("P", pieces.to_string()));
-    if BLOCK % pieces == 0 {
+    if BLOCK.is_multiple_of(pieces) {
         let rows_per_pass = BLOCK / pieces;
         at.extend([
             ("RPP", rows_per_pass.to_string()),
