@@ -59,39 +59,44 @@ __device__ __forceinline__ void sat_mma_bf16(float* d, const unsigned int* a, co
 // Four 8 x 8 bf16 matrices from shared memory (`ldmatrix` .x4, sm_75 and later): lane `8m + i`
 // gives the address of row i of matrix m (16 bytes, 16-byte aligned), and each lane gets, in
 // r[m], row g = lane / 4, columns 2t..2t+1 (t = lane % 4) of matrix m: the layout of an mma
-// fragment. `sat_ldmatrix_x4_trans` loads the transposed matrices: r[m] holds rows 2t and 2t+1
-// of column g. Every lane of the warp must call them.
-__device__ __forceinline__ void sat_ldmatrix_x4(unsigned int* r, const unsigned short* row) {
+// fragment. Transposed (`sat_ldmatrix_x4_trans`), r[m] holds rows 2t and 2t+1 of column g.
+// Every lane of the warp must call them.
+template <bool Trans>
+__device__ __forceinline__ void sat_ldmatrix(unsigned int* r, const unsigned short* row) {
 #ifdef SAT_EMULATED
-  const int lane = threadIdx.x & 31;
+  const int lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
   for (int m = 0; m < 4; ++m) {
-    const unsigned short* p = (const unsigned short*)__shfl_sync(
-        SAT_FULL_MASK, (unsigned long long)row, m * 8 + (lane >> 2));
-    r[m] = (unsigned int)p[2 * (lane & 3)] | ((unsigned int)p[2 * (lane & 3) + 1] << 16);
+    const auto row_of = [&](int i) {
+      return (const unsigned short*)__shfl_sync(SAT_FULL_MASK, (unsigned long long)row, m * 8 + i);
+    };
+    unsigned int lo, hi;
+    if (Trans) {
+      lo = row_of(2 * t)[g];
+      hi = row_of(2 * t + 1)[g];
+    } else {
+      const unsigned short* p = row_of(g);
+      lo = p[2 * t];
+      hi = p[2 * t + 1];
+    }
+    r[m] = lo | (hi << 16);
   }
 #else
   const unsigned int a = (unsigned int)__cvta_generic_to_shared(row);
-  asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0, %1, %2, %3}, [%4];\n"
-               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
-               : "r"(a));
+  if (Trans)
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0, %1, %2, %3}, [%4];\n"
+                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+                 : "r"(a));
+  else
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0, %1, %2, %3}, [%4];\n"
+                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+                 : "r"(a));
 #endif
 }
+__device__ __forceinline__ void sat_ldmatrix_x4(unsigned int* r, const unsigned short* row) {
+  sat_ldmatrix<false>(r, row);
+}
 __device__ __forceinline__ void sat_ldmatrix_x4_trans(unsigned int* r, const unsigned short* row) {
-#ifdef SAT_EMULATED
-  const int lane = threadIdx.x & 31;
-  for (int m = 0; m < 4; ++m) {
-    const unsigned short* lo = (const unsigned short*)__shfl_sync(
-        SAT_FULL_MASK, (unsigned long long)row, m * 8 + 2 * (lane & 3));
-    const unsigned short* hi = (const unsigned short*)__shfl_sync(
-        SAT_FULL_MASK, (unsigned long long)row, m * 8 + 2 * (lane & 3) + 1);
-    r[m] = (unsigned int)lo[lane >> 2] | ((unsigned int)hi[lane >> 2] << 16);
-  }
-#else
-  const unsigned int a = (unsigned int)__cvta_generic_to_shared(row);
-  asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0, %1, %2, %3}, [%4];\n"
-               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
-               : "r"(a));
-#endif
+  sat_ldmatrix<true>(r, row);
 }
 // 16 bytes from global to shared memory without passing through registers (`cp.async`, sm_80
 // and later), in groups: `sat_cp_async_commit` closes a group, `sat_cp_async_wait<N>` waits
