@@ -1,11 +1,13 @@
 //! A decode step on the cpu backend allocates nothing once a session has reserved its length:
-//! the arena, scratch buffers and KV cache are reused, the logits are borrowed.
+//! the arena, scratch buffers and KV cache are reused, the logits are borrowed. A later
+//! session reuses a finished one's workspace.
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::path::Path;
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use saturn_frontend::{Phase, load_model, phase_graph};
+use saturn_frontend::{Model, Phase, load_model, phase_graph};
 use saturn_runtime::{Backend, CpuPrograms, Executor, Limits, PhaseGraphs, Prepared};
 
 /// Counts every allocation of the process (every thread, the kernels' pool included).
@@ -36,8 +38,15 @@ unsafe impl GlobalAlloc for Counting {
 #[global_allocator]
 static GLOBAL: Counting = Counting;
 
-#[test]
-fn decode_steps_allocate_nothing_on_the_cpu_backend() {
+/// The tests count the whole process's allocations: one at a time.
+static SERIAL: Mutex<()> = Mutex::new(());
+
+fn allocations() -> usize {
+    ALLOCATIONS.load(Ordering::Relaxed)
+}
+
+/// The tiny V3 model's forward, prefill and decode graphs, optimised for the cpu, compiled.
+fn tiny() -> (Model, Vec<saturn_ir::Graph>) {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../models/deepseek-v3-tiny");
     let model = load_model(&root).unwrap();
     let optimise = |phase: Phase, syms: &[(&str, u64)]| {
@@ -45,11 +54,17 @@ fn decode_steps_allocate_nothing_on_the_cpu_backend() {
         options.symbols = syms.iter().map(|(k, v)| (k.to_string(), *v)).collect();
         saturn_passes::optimize(&phase_graph(&model.config, phase).unwrap(), &options).unwrap().graph
     };
-    let graphs = [
+    let graphs = vec![
         optimise(Phase::Chunked, &[("S", 1), ("P", 64)]),
         optimise(Phase::Prefill, &[("S", 8)]),
         optimise(Phase::Decode, &[("P", 64)]),
     ];
+    (model, graphs)
+}
+
+/// Runs `f` on an executor of the tiny model's compiled programs.
+fn with_executor(f: impl FnOnce(&Executor, &Prepared, Limits, usize)) {
+    let (model, graphs) = tiny();
     let weights = model.open_weights(&graphs[0]).unwrap();
     let prepared = Prepared::new(&[&graphs[0], &graphs[1], &graphs[2]], weights.as_ref()).unwrap();
     let [forward, prefill, decode] = &prepared.graphs[..] else { unreachable!("three graphs") };
@@ -58,20 +73,51 @@ fn decode_steps_allocate_nothing_on_the_cpu_backend() {
     let executor = Executor { graph: forward, phases, backend: Backend::Cpu(&programs) };
     let limits =
         Limits { vocab_size: model.config.vocab_size, max_positions: model.config.max_position_embeddings };
-    let mut session = executor.session(&prepared, limits).unwrap();
-    session.reserve(40);
-    let vocab = model.config.vocab_size as usize;
-    let argmax = |logits: &[f32]| saturn_runtime::argmax(&logits[logits.len() - vocab..]);
-    let mut next = argmax(session.prefill_in_place(&[3, 17, 42]).unwrap());
-    // Warm up: the first decode step plans the decode program and grows the scratch buffers.
-    for _ in 0..2 {
-        next = argmax(session.extend_in_place(&[next]).unwrap());
-    }
-    let before = ALLOCATIONS.load(Ordering::Relaxed);
-    for _ in 0..30 {
-        next = argmax(session.extend_in_place(&[next]).unwrap());
-    }
-    let allocations = ALLOCATIONS.load(Ordering::Relaxed) - before;
-    assert_eq!(allocations, 0, "30 decode steps allocated {allocations} times");
-    assert_eq!(session.position(), 35);
+    f(&executor, &prepared, limits, model.config.vocab_size as usize);
+}
+
+#[test]
+fn decode_steps_allocate_nothing_on_the_cpu_backend() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    with_executor(|executor, prepared, limits, vocab| {
+        let mut session = executor.session(prepared, limits).unwrap();
+        session.reserve(40);
+        let argmax = |logits: &[f32]| saturn_runtime::argmax(&logits[logits.len() - vocab..]);
+        let mut next = argmax(session.prefill_in_place(&[3, 17, 42]).unwrap());
+        // Warm up: the first decode step plans the decode program and grows the scratch buffers.
+        for _ in 0..2 {
+            next = argmax(session.extend_in_place(&[next]).unwrap());
+        }
+        let before = allocations();
+        for _ in 0..30 {
+            next = argmax(session.extend_in_place(&[next]).unwrap());
+        }
+        let allocations = allocations() - before;
+        assert_eq!(allocations, 0, "30 decode steps allocated {allocations} times");
+        assert_eq!(session.position(), 35);
+    });
+}
+
+#[test]
+fn a_later_session_reuses_a_finished_ones_workspace() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    with_executor(|executor, prepared, limits, vocab| {
+        // A prompt and three greedy steps; the logits of every run, and the allocations.
+        let run = || {
+            let before = allocations();
+            let mut session = executor.session(prepared, limits).unwrap();
+            let mut logits = session.prefill_in_place(&[3, 17, 42, 5, 9]).unwrap().to_vec();
+            for _ in 0..3 {
+                let next = saturn_runtime::argmax(&logits[logits.len() - vocab..]);
+                logits.extend_from_slice(session.extend_in_place(&[next]).unwrap());
+            }
+            (logits, allocations() - before)
+        };
+        let (first, fresh) = run();
+        let (second, reused) = run();
+        assert_eq!(first, second, "a recycled workspace changed the results");
+        // What remains are the session's own buffers (its KV cache, ids, these logits), not
+        // the arena, plans and scratch of every kernel.
+        assert!(reused * 2 < fresh, "the second session allocated {reused} times, the first {fresh}");
+    });
 }

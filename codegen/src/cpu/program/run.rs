@@ -64,6 +64,14 @@ impl Workspace {
         }
     }
 
+    /// Readies a workspace a finished sequence used for another: its memory (arena, plans,
+    /// scratch) stays, so the new sequence's runs neither allocate nor fault in fresh pages up
+    /// to the sizes already seen; its profile and last outputs go.
+    pub fn recycle(&mut self) {
+        self.profile = None;
+        self.last = None;
+    }
+
     /// Starts timing every step by kernel kind (see [`Workspace::profile`]).
     pub fn enable_profile(&mut self) {
         self.profile.get_or_insert_with(Vec::new);
