@@ -704,6 +704,42 @@ proptest! {
         prop_assert!(kinds == ["causal_softmax"], "kernels {kinds:?}");
     }
 
+    /// Attention's scores, `softmax(causal_mask(q kt * c))`: the product only the causal softmax
+    /// reads computes just the lower triangle (the strips each query row reaches), over runs of
+    /// several lengths sharing one workspace, so a skipped entry the softmax needed would read
+    /// another run's leftovers. Within matmul's tolerance of the interpreter.
+    #[test]
+    fn the_scores_of_a_causal_softmax_are_computed_where_it_reads_them(
+        heads in 1usize..=3,
+        d in 1usize..=12,
+        runs in vec((1u64..=80, 0u64..=40), 1..=3),
+        scaled in any::<bool>(),
+        seed in any::<u64>(),
+    ) {
+        let mut c = Case::new(seed);
+        let q = c.input("q", &[Dim::from(heads), Dim::sym("S"), Dim::from(d)], Fill::Uniform);
+        let kt = c.input("kt", &[Dim::from(heads), Dim::from(d), p_plus_s()], Fill::Uniform);
+        let scores = c.op("scores", Op::MatMul, &[q, kt]);
+        let x = if scaled {
+            let (input, constant) = (ElementwiseExpr::Input(0), ElementwiseExpr::Const(0.3));
+            let expr = ElementwiseExpr::Binary(BinaryOp::Mul, Box::new(input), Box::new(constant));
+            c.op("scaled", Op::FusedElementwise { expr }, &[scores])
+        } else {
+            scores
+        };
+        let m = c.op("m", Op::CausalMask, &[x]);
+        let y = c.op("y", Op::Softmax { axis: 2 }, &[m]);
+        c.out(y, false);
+        let program = c.compile()?;
+        let mut ws = Workspace::new();
+        ws.enable_profile();
+        for syms in &sp_runs(&runs) {
+            c.run_and_compare(&program, &mut ws, syms)?;
+        }
+        let kinds: Vec<&str> = ws.profile().iter().map(|k| k.0).collect();
+        prop_assert!(kinds.len() == 2 && kinds.contains(&"matmul"), "kernels {kinds:?}");
+    }
+
     /// `where(topk_mask(x, k), a, b)` with ties and NaN in `x`, `a` and `b` broadcast (a scalar,
     /// a row, or the full shape), the mask itself compared through a cast; all exact.
     #[test]

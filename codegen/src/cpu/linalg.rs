@@ -116,6 +116,43 @@ pub fn linear_packed(x: &[f32], wp: &[f32], (m, k, n): (usize, usize, usize), ou
     }
 }
 
+/// [`linear_packed`] where only the lower triangle is read: row `r` of `out` needs columns up
+/// to `r + n - m` (a causal softmax's scores, query `r` at position `r + n - m`), so a strip is
+/// multiplied only with the rows that reach it. The rest of `out` is left as it was; what is
+/// written is what [`linear_packed`] writes.
+pub fn linear_packed_lower(x: &[f32], wp: &[f32], (m, k, n): (usize, usize, usize), out: &mut [f32]) {
+    assert!(
+        x.len() >= m * k && wp.len() >= super::packed::packed_len(n, k) && out.len() >= m * n,
+        "linear_packed_lower operands too short"
+    );
+    let dst = SharedOut(out.as_mut_ptr());
+    let part = |s0: usize, s1: usize| {
+        for s in s0..s1 {
+            // The first row whose last column reaches strip s.
+            let r0 = (s * super::packed::STRIP + m).saturating_sub(n).min(m);
+            // SAFETY: rows r0..m of x and out are inside them (asserted above); this task
+            // writes only strip s's columns of those rows.
+            unsafe {
+                super::packed::linear_strips(
+                    &x[r0 * k..],
+                    wp,
+                    (m - r0, k, n),
+                    (s, s + 1),
+                    { dst }.0.add(r0 * n),
+                )
+            };
+        }
+    };
+    let strips = n.div_ceil(super::packed::STRIP);
+    // About half the work of the whole product.
+    let work = m * n * k / 2;
+    if work < PARALLEL_MIN_GEMM {
+        part(0, strips);
+    } else {
+        par_ranges(strips, work, part);
+    }
+}
+
 /// `out [m, n] = silu(x w_gate^T) * (x w_up^T)`, with `up` as scratch of the same size.
 pub fn gated(
     x: &[f32],
@@ -397,30 +434,34 @@ fn dot_lanes<const FMA: bool>(a: &[f32], b: &[f32], next: &[f32]) -> f32 {
 /// outputs contiguous: `w` row-major, or with `packed`, its blocks stored as strips of `w^T`
 /// ([`super::packed::pack_columns`], each block `packed_len(n, k)` long). One row against a
 /// row-major matrix is [`matmul_row_major`] (no packing); batches split across threads when the
-/// work pays for it.
+/// work pays for it. With `lower`, only each output's lower triangle is needed (see
+/// [`linear_packed_lower`]): the products through strips skip the rest.
 pub fn matmul_batched(
     a: &[f32],
     w: &[f32],
-    packed: bool,
+    (packed, lower): (bool, bool),
     pairs: &[(usize, usize)],
     (m, k, n): (usize, usize, usize),
     out: &mut [f32],
 ) {
+    let strips = |x: &[f32], wp: &[f32], o: &mut [f32]| {
+        if lower { linear_packed_lower(x, wp, (m, k, n), o) } else { linear_packed(x, wp, (m, k, n), o) }
+    };
     if m * n == 0 {
         return;
     }
     let one = |(&(ao, wo), o): (&(usize, usize), &mut [f32])| {
         let (ab, wb) = (&a[ao..], &w[wo..]);
         if packed {
-            linear_packed(ab, wb, (m, k, n), o);
+            strips(ab, wb, o);
         } else if m == 1 {
             matmul_row_major(ab, wb, (1, k, n), o);
         } else if super::avx512() {
             // Several rows meet each element of `b`: its strips are worth one pass over it
             // (allocated per call: only prefill has several rows).
-            let mut strips = vec![0f32; super::packed::packed_len(n, k)];
-            super::packed::pack_columns(wb, (k, n), &mut strips);
-            linear_packed(ab, &strips, (m, k, n), o);
+            let mut packed_b = vec![0f32; super::packed::packed_len(n, k)];
+            super::packed::pack_columns(wb, (k, n), &mut packed_b);
+            strips(ab, &packed_b, o);
         } else {
             gemm(m, k, n, Operand { data: ab, rs: k, cs: 1 }, Operand { data: wb, rs: n, cs: 1 }, o);
         }

@@ -56,11 +56,13 @@ impl CpuProgram {
             scratch: Scratch::default(),
             strips: HashMap::new(),
             packed_values: HashSet::new(),
+            lower_only: HashSet::new(),
         };
         let needed = graph.needed_by_outputs();
         let constant = graph.constant_nodes();
         b.strips = strip_plan(graph, &constant);
-        let (causal, fused) = causal_softmaxes(graph, &constant);
+        let CausalSoftmaxes { by_softmax: causal, fused, lower_only } = causal_softmaxes(graph, &constant);
+        b.lower_only = lower_only;
         let outputs: HashMap<&str, _> = graph.outputs().iter().map(|(n, id)| (n.as_str(), *id)).collect();
         let mut carried = Vec::new();
         let mut inputs = Vec::new();
@@ -117,7 +119,7 @@ impl CpuProgram {
                         });
                         let kernel = match in_place {
                             Some(_) => Kernel::CarriedAppend,
-                            None => b.kernel(node, &args, cache)?,
+                            None => b.kernel(node, id, &args, cache)?,
                         };
                         if constant[id.index()] && symbol_free {
                             b.compute_now(node, id, elem, &kernel, &args, cache)?
@@ -220,6 +222,8 @@ struct Builder<'g> {
     /// values.
     strips: HashMap<NodeId, StripSource>,
     packed_values: HashSet<usize>,
+    /// Products only a causal softmax reads (see [`causal_softmaxes`]).
+    lower_only: HashSet<NodeId>,
 }
 
 /// What a packed constant's matrices are (its last two dims): each becomes the strips of `w`.
@@ -302,15 +306,16 @@ fn strip_use(op: &Op, at: usize) -> Option<StripSource> {
 /// `fused_elementwise` or a scalar), where each intermediate has that one user and is neither
 /// an output nor a constant: they run as one `causal_softmax` kernel over `x`, which reads only
 /// the unmasked scores and stores neither intermediate (at a 1024-token prefill the scores of
-/// one layer are 64 MB a pass). By softmax node: `(x, c)`, `c = 1` without a multiply; and the
-/// intermediates, which take no memory.
-fn causal_softmaxes(graph: &Graph, constant: &[bool]) -> (HashMap<NodeId, (NodeId, f32)>, HashSet<NodeId>) {
+/// one layer are 64 MB a pass). By softmax node: `(x, c)`, `c = 1` without a multiply; the
+/// intermediates, which take no memory; and the products `x` read by nothing else, of which
+/// only the lower triangle is ever read (`Kernel::MatMul::lower`).
+fn causal_softmaxes(graph: &Graph, constant: &[bool]) -> CausalSoftmaxes {
     let outputs: HashSet<NodeId> = graph.outputs().iter().map(|(_, id)| *id).collect();
     let only_user = |id: NodeId, user: NodeId| {
         graph.users(id) == [user] && !outputs.contains(&id) && !constant[id.index()]
     };
     let f32_node = |id: NodeId| graph.node(id).ty.dtype == DType::F32;
-    let (mut causal, mut fused) = (HashMap::new(), HashSet::new());
+    let (mut causal, mut fused, mut lower_only) = (HashMap::new(), HashSet::new(), HashSet::new());
     for id in graph.node_ids() {
         let node = graph.node(id);
         let Op::Softmax { axis } = node.op else { continue };
@@ -330,18 +335,27 @@ fn causal_softmaxes(graph: &Graph, constant: &[bool]) -> (HashMap<NodeId, (NodeI
             _ => None,
         };
         fused.insert(mask);
-        causal.insert(
-            id,
-            match scaled {
-                Some((x, c)) => {
-                    fused.insert(scores);
-                    (x, c)
-                }
-                None => (scores, 1.0),
-            },
-        );
+        let (x, c) = match scaled {
+            Some((x, c)) => {
+                fused.insert(scores);
+                (x, c)
+            }
+            None => (scores, 1.0),
+        };
+        let reader = if scaled.is_some() { scores } else { mask };
+        if matches!(graph.node(x).op, Op::MatMul) && only_user(x, reader) {
+            lower_only.insert(x);
+        }
+        causal.insert(id, (x, c));
     }
-    (causal, fused)
+    CausalSoftmaxes { by_softmax: causal, fused, lower_only }
+}
+
+/// What [`causal_softmaxes`] finds.
+struct CausalSoftmaxes {
+    by_softmax: HashMap<NodeId, (NodeId, f32)>,
+    fused: HashSet<NodeId>,
+    lower_only: HashSet<NodeId>,
 }
 
 /// `(x, c)` where `id` is `x * c` with `c` a constant (`fused_elementwise` `mul($0, c)` or
@@ -463,7 +477,13 @@ impl Builder<'_> {
         })
     }
 
-    fn kernel(&self, node: &Node, args: &[usize], cache: &mut ProgramCache) -> Result<Kernel, CodegenError> {
+    fn kernel(
+        &self,
+        node: &Node,
+        id: NodeId,
+        args: &[usize],
+        cache: &mut ProgramCache,
+    ) -> Result<Kernel, CodegenError> {
         let kinds: Vec<Elem> = args.iter().map(|&a| self.values[a].elem).collect();
         let all_f32 = |n: usize| kinds.len() == n && kinds.iter().all(|&k| k == Elem::F32);
         let need = |ok: bool, what: &str| if ok { Ok(()) } else { Err(unsupported(node, what.to_string())) };
@@ -497,9 +517,10 @@ impl Builder<'_> {
             Op::Softmax { axis } => floats(1).map(|_| Kernel::Softmax { axis: *axis })?,
             Op::TopKMask { k } => need(all_f32(1), "expects f32").map(|_| Kernel::TopKMask { k: *k })?,
             Op::RmsNorm { eps } => floats(2).map(|_| Kernel::RmsNorm { eps: *eps })?,
-            Op::MatMul => {
-                floats(2).map(|_| Kernel::MatMul { packed_b: self.packed_values.contains(&args[1]) })?
-            }
+            Op::MatMul => floats(2).map(|_| Kernel::MatMul {
+                packed_b: self.packed_values.contains(&args[1]),
+                lower: self.lower_only.contains(&id),
+            })?,
             Op::Linear => {
                 floats(2).map(|_| Kernel::Linear { packed: self.packed_values.contains(&args[1]) })?
             }
