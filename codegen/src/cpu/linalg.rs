@@ -96,37 +96,27 @@ pub fn product(x: &[f32], w: Weight, (m, k, n): (usize, usize, usize), out: &mut
 /// `out [m, n] = x [m, k] w [n, k]^T` with `w` [`packed`](super::packed), split across threads
 /// by strips when the work pays for it: a few rows are bound by memory like dot products, more
 /// compute like a GEMM.
-pub fn linear_packed(x: &[f32], wp: &[f32], (m, k, n): (usize, usize, usize), out: &mut [f32]) {
-    assert!(
-        x.len() >= m * k && wp.len() >= super::packed::packed_len(n, k) && out.len() >= m * n,
-        "linear_packed operands too short"
-    );
-    let dst = SharedOut(out.as_mut_ptr());
-    let part = |s0: usize, s1: usize| {
-        // SAFETY: the operands have the sizes asserted above; this task writes only the
-        // columns of strips s0..s1.
-        unsafe { super::packed::linear_strips(x, wp, (m, k, n), (s0, s1), { dst }.0) };
-    };
-    let strips = n.div_ceil(super::packed::STRIP);
-    let least = if m <= GEMV_MAX_ROWS { PARALLEL_MIN_WORK } else { PARALLEL_MIN_GEMM };
-    if m * n * k < least {
-        part(0, strips);
-    } else {
-        par_ranges(strips, m * n * k, part);
-    }
+pub fn linear_packed(x: &[f32], wp: &[f32], dims: (usize, usize, usize), out: &mut [f32]) {
+    packed_product(x, wp, dims, false, out);
 }
 
-/// [`linear_packed`] where only the lower triangle is read: row `r` of `out` needs columns up
-/// to `r + n - m` (a causal softmax's scores, query `r` at position `r + n - m`), so a strip is
-/// multiplied only with the rows that reach it. The rest of `out` is left as it was; what is
-/// written is what [`linear_packed`] writes.
-pub fn linear_packed_lower(x: &[f32], wp: &[f32], (m, k, n): (usize, usize, usize), out: &mut [f32]) {
+/// [`linear_packed`], or with `lower` only the lower triangle: row `r` of `out` needs columns
+/// up to `r + n - m` (a causal softmax's scores, query `r` at position `r + n - m`), so a strip
+/// is multiplied only with the rows that reach it. The rest of `out` is then left as it was;
+/// what is written is what [`linear_packed`] writes.
+fn packed_product(x: &[f32], wp: &[f32], (m, k, n): (usize, usize, usize), lower: bool, out: &mut [f32]) {
     assert!(
         x.len() >= m * k && wp.len() >= super::packed::packed_len(n, k) && out.len() >= m * n,
-        "linear_packed_lower operands too short"
+        "packed product operands too short"
     );
     let dst = SharedOut(out.as_mut_ptr());
     let part = |s0: usize, s1: usize| {
+        if !lower {
+            // SAFETY: the operands have the sizes asserted above; this task writes only the
+            // columns of strips s0..s1.
+            unsafe { super::packed::linear_strips(x, wp, (m, k, n), (s0, s1), { dst }.0) };
+            return;
+        }
         for s in s0..s1 {
             // The first row whose last column reaches strip s.
             let r0 = (s * super::packed::STRIP + m).saturating_sub(n).min(m);
@@ -144,9 +134,10 @@ pub fn linear_packed_lower(x: &[f32], wp: &[f32], (m, k, n): (usize, usize, usiz
         }
     };
     let strips = n.div_ceil(super::packed::STRIP);
-    // About half the work of the whole product.
-    let work = m * n * k / 2;
-    if work < PARALLEL_MIN_GEMM {
+    // The lower triangle is about half the work.
+    let work = if lower { m * n * k / 2 } else { m * n * k };
+    let least = if m <= GEMV_MAX_ROWS { PARALLEL_MIN_WORK } else { PARALLEL_MIN_GEMM };
+    if work < least {
         part(0, strips);
     } else {
         par_ranges(strips, work, part);
@@ -435,7 +426,7 @@ fn dot_lanes<const FMA: bool>(a: &[f32], b: &[f32], next: &[f32]) -> f32 {
 /// ([`super::packed::pack_columns`], each block `packed_len(n, k)` long). One row against a
 /// row-major matrix is [`matmul_row_major`] (no packing); batches split across threads when the
 /// work pays for it. With `lower`, only each output's lower triangle is needed (see
-/// [`linear_packed_lower`]): the products through strips skip the rest.
+/// [`packed_product`]): the products through strips skip the rest.
 pub fn matmul_batched(
     a: &[f32],
     w: &[f32],
@@ -444,9 +435,7 @@ pub fn matmul_batched(
     (m, k, n): (usize, usize, usize),
     out: &mut [f32],
 ) {
-    let strips = |x: &[f32], wp: &[f32], o: &mut [f32]| {
-        if lower { linear_packed_lower(x, wp, (m, k, n), o) } else { linear_packed(x, wp, (m, k, n), o) }
-    };
+    let strips = |x: &[f32], wp: &[f32], o: &mut [f32]| packed_product(x, wp, (m, k, n), lower, o);
     if m * n == 0 {
         return;
     }
