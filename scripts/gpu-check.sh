@@ -14,7 +14,7 @@
 #      $MID_DIR, default target/bench-models/deepseek-v3-mid), timed with `saturn bench
 #      --backend cuda` (f32, then bf16 on tensor cores) and with transformers on the same GPU in
 #      float32 and bfloat16 (scripts/bench_transformers_worker.py --device cuda), greedy ids
-#      compared in f32;
+#      compared in f32 (on a GPU only: BACKEND=cuda-emulator skips it);
 #   4. `saturn bench-op` at DeepSeek-V3 layer shapes: mla-decode (batch 64, context 4096: its
 #      traffic against the GPU's copy bandwidth), grouped-experts (64 and 512 tokens) and a
 #      prefill-sized linear (4096 x 7168 -> 2048), each in f32 and in bf16 on tensor cores,
@@ -164,7 +164,9 @@ done
 tee -a "$OUT/log.txt" < "$OUT/bench-$BACKEND-bf16.json"
 fi
 
-if wants mid; then
+if wants mid && [ "$BACKEND" != cuda ]; then
+  echo "== the mid-size model: skipped on $BACKEND (816M parameters are for a GPU)" | tee -a "$OUT/log.txt"
+elif wants mid; then
 echo "== the mid-size model's prefill and decode: saturn ($BACKEND) and transformers on the same device" | tee -a "$OUT/log.txt"
 PY="${PYTHON:-python3}"
 MID="${MID_DIR:-target/bench-models/deepseek-v3-mid}"
