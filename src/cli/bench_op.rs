@@ -14,8 +14,9 @@
 //!   weights on CUDA), against cuBLAS through PyTorch (`bench_ops_torch.py linear`).
 //!
 //! Inputs and weights are uniform random from fixed seeds (weights in `[-0.02, 0.02)`, the
-//! latent cache and inputs in `[-1, 1)`), made in parallel. `--check` runs the op once more on a reference (the cpu backend, or the interpreter
-//! when the backend is cpu) and compares the outputs.
+//! latent cache and inputs in `[-1, 1)`), made in parallel. `--check` runs the op once more on
+//! a reference (the cpu backend, or the interpreter when the backend is cpu) and compares the
+//! outputs.
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -112,8 +113,9 @@ pub struct HowArgs {
     json: bool,
     /// The weights (mla-decode's latent cache, the experts' and linear's weights): f32, or
     /// bf16-rounded (stored as bf16 on the CUDA backends, half the bytes; computed with as f32
-    /// elsewhere and by --check); with --tensor-cores the CUDA backends compute in bf16 on tensor cores (all
-    /// three ops), which --check then holds to bf16's tolerance, 1.6e-2 of the largest output.
+    /// elsewhere and by --check); with --tensor-cores the CUDA backends compute in bf16 on
+    /// tensor cores (all three ops), which --check then holds to bf16's tolerance, 1.6e-2 of
+    /// the largest output.
     #[command(flatten)]
     precision: super::Precision,
 }
@@ -450,6 +452,7 @@ struct Generated {
     seeds: HashMap<String, Seed>,
 }
 
+/// A generated weight: its generator's seed and the half-width of its range.
 struct Seed {
     seed: u64,
     scale: f32,

@@ -40,10 +40,10 @@ pub(crate) struct Param {
     pub written: bool,
 }
 
-/// One kernel of a group: its code and how it is launched.
 /// Shared memory of an SM on the least of the targeted GPUs (sm_80: 164 KiB).
 const SM_SHARED_BYTES: u32 = 164 * 1024;
 
+/// One kernel of a group: its code and how it is launched.
 #[derive(Clone, Debug)]
 pub(crate) struct KernelDef {
     /// What the kernel is (`rms_norm`, `mla_decode_split`): the start of its name.

@@ -264,14 +264,11 @@ pub(super) fn mla_decode_attention(ctx: &NodeCtx, scale: f64) -> Result<Group, C
     }
     // Splits per (head, query): the fixed count, or ceil(T / CHUNK) <= (T + CHUNK - 1) / CHUNK.
     let padded = t.add(&Dim::constant(CHUNK - 1));
-    let per_split = |floats: u64| {
-        let rows = Extent::of(q[..nb].iter().cloned().chain([s.clone()])).times(4 * h * floats);
-        match splits {
-            Some(n) => rows.times(n),
-            None => Extent::of(q[..nb].iter().cloned().chain([s.clone(), padded.clone()]))
-                .times(4 * h * floats)
-                .ceil_div(CHUNK),
-        }
+    let per_split = |floats: u64| match splits {
+        Some(n) => Extent::of(q[..nb].iter().cloned().chain([s.clone()])).times(4 * h * floats * n),
+        None => Extent::of(q[..nb].iter().cloned().chain([s.clone(), padded.clone()]))
+            .times(4 * h * floats)
+            .ceil_div(CHUNK),
     };
     let split_grid = match splits {
         Some(n) => Extent::one().times(n),

@@ -226,8 +226,6 @@ ${WAIT_ALL}
 const LOAD_CONVERTED: &str = r#"  {
     unsigned short* kt = ks + (${BUF}) * ${NK} * ${KS};
     const int kb0 = ${K0}, nkt = nk - kb0 < ${NK} ? nk - kb0 : ${NK};
-    // Unrolled so that several loads are in flight at once.
-#pragma unroll 8
     for (int i = tid; i < ${NK} * ${KP}; i += ${BLOCK}) {
       const int kk = i / ${KP}, c = i % ${KP};
       float v = 0.0f;
@@ -293,8 +291,12 @@ fn copy_rows(vars: &[(&'static str, String)], src: &str, width: u64, col: u64) -
         return String::new();
     }
     let mut at = vars.to_vec();
-    at.extend([("SRC", src.to_string()), ("W", width.to_string()), ("COL", col.to_string())]);
-    at.push(("P", pieces.to_string()));
+    at.extend([
+        ("SRC", src.to_string()),
+        ("W", width.to_string()),
+        ("COL", col.to_string()),
+        ("P", pieces.to_string()),
+    ]);
     if BLOCK.is_multiple_of(pieces) {
         let rows_per_pass = BLOCK / pieces;
         at.extend([
@@ -328,8 +330,9 @@ pub(super) struct MmaTiles {
     /// 16-row tiles of heads per block: 1, 2 or 4.
     m_tiles: u64,
     pub heads: u64,
-    /// The dot-product width (latent and rope), and padded to the 16 of an `mma` k-step.
-    width: u64,
+    /// The dot product's two parts (latent and rope), and their width padded to the 16 of an
+    /// `mma` k-step.
+    latent: u64,
     rope: u64,
     k_padded: u64,
     /// 8-column tiles of the output, and how many one warp owns (an even number: ldmatrix
@@ -353,7 +356,7 @@ impl MmaTiles {
         (c > 0 && accumulators <= MMA_MAX_ACCUMULATORS && shared <= MMA_MAX_SHARED).then_some(MmaTiles {
             m_tiles,
             heads,
-            width: c + r,
+            latent: c,
             rope: r,
             k_padded,
             n_tiles,
@@ -365,7 +368,7 @@ impl MmaTiles {
     /// Adds the template's variables to `vars` (which holds the parent's): the tiling, and the
     /// key tiles' loads, `copied` as stored from a bf16 cache or converted.
     pub(super) fn add_vars(&self, vars: &mut Vec<(&'static str, String)>, copied: bool) {
-        let pad = self.k_padded - self.width;
+        let pad = self.k_padded - self.latent - self.rope;
         vars.extend([
             ("MT", self.m_tiles.to_string()),
             ("KP", self.k_padded.to_string()),
@@ -380,8 +383,8 @@ impl MmaTiles {
         let prepare = if copied && pad > 0 { fill(ZERO_PADDING, vars) } else { String::new() };
         let load = if copied { LOAD_COPIED } else { LOAD_CONVERTED };
         if copied {
-            let c = self.width - self.rope;
-            let rows = copy_rows(vars, "lat0", c, 0) + &copy_rows(vars, "kpe0", self.rope, c);
+            let rows =
+                copy_rows(vars, "lat0", self.latent, 0) + &copy_rows(vars, "kpe0", self.rope, self.latent);
             vars.push(("COPY_ROWS", rows));
         }
         let load_at = |buf: &str, k0: &str| {
