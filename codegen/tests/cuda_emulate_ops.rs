@@ -500,18 +500,23 @@ proptest! {
     ) {
         let mut c = Case::new(seed);
         c.precision(precision);
+        // Tensor cores round their operands to bf16, an error in proportion to the magnitudes
+        // summed, which cancellation can make larger than bf16's tolerance of the result
+        // (k = 64 once gave 1.9%): operands that are bf16 values leave only the order of the
+        // sums (and `rms_norm_linear`'s rounded normalised row) to differ.
+        let f = if matches!(precision, Precision::TensorCores) { Fill::UniformBf16 } else { Fill::Uniform };
         let m = if symbolic { Dim::sym("S") } else { Dim::from(rows) };
-        let x = c.input("x", &[m.clone(), Dim::from(k)], Fill::Uniform);
-        let w = c.value("w", &[n, k], Fill::Uniform, weights_are_params);
-        let u = c.value("u", &[n, k], Fill::Uniform, weights_are_params);
-        let g = c.value("g", &[k], Fill::Uniform, weights_are_params);
+        let x = c.input("x", &[m.clone(), Dim::from(k)], f);
+        let w = c.value("w", &[n, k], f, weights_are_params);
+        let u = c.value("u", &[n, k], f, weights_are_params);
+        let g = c.value("g", &[k], f, weights_are_params);
         let lin = c.op("lin", Op::Linear, &[x, w]);
         let gated = c.op("gated", Op::GatedLinear, &[x, w, u]);
         let normed = c.op("normed", Op::RmsNormLinear { eps: 1e-6 }, &[x, g, w]);
         let a_batch = if a_one { 1 } else { batch };
         let b_batch = if b_one { 1 } else { batch };
-        let a = c.input("a", &[Dim::from(a_batch), m.clone(), Dim::from(k)], Fill::Uniform);
-        let b = c.input("b", &[Dim::from(b_batch), Dim::from(k), Dim::from(n)], Fill::Uniform);
+        let a = c.input("a", &[Dim::from(a_batch), m.clone(), Dim::from(k)], f);
+        let b = c.input("b", &[Dim::from(b_batch), Dim::from(k), Dim::from(n)], f);
         let prod = c.op("prod", Op::MatMul, &[a, b]);
         for id in [lin, gated, normed, prod] {
             c.out(id);
@@ -698,7 +703,10 @@ proptest! {
         let mut c = Case::new(seed);
         c.precision(precision);
         let t = Dim::sym("S");
-        let x = c.input("x", &[t.clone(), Dim::from(h)], Fill::Uniform);
+        // Tokens that are bf16 values, as in `matrix_products_match`: what tensor cores still
+        // round is the gated row before the down product.
+        let f = if matches!(precision, Precision::TensorCores) { Fill::UniformBf16 } else { Fill::Uniform };
+        let x = c.input("x", &[t.clone(), Dim::from(h)], f);
         let logits = c.input("logits", &[t, Dim::from(e)], Fill::Uniform);
         let router = saturn_ir::Router {
             scoring: saturn_ir::RouterScoring::Softmax,
