@@ -17,6 +17,7 @@ mod router_ir;
 mod row_blocks;
 mod rows;
 mod rows_ir;
+mod softmax_ir;
 
 pub use elementwise::{ElementwiseKernel, compile_elementwise};
 pub use program::{Carried, CpuProgram, InputData, ProgramCache, Workspace};

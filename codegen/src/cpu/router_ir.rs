@@ -11,7 +11,8 @@ use cranelift_codegen::ir::condcodes::{FloatCC, IntCC};
 use cranelift_codegen::ir::{InstBuilder, MemFlagsData, Value, types};
 use saturn_ir::{GroupScore, Router, RouterScoring};
 
-use super::rows_ir::{Emit, SoftmaxOperands, softmax_slices};
+use super::rows_ir::Emit;
+use super::softmax_ir::{SoftmaxOperands, softmax_slices};
 
 /// `fn(logits, bias, out, floats, marks, tokens, e)`: `logits` and `out` are `[tokens, e]`,
 /// `bias` `[e]` (unread without one); `floats` holds `2 e + groups` and `marks` `e + groups`

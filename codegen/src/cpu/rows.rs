@@ -24,7 +24,8 @@ use cranelift_codegen::ir::types;
 use saturn_ir::{ReduceOp, Rope, RopeLayout};
 
 use super::jit::JitCode;
-use super::rows_ir::{Jit, emit_causal_softmax, emit_reduce, emit_rms_norm, emit_rope, emit_softmax};
+use super::rows_ir::{Jit, emit_reduce, emit_rms_norm, emit_rope};
+use super::softmax_ir::{emit_causal_softmax, emit_softmax};
 use super::{CodegenError, PARALLEL_MIN_ELEMENTS};
 
 /// `(x, w, out, rows, d, eps)`.
