@@ -5,6 +5,7 @@
 
 use cranelift_codegen::ir::condcodes::{FloatCC, IntCC};
 use cranelift_codegen::ir::{InstBuilder, MemFlagsData, Value, types};
+use cranelift_frontend::Variable;
 
 use super::rows_ir::Emit;
 
@@ -84,26 +85,32 @@ pub(super) fn softmax_slices(
     let minus_inf = e.b.ins().f32const(f32::NEG_INFINITY);
     let no = e.b.ins().iconst(types::I8, 0);
     let (maxes, nans) = (e.vars(slices.len(), minus_inf), e.vars(slices.len(), no));
-    e.for_range(bound, |e, k| {
-        for (((&(_, base), &max), &any_nan), &count) in slices.iter().zip(&maxes).zip(&nans).zip(&counts) {
-            let at = e.at(base, k, inner);
-            let mut v = e.load(x, at);
-            if let Some(m) = masked {
-                v = e.b.ins().fmul(v, m.scale);
-                let inside = e.b.ins().icmp(IntCC::UnsignedLessThan, k, count);
-                v = e.b.ins().select(inside, v, minus_inf);
-            }
-            // `if s > m { s } else { m }`: NaN never wins.
-            let m = e.b.use_var(max);
-            let wins = e.b.ins().fcmp(FloatCC::GreaterThan, v, m);
-            let m = e.b.ins().select(wins, v, m);
-            e.b.def_var(max, m);
-            let nan = e.b.ins().fcmp(FloatCC::Unordered, v, v);
-            let seen = e.b.use_var(any_nan);
-            let seen = e.b.ins().bor(seen, nan);
-            e.b.def_var(any_nan, seen);
+    let scale = masked.map(|m| m.scale);
+    if ops.contiguous {
+        // Each slice alone over its own count, four lanes at a time: the max is the same
+        // number in any order (only a tie of 0 and -0 could pick the other zero, and a score
+        // minus either zero is the same, so are the probabilities), and masked scores are
+        // `-inf`, which never wins.
+        for ((&(_, base), (&max, &any_nan)), &count) in
+            slices.iter().zip(maxes.iter().zip(&nans)).zip(&counts)
+        {
+            max_run(e, x, base, count, scale, (max, any_nan));
         }
-    });
+    } else {
+        e.for_range(bound, |e, k| {
+            for (((&(_, base), &max), &any_nan), &count) in slices.iter().zip(&maxes).zip(&nans).zip(&counts)
+            {
+                let at = e.at(base, k, inner);
+                let mut v = e.load(x, at);
+                if let Some(m) = masked {
+                    v = e.b.ins().fmul(v, m.scale);
+                    let inside = e.b.ins().icmp(IntCC::UnsignedLessThan, k, count);
+                    v = e.b.ins().select(inside, v, minus_inf);
+                }
+                keep_max(e, v, (max, any_nan));
+            }
+        });
+    }
     // Each slice's max, and whether it is normalized: some score above -inf, or a NaN.
     let heads: Vec<Head> = slices
         .iter()
@@ -116,7 +123,6 @@ pub(super) fn softmax_slices(
             Head { base, max: m, count, normalize: e.b.ins().bor(above, seen) }
         })
         .collect();
-    let scale = masked.map(|m| m.scale);
     let one_by_one = |e: &mut Emit| {
         for head in &heads {
             e.if_else(
@@ -158,15 +164,40 @@ struct Head {
 fn normalize_slices(e: &mut Emit, ops: SoftmaxOperands, slices: &[Head], scale: Option<Value>, bound: Value) {
     let SoftmaxOperands { x, out, n, inner, contiguous } = ops;
     for head in slices {
-        e.for_range(head.count, |e, k| {
-            let at = e.at(head.base, k, inner);
-            let mut v = e.load(x, at);
-            if let Some(scale) = scale {
-                v = e.b.ins().fmul(v, scale);
-            }
-            let shifted = e.b.ins().fsub(v, head.max);
-            e.store(out, at, shifted);
-        });
+        let shift = |e: &mut Emit, v: Value, max: Value| {
+            let v = match scale {
+                Some(scale) => {
+                    let scale = if e.b.func.dfg.value_type(v).is_vector() { splat(e, scale) } else { scale };
+                    e.b.ins().fmul(v, scale)
+                }
+                None => v,
+            };
+            e.b.ins().fsub(v, max)
+        };
+        if contiguous {
+            let maxes = splat(e, head.max);
+            for_quads(
+                e,
+                (head.base, head.count),
+                |e, at| {
+                    let v = load_quad(e, x, at);
+                    let shifted = shift(e, v, maxes);
+                    store_quad(e, out, at, shifted);
+                },
+                |e, at| {
+                    let v = e.load(x, at);
+                    let shifted = shift(e, v, head.max);
+                    e.store(out, at, shifted);
+                },
+            );
+        } else {
+            e.for_range(head.count, |e, k| {
+                let at = e.at(head.base, k, inner);
+                let v = e.load(x, at);
+                let shifted = shift(e, v, head.max);
+                e.store(out, at, shifted);
+            });
+        }
         let first = e.address(out, head.base);
         e.b.ins().call(e.exp, &[first, head.count, inner]);
     }
@@ -223,12 +254,16 @@ fn normalize_slices(e: &mut Emit, ops: SoftmaxOperands, slices: &[Head], scale: 
             let fill = e.b.ins().fdiv(zero, total);
             let fill = e.b.ins().fdemote(types::F32, fill);
             let fill = e.settle(fill);
+            // Masked scores are contiguous (`contiguous` is set for the causal kernel).
             let rest = e.b.ins().isub(n, head.count);
-            e.for_range(rest, |e, k| {
-                let k = e.b.ins().iadd(k, head.count);
-                let at = e.at(head.base, k, inner);
-                e.store(out, at, fill);
-            });
+            let first = e.b.ins().iadd(head.base, head.count);
+            let fills = splat(e, fill);
+            for_quads(
+                e,
+                (first, rest),
+                |e, at| store_quad(e, out, at, fills),
+                |e, at| e.store(out, at, fill),
+            );
         }
     }
 }
@@ -237,7 +272,7 @@ fn normalize_slices(e: &mut Emit, ops: SoftmaxOperands, slices: &[Head], scale: 
 /// at a time in an `f64x2` division (each lane rounded as a scalar division is), the odd last
 /// one alone.
 fn divide_pairs(e: &mut Emit, out: Value, base: Value, count: Value, total: Value) {
-    let lanes = MemFlagsData::new().with_endianness(cranelift_codegen::ir::Endianness::Little);
+    let lanes = lane_order();
     let totals = e.b.ins().splat(types::F64X2, total);
     let totals = e.settle(totals);
     let pairs = e.b.ins().ushr_imm_u(count, 1);
@@ -265,4 +300,121 @@ fn divide_pairs(e: &mut Emit, out: Value, base: Value, count: Value, total: Valu
         let p = e.b.ins().fdemote(types::F32, p);
         e.store(out, last, p);
     });
+}
+
+/// `if v > max { v } else { max }` (NaN never wins) into the variable `max`, and whether `v` is
+/// NaN into `any_nan`: one step of the interpreter's max.
+fn keep_max(e: &mut Emit, v: Value, (max, any_nan): (Variable, Variable)) {
+    let m = e.b.use_var(max);
+    let wins = e.b.ins().fcmp(FloatCC::GreaterThan, v, m);
+    let m = e.b.ins().select(wins, v, m);
+    e.b.def_var(max, m);
+    let nan = e.b.ins().fcmp(FloatCC::Unordered, v, v);
+    let seen = e.b.use_var(any_nan);
+    let seen = e.b.ins().bor(seen, nan);
+    e.b.def_var(any_nan, seen);
+}
+
+/// [`keep_max`] over the `count` contiguous scores from `base` of `x` (each times `scale`,
+/// where given): four lanes, each keeping its own max the same way, then the lanes and the
+/// last few scores one at a time.
+fn max_run(
+    e: &mut Emit,
+    x: Value,
+    base: Value,
+    count: Value,
+    scale: Option<Value>,
+    acc: (Variable, Variable),
+) {
+    let minus_inf = e.b.ins().f32const(f32::NEG_INFINITY);
+    let lanes_max = splat(e, minus_inf);
+    let lanes_max = e.var(lanes_max);
+    let none = e.b.ins().iconst(types::I32, 0);
+    let none = e.b.ins().splat(types::I32X4, none);
+    let lanes_nan = e.var(none);
+    let scales = scale.map(|s| splat(e, s));
+    let quads = e.b.ins().ushr_imm_u(count, 2);
+    e.for_range(quads, |e, j| {
+        let k = e.b.ins().ishl_imm_u(j, 2);
+        let at = e.b.ins().iadd(base, k);
+        let mut v = load_quad(e, x, at);
+        if let Some(scales) = scales {
+            v = e.b.ins().fmul(v, scales);
+        }
+        let m = e.b.use_var(lanes_max);
+        let wins = e.b.ins().fcmp(FloatCC::GreaterThan, v, m);
+        let wins = e.b.ins().bitcast(types::F32X4, lane_order(), wins);
+        let m = e.b.ins().bitselect(wins, v, m);
+        e.b.def_var(lanes_max, m);
+        let nan = e.b.ins().fcmp(FloatCC::Unordered, v, v);
+        let seen = e.b.use_var(lanes_nan);
+        let seen = e.b.ins().bor(seen, nan);
+        e.b.def_var(lanes_nan, seen);
+    });
+    let m = e.b.use_var(lanes_max);
+    for lane in 0..4 {
+        let v = e.b.ins().extractlane(m, lane);
+        keep_max(e, v, acc);
+    }
+    let seen = e.b.use_var(lanes_nan);
+    let seen = e.b.ins().vany_true(seen);
+    let before = e.b.use_var(acc.1);
+    let seen = e.b.ins().bor(before, seen);
+    e.b.def_var(acc.1, seen);
+    let done = e.b.ins().ishl_imm_u(quads, 2);
+    let rest = e.b.ins().isub(count, done);
+    e.for_range(rest, |e, t| {
+        let k = e.b.ins().iadd(done, t);
+        let at = e.b.ins().iadd(base, k);
+        let mut v = e.load(x, at);
+        if let Some(scale) = scale {
+            v = e.b.ins().fmul(v, scale);
+        }
+        keep_max(e, v, acc);
+    });
+}
+
+/// Calls `quad(e, at)` for the contiguous elements `at = first, first + 4, ..` while four
+/// remain of the `count` from `first`, then `one(e, at)` for each of the rest.
+fn for_quads(
+    e: &mut Emit,
+    (first, count): (Value, Value),
+    quad: impl FnOnce(&mut Emit, Value),
+    one: impl FnOnce(&mut Emit, Value),
+) {
+    let quads = e.b.ins().ushr_imm_u(count, 2);
+    e.for_range(quads, |e, j| {
+        let k = e.b.ins().ishl_imm_u(j, 2);
+        let at = e.b.ins().iadd(first, k);
+        quad(e, at);
+    });
+    let done = e.b.ins().ishl_imm_u(quads, 2);
+    let rest = e.b.ins().isub(count, done);
+    let from = e.b.ins().iadd(first, done);
+    e.for_range(rest, |e, t| {
+        let at = e.b.ins().iadd(from, t);
+        one(e, at);
+    });
+}
+
+/// Four f32 lanes: `v` in each.
+fn splat(e: &mut Emit, v: Value) -> Value {
+    e.b.ins().splat(types::F32X4, v)
+}
+
+/// Elements `at..at + 4` of `base`, as four lanes.
+fn load_quad(e: &mut Emit, base: Value, at: Value) -> Value {
+    let address = e.address(base, at);
+    e.b.ins().load(types::F32X4, MemFlagsData::trusted(), address, 0)
+}
+
+/// Four lanes into elements `at..at + 4` of `base`.
+fn store_quad(e: &mut Emit, base: Value, at: Value, v: Value) {
+    let address = e.address(base, at);
+    e.b.ins().store(MemFlagsData::trusted(), v, address, 0);
+}
+
+/// The flags of a bitcast between vector types: lanes in little-endian order.
+fn lane_order() -> MemFlagsData {
+    MemFlagsData::new().with_endianness(cranelift_codegen::ir::Endianness::Little)
 }
