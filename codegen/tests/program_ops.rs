@@ -704,14 +704,15 @@ proptest! {
         prop_assert!(kinds == ["causal_softmax"], "kernels {kinds:?}");
     }
 
-    /// Attention's scores, `softmax(causal_mask(q kt * c))`: the product only the causal softmax
-    /// reads computes just the lower triangle (the strips each query row reaches), over runs of
-    /// several lengths sharing one workspace, so a skipped entry the softmax needed would read
-    /// another run's leftovers. Within matmul's tolerance of the interpreter.
+    /// Attention, `softmax(causal_mask(q kt * c)) v`: the scores product, which only the causal
+    /// softmax reads, computes just the lower triangle (the strips each query row reaches),
+    /// over runs of several lengths sharing one workspace, so a skipped entry the softmax
+    /// needed would read another run's leftovers; the product with `v` sums each tile of
+    /// query rows only over the keys they see. Within matmul's tolerance of the interpreter.
     #[test]
-    fn the_scores_of_a_causal_softmax_are_computed_where_it_reads_them(
+    fn the_products_around_a_causal_softmax_skip_only_its_masked_part(
         heads in 1usize..=3,
-        d in 1usize..=12,
+        (d, dv) in (1usize..=12, 1usize..=40),
         runs in vec((1u64..=80, 0u64..=40), 1..=3),
         scaled in any::<bool>(),
         seed in any::<u64>(),
@@ -730,6 +731,9 @@ proptest! {
         let m = c.op("m", Op::CausalMask, &[x]);
         let y = c.op("y", Op::Softmax { axis: 2 }, &[m]);
         c.out(y, false);
+        let v = c.input("v", &[Dim::from(heads), p_plus_s(), Dim::from(dv)], Fill::Uniform);
+        let attn = c.op("attn", Op::MatMul, &[y, v]);
+        c.out(attn, false);
         let program = c.compile()?;
         let mut ws = Workspace::new();
         ws.enable_profile();

@@ -97,24 +97,45 @@ pub fn product(x: &[f32], w: Weight, (m, k, n): (usize, usize, usize), out: &mut
 /// by strips when the work pays for it: a few rows are bound by memory like dot products, more
 /// compute like a GEMM.
 pub fn linear_packed(x: &[f32], wp: &[f32], dims: (usize, usize, usize), out: &mut [f32]) {
-    packed_product(x, wp, dims, false, out);
+    packed_product(x, wp, dims, Triangle::Full, out);
 }
 
-/// [`linear_packed`], or with `lower` only the lower triangle: row `r` of `out` needs columns
-/// up to `r + n - m` (a causal softmax's scores, query `r` at position `r + n - m`), so a strip
-/// is multiplied only with the rows that reach it. The rest of `out` is then left as it was;
-/// what is written is what [`linear_packed`] writes.
-fn packed_product(x: &[f32], wp: &[f32], (m, k, n): (usize, usize, usize), lower: bool, out: &mut [f32]) {
+/// What a causal softmax around a product lets it skip.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Triangle {
+    /// Nothing: every output is a full sum.
+    Full,
+    /// Only the lower triangle of `out [m, n]` is read (a causal softmax's scores): row `r`
+    /// needs columns up to `r + n - m`, so a strip is multiplied only with the rows that reach
+    /// it, and the rest of `out` is left as it was.
+    OutputLower,
+    /// The left operand `x [m, k]` is lower triangular (a causal softmax's probabilities: row
+    /// `r` is zero past column `r + k - m`), so sums stop where a tile's rows do: the same sums
+    /// wherever `w` is finite (a NaN or infinity of a later position would have reached an
+    /// earlier one only through `0 * inf`).
+    LeftLower,
+}
+
+/// [`linear_packed`], skipping what `triangle` allows; what is written is what
+/// [`linear_packed`] writes.
+fn packed_product(
+    x: &[f32],
+    wp: &[f32],
+    (m, k, n): (usize, usize, usize),
+    triangle: Triangle,
+    out: &mut [f32],
+) {
     assert!(
         x.len() >= m * k && wp.len() >= super::packed::packed_len(n, k) && out.len() >= m * n,
         "packed product operands too short"
     );
     let dst = SharedOut(out.as_mut_ptr());
     let part = |s0: usize, s1: usize| {
-        if !lower {
+        if triangle != Triangle::OutputLower {
+            let left_lower = triangle == Triangle::LeftLower;
             // SAFETY: the operands have the sizes asserted above; this task writes only the
             // columns of strips s0..s1.
-            unsafe { super::packed::linear_strips(x, wp, (m, k, n), (s0, s1), { dst }.0) };
+            unsafe { super::packed::linear_strips(x, wp, (m, k, n), (s0, s1), left_lower, { dst }.0) };
             return;
         }
         for s in s0..s1 {
@@ -128,14 +149,15 @@ fn packed_product(x: &[f32], wp: &[f32], (m, k, n): (usize, usize, usize), lower
                     wp,
                     (m - r0, k, n),
                     (s, s + 1),
+                    false,
                     { dst }.0.add(r0 * n),
                 )
             };
         }
     };
     let strips = n.div_ceil(super::packed::STRIP);
-    // The lower triangle is about half the work.
-    let work = if lower { m * n * k / 2 } else { m * n * k };
+    // A triangle is about half the work.
+    let work = if triangle == Triangle::Full { m * n * k } else { m * n * k / 2 };
     let least = if m <= GEMV_MAX_ROWS { PARALLEL_MIN_WORK } else { PARALLEL_MIN_GEMM };
     if work < least {
         part(0, strips);
@@ -425,17 +447,16 @@ fn dot_lanes<const FMA: bool>(a: &[f32], b: &[f32], next: &[f32]) -> f32 {
 /// outputs contiguous: `w` row-major, or with `packed`, its blocks stored as strips of `w^T`
 /// ([`super::packed::pack_columns`], each block `packed_len(n, k)` long). One row against a
 /// row-major matrix is [`matmul_row_major`] (no packing); batches split across threads when the
-/// work pays for it. With `lower`, only each output's lower triangle is needed (see
-/// [`packed_product`]): the products through strips skip the rest.
+/// work pays for it. The products through strips skip what `triangle` allows.
 pub fn matmul_batched(
     a: &[f32],
     w: &[f32],
-    (packed, lower): (bool, bool),
+    (packed, triangle): (bool, Triangle),
     pairs: &[(usize, usize)],
     (m, k, n): (usize, usize, usize),
     out: &mut [f32],
 ) {
-    let strips = |x: &[f32], wp: &[f32], o: &mut [f32]| packed_product(x, wp, (m, k, n), lower, o);
+    let strips = |x: &[f32], wp: &[f32], o: &mut [f32]| packed_product(x, wp, (m, k, n), triangle, o);
     if m * n == 0 {
         return;
     }

@@ -148,8 +148,8 @@ fn one_token<'w>(
             // task alone writes units a..b of expert k.
             unsafe {
                 let (g, v) = ({ act }.0.add(starts[k]), { up }.0.add(starts[k]));
-                linear_strips(x, m.gate, (1, h, m.inner), (strip, strip + 1), g);
-                linear_strips(x, m.up, (1, h, m.inner), (strip, strip + 1), v);
+                linear_strips(x, m.gate, (1, h, m.inner), (strip, strip + 1), false, g);
+                linear_strips(x, m.up, (1, h, m.inner), (strip, strip + 1), false, v);
                 silu_times(
                     std::slice::from_raw_parts_mut(g.add(a), b - a),
                     std::slice::from_raw_parts(v.add(a), b - a),
@@ -171,7 +171,14 @@ fn one_token<'w>(
             // writes the strip's columns of it.
             unsafe {
                 let y = { ys }.0.add(k * h);
-                linear_strips(&act[starts[k]..starts[k + 1]], m.down, (1, m.inner, h), (strip, strip + 1), y);
+                linear_strips(
+                    &act[starts[k]..starts[k + 1]],
+                    m.down,
+                    (1, m.inner, h),
+                    (strip, strip + 1),
+                    false,
+                    y,
+                );
             }
         }
     });

@@ -74,7 +74,10 @@ pub fn pack_matrices(data: &[f32], (n, k): (usize, usize), from_columns: bool, o
 }
 
 /// `out[r, c] = x[r, :] . w[c, :]` for rows `r < m` and the columns of strips `s0..s1`, with
-/// `wp` the [`pack`]ed `w [n, k]`; `out` is `[m, n]` row-major.
+/// `wp` the [`pack`]ed `w [n, k]`; `out` is `[m, n]` row-major. With `left_lower`, `x` is
+/// lower triangular (a causal softmax's probabilities: row `r` is zero past column
+/// `r + k - m`), and each tile of rows sums only up to the last column its last row reaches,
+/// which is the same sum for finite `w` (what is skipped are products with zeros).
 ///
 /// # Safety
 /// `x` holds `m * k` elements, `wp` [`packed_len`]`(n, k)`, `out` points at `m * n` writable
@@ -85,6 +88,7 @@ pub unsafe fn linear_strips(
     wp: &[f32],
     (m, k, n): (usize, usize, usize),
     (s0, s1): (usize, usize),
+    left_lower: bool,
     out: *mut f32,
 ) {
     debug_assert!(x.len() >= m * k && wp.len() >= packed_len(n, k) && s1 <= n.div_ceil(STRIP));
@@ -92,17 +96,17 @@ pub unsafe fn linear_strips(
     {
         if super::avx512() {
             // SAFETY: the caller's contract; the CPU has AVX-512.
-            unsafe { strips_avx512(x, wp, (m, k, n), (s0, s1), out) };
+            unsafe { strips_avx512(x, wp, (m, k, n), (s0, s1), left_lower, out) };
             return;
         }
         if super::avx2_fma() {
             // SAFETY: the caller's contract; the CPU has AVX2 and FMA.
-            unsafe { strips_avx2(x, wp, (m, k, n), (s0, s1), out) };
+            unsafe { strips_avx2(x, wp, (m, k, n), (s0, s1), left_lower, out) };
             return;
         }
     }
     // SAFETY: the caller's contract.
-    unsafe { strips_portable(x, wp, (m, k, n), (s0, s1), out) }
+    unsafe { strips_portable(x, wp, (m, k, n), (s0, s1), left_lower, out) }
 }
 
 /// [`linear_strips`] with AVX2 and FMA (CPUs without AVX-512): each strip against tiles of up
@@ -118,14 +122,17 @@ unsafe fn strips_avx2(
     wp: &[f32],
     (m, k, n): (usize, usize, usize),
     (s0, s1): (usize, usize),
+    left_lower: bool,
     out: *mut f32,
 ) {
     // SAFETY: the caller's contract; each tile gets pointers at its first row and strip.
     unsafe {
-        for_tiles(x, wp, (m, k, n), (s0, s1), out, ROWS_AVX2, |rows, x, strip, out, cols| match rows {
-            1 => tile_avx2::<1>(x, strip, k, out, n, cols),
-            2 => tile_avx2::<2>(x, strip, k, out, n, cols),
-            _ => tile_avx2::<ROWS_AVX2>(x, strip, k, out, n, cols),
+        for_tiles(x, wp, (m, k, n), (s0, s1), left_lower, out, ROWS_AVX2, |rows, x, strip, len, out, cols| {
+            match rows {
+                1 => tile_avx2::<1>(x, strip, (k, len), out, n, cols),
+                2 => tile_avx2::<2>(x, strip, (k, len), out, n, cols),
+                _ => tile_avx2::<ROWS_AVX2>(x, strip, (k, len), out, n, cols),
+            }
         })
     }
 }
@@ -146,14 +153,14 @@ const ROWS_AVX2: usize = 3;
 unsafe fn tile_avx2<const R: usize>(
     x: *const f32,
     strip: *const f32,
-    k: usize,
+    (k, len): (usize, usize),
     out: *mut f32,
     n: usize,
     cols: usize,
 ) {
     use std::arch::x86_64::*;
     let mut acc = [_mm256_setzero_ps(); 4 * ROWS_AVX2];
-    for i in 0..k {
+    for i in 0..len {
         // SAFETY: as in `tile`.
         unsafe {
             let w = strip.add(i * STRIP);
@@ -181,21 +188,24 @@ unsafe fn tile_avx2<const R: usize>(
 
 /// The loop of the vector paths: every strip of `s0..s1` against the rows of `x` in balanced
 /// tiles of at most `max` rows (13 rows in tiles of 12 are 7 + 6, not 12 + 1);
-/// `tile(rows, x, strip, out, cols)` computes one, with `x` and `out` at its first row and
-/// `out` at the strip's first column, `cols` of which are written.
+/// `tile(rows, x, strip, len, out, cols)` computes one, with `x` and `out` at its first row
+/// and `out` at the strip's first column, `cols` of which are written, each sum over the first
+/// `len` input elements (all `k`, or with `left_lower` those the tile's last row reaches).
 ///
 /// # Safety
 /// As for [`linear_strips`]; `tile` may be called with pointers so placed.
 #[cfg(target_arch = "x86_64")]
 #[inline(always)]
+#[allow(clippy::too_many_arguments)]
 unsafe fn for_tiles(
     x: &[f32],
     wp: &[f32],
     (m, k, n): (usize, usize, usize),
     (s0, s1): (usize, usize),
+    left_lower: bool,
     out: *mut f32,
     max: usize,
-    tile: impl Fn(usize, *const f32, *const f32, *mut f32, usize),
+    tile: impl Fn(usize, *const f32, *const f32, usize, *mut f32, usize),
 ) {
     let count = m.div_ceil(max);
     for s in s0..s1 {
@@ -206,10 +216,17 @@ unsafe fn for_tiles(
             let rows = (m - r).div_ceil(count - t);
             // SAFETY: rows r..r + rows of out are inside its m x n (the caller's contract).
             let out = unsafe { out.add(r * n + s * STRIP) };
-            tile(rows, x[r * k..].as_ptr(), strip, out, cols);
+            let len = if left_lower { reach(r + rows, m, k) } else { k };
+            tile(rows, x[r * k..].as_ptr(), strip, len, out, cols);
             r += rows;
         }
     }
+}
+
+/// How many input elements rows `..rows` of a lower-triangular `x [m, k]` reach: row `r`'s
+/// last non-zero is column `r + k - m`.
+fn reach(rows: usize, m: usize, k: usize) -> usize {
+    (rows + k).saturating_sub(m).min(k)
 }
 
 /// [`linear_strips`] without AVX-512 or AVX2: each output a sum in input order of separate
@@ -222,6 +239,7 @@ unsafe fn strips_portable(
     wp: &[f32],
     (m, k, n): (usize, usize, usize),
     (s0, s1): (usize, usize),
+    left_lower: bool,
     out: *mut f32,
 ) {
     for s in s0..s1 {
@@ -229,7 +247,8 @@ unsafe fn strips_portable(
         let cols = (n - s * STRIP).min(STRIP);
         for r in 0..m {
             let mut acc = [0f32; STRIP];
-            for (&xv, w) in x[r * k..(r + 1) * k].iter().zip(strip.chunks_exact(STRIP)) {
+            let len = if left_lower { reach(r + 1, m, k) } else { k };
+            for (&xv, w) in x[r * k..r * k + len].iter().zip(strip.chunks_exact(STRIP)) {
                 for (a, &wv) in acc.iter_mut().zip(w) {
                     *a += xv * wv;
                 }
@@ -253,16 +272,17 @@ unsafe fn strips_avx512(
     wp: &[f32],
     (m, k, n): (usize, usize, usize),
     (s0, s1): (usize, usize),
+    left_lower: bool,
     out: *mut f32,
 ) {
     // SAFETY: the caller's contract; each tile gets pointers at its first row and strip.
     unsafe {
-        for_tiles(x, wp, (m, k, n), (s0, s1), out, ROWS, |rows, x, strip, out, cols| {
+        for_tiles(x, wp, (m, k, n), (s0, s1), left_lower, out, ROWS, |rows, x, strip, len, out, cols| {
             macro_rules! by_rows {
                 ($($r:literal)*) => {
                     match rows {
-                        $($r => tile::<$r>(x, strip, k, out, n, cols),)*
-                        _ => tile::<ROWS>(x, strip, k, out, n, cols),
+                        $($r => tile::<$r>(x, strip, (k, len), out, n, cols),)*
+                        _ => tile::<ROWS>(x, strip, (k, len), out, n, cols),
                     }
                 };
             }
@@ -291,26 +311,27 @@ fn fetch_ahead(w: *const f32) {
     }
 }
 
-/// `R` rows of `x` (row stride `k`) against one strip: `R x 2` accumulators, the strip's row
-/// for element `i` (two vectors) against `R` broadcast elements per step.
+/// `R` rows of `x` (row stride `k`) against one strip, each sum over the first `len <= k`
+/// elements: `R x 2` accumulators, the strip's row for element `i` (two vectors) against `R`
+/// broadcast elements per step.
 ///
 /// # Safety
 /// `x` points at `R` rows of `k`, `strip` at `k * STRIP` elements, `out` at `R` rows of stride
-/// `n` with `cols <= STRIP` writable columns.
+/// `n` with `cols <= STRIP` writable columns; `len <= k`.
 #[cfg(target_arch = "x86_64")]
 #[inline(never)]
 #[target_feature(enable = "avx512f")]
 unsafe fn tile<const R: usize>(
     x: *const f32,
     strip: *const f32,
-    k: usize,
+    (k, len): (usize, usize),
     out: *mut f32,
     n: usize,
     cols: usize,
 ) {
     use std::arch::x86_64::*;
     let mut acc = [_mm512_setzero_ps(); 2 * ROWS];
-    for i in 0..k {
+    for i in 0..len {
         // SAFETY: row i of the strip and element i of each row are inside the operands; a
         // prefetch past the strip's end never faults.
         unsafe {
@@ -340,13 +361,22 @@ mod tests {
     use super::*;
 
     /// Every row and strip shape (tiles of 1 to 12 rows, balanced tiles above, a partial
-    /// last strip) against a naive product, through both paths.
+    /// last strip) against a naive product, through every path; and with `left_lower`, of a
+    /// lower-triangular `x` (more columns than rows, fewer, as many): a tile that stopped
+    /// short of a column one of its rows reaches would miss its product.
     #[test]
     fn strips_match_a_naive_product() {
-        for &(m, k, n) in
-            &[(1, 1, 1), (1, 64, 32), (3, 17, 40), (12, 100, 64), (13, 33, 96), (29, 8, 70), (2, 0, 5)]
-        {
-            let x: Vec<f32> = (0..m * k).map(|i| ((i * 7 % 13) as f32 - 6.0) / 7.0).collect();
+        let shapes =
+            [(1, 1, 1), (1, 64, 32), (3, 17, 40), (12, 100, 64), (13, 33, 96), (29, 8, 70), (2, 0, 5)];
+        let lower = [(30, 40, 33), (40, 30, 64), (25, 25, 20), (7, 7, 5)];
+        let cases = shapes.iter().map(|&s| (s, false)).chain(lower.iter().map(|&s| (s, true)));
+        for ((m, k, n), left_lower) in cases {
+            let reaches = |r: usize, i: usize| !left_lower || i + m < r + 1 + k;
+            let x: Vec<f32> = (0..m * k)
+                .map(|i| {
+                    if reaches(i / k.max(1), i % k.max(1)) { ((i * 7 % 13) as f32 - 6.0) / 7.0 } else { 0.0 }
+                })
+                .collect();
             let w: Vec<f32> = (0..n * k).map(|i| ((i * 5 % 11) as f32 - 5.0) / 9.0).collect();
             let mut wp = vec![f32::NAN; packed_len(n, k)];
             pack(&w, (n, k), &mut wp);
@@ -359,7 +389,7 @@ mod tests {
                 "pack_columns {k}x{n}"
             );
             let strips = n.div_ceil(STRIP);
-            type Path = unsafe fn(&[f32], &[f32], (usize, usize, usize), (usize, usize), *mut f32);
+            type Path = unsafe fn(&[f32], &[f32], (usize, usize, usize), (usize, usize), bool, *mut f32);
             let mut paths = vec![("linear_strips", linear_strips as Path), ("portable", strips_portable)];
             #[cfg(target_arch = "x86_64")]
             if crate::cpu::avx2_fma() {
@@ -370,8 +400,8 @@ mod tests {
                 // Two calls over disjoint strip ranges, as threads make them.
                 // SAFETY: the operands have the sizes the contract asks for.
                 unsafe {
-                    path(&x, &wp, (m, k, n), (0, strips / 2), out.as_mut_ptr());
-                    path(&x, &wp, (m, k, n), (strips / 2, strips), out.as_mut_ptr());
+                    path(&x, &wp, (m, k, n), (0, strips / 2), left_lower, out.as_mut_ptr());
+                    path(&x, &wp, (m, k, n), (strips / 2, strips), left_lower, out.as_mut_ptr());
                 }
                 for r in 0..m {
                     for c in 0..n {

@@ -8,6 +8,7 @@ use saturn_ir::{DType, Graph, Node, NodeId, Op, ParamSource, TensorData};
 
 use super::super::compile_elementwise;
 use super::super::layout::MAX_RANK;
+use super::super::linalg::Triangle;
 use super::super::packed::{pack_matrices, packed_len};
 use super::super::router::RouterKernel;
 use super::exec::{Env, Kernel, Scratch, View, exec};
@@ -56,13 +57,13 @@ impl CpuProgram {
             scratch: Scratch::default(),
             strips: HashMap::new(),
             packed_values: HashSet::new(),
-            lower_only: HashSet::new(),
+            triangles: HashMap::new(),
         };
         let needed = graph.needed_by_outputs();
         let constant = graph.constant_nodes();
         b.strips = strip_plan(graph, &constant);
-        let CausalSoftmaxes { by_softmax: causal, fused, lower_only } = causal_softmaxes(graph, &constant);
-        b.lower_only = lower_only;
+        let CausalSoftmaxes { by_softmax: causal, fused, triangles } = causal_softmaxes(graph, &constant);
+        b.triangles = triangles;
         let outputs: HashMap<&str, _> = graph.outputs().iter().map(|(n, id)| (n.as_str(), *id)).collect();
         let mut carried = Vec::new();
         let mut inputs = Vec::new();
@@ -222,8 +223,8 @@ struct Builder<'g> {
     /// values.
     strips: HashMap<NodeId, StripSource>,
     packed_values: HashSet<usize>,
-    /// Products only a causal softmax reads (see [`causal_softmaxes`]).
-    lower_only: HashSet<NodeId>,
+    /// Products around a causal softmax, and what they may skip (see [`causal_softmaxes`]).
+    triangles: HashMap<NodeId, Triangle>,
 }
 
 /// What a packed constant's matrices are (its last two dims): each becomes the strips of `w`.
@@ -307,15 +308,16 @@ fn strip_use(op: &Op, at: usize) -> Option<StripSource> {
 /// an output nor a constant: they run as one `causal_softmax` kernel over `x`, which reads only
 /// the unmasked scores and stores neither intermediate (at a 1024-token prefill the scores of
 /// one layer are 64 MB a pass). By softmax node: `(x, c)`, `c = 1` without a multiply; the
-/// intermediates, which take no memory; and the products `x` read by nothing else, of which
-/// only the lower triangle is ever read (`Kernel::MatMul::lower`).
+/// intermediates, which take no memory; and the products around them (`Kernel::MatMul`'s
+/// `triangle`): a product `x` read by nothing else, of which only the lower triangle is ever
+/// read, and the products whose left operand is the softmax, which is lower triangular.
 fn causal_softmaxes(graph: &Graph, constant: &[bool]) -> CausalSoftmaxes {
     let outputs: HashSet<NodeId> = graph.outputs().iter().map(|(_, id)| *id).collect();
     let only_user = |id: NodeId, user: NodeId| {
         graph.users(id) == [user] && !outputs.contains(&id) && !constant[id.index()]
     };
     let f32_node = |id: NodeId| graph.node(id).ty.dtype == DType::F32;
-    let (mut causal, mut fused, mut lower_only) = (HashMap::new(), HashSet::new(), HashSet::new());
+    let (mut causal, mut fused, mut triangles) = (HashMap::new(), HashSet::new(), HashMap::new());
     for id in graph.node_ids() {
         let node = graph.node(id);
         let Op::Softmax { axis } = node.op else { continue };
@@ -344,18 +346,23 @@ fn causal_softmaxes(graph: &Graph, constant: &[bool]) -> CausalSoftmaxes {
         };
         let reader = if scaled.is_some() { scores } else { mask };
         if matches!(graph.node(x).op, Op::MatMul) && only_user(x, reader) {
-            lower_only.insert(x);
+            triangles.insert(x, Triangle::OutputLower);
+        }
+        for user in graph.users(id) {
+            if matches!(graph.node(user).op, Op::MatMul) && graph.inputs(user)[0] == id {
+                triangles.insert(user, Triangle::LeftLower);
+            }
         }
         causal.insert(id, (x, c));
     }
-    CausalSoftmaxes { by_softmax: causal, fused, lower_only }
+    CausalSoftmaxes { by_softmax: causal, fused, triangles }
 }
 
 /// What [`causal_softmaxes`] finds.
 struct CausalSoftmaxes {
     by_softmax: HashMap<NodeId, (NodeId, f32)>,
     fused: HashSet<NodeId>,
-    lower_only: HashSet<NodeId>,
+    triangles: HashMap<NodeId, Triangle>,
 }
 
 /// `(x, c)` where `id` is `x * c` with `c` a constant (`fused_elementwise` `mul($0, c)` or
@@ -519,7 +526,7 @@ impl Builder<'_> {
             Op::RmsNorm { eps } => floats(2).map(|_| Kernel::RmsNorm { eps: *eps })?,
             Op::MatMul => floats(2).map(|_| Kernel::MatMul {
                 packed_b: self.packed_values.contains(&args[1]),
-                lower: self.lower_only.contains(&id),
+                triangle: self.triangles.get(&id).copied().unwrap_or(Triangle::Full),
             })?,
             Op::Linear => {
                 floats(2).map(|_| Kernel::Linear { packed: self.packed_values.contains(&args[1]) })?

@@ -7,7 +7,7 @@ use saturn_ir::{ReduceOp, Rope};
 use super::super::ElementwiseKernel;
 use super::super::attention::{MlaOperands, MlaScratch, mla_decode_attention};
 use super::super::layout::{MAX_RANK, Strided, broadcast_strides, copy_strided, gather, row_major};
-use super::super::linalg::{Weight, gated, matmul_batched, product};
+use super::super::linalg::{Triangle, Weight, gated, matmul_batched, product};
 use super::super::masks::{causal_mask, topk_mask};
 use super::super::moe::{ExpertScratch, Mlp, grouped_experts};
 use super::super::packed::{pack_matrices, packed_len};
@@ -37,12 +37,12 @@ pub(super) enum Kernel {
     RmsNorm {
         eps: f64,
     },
-    /// `packed_b`: the right operand is stored in strips (see `build::strip_plan`); `lower`:
-    /// only the lower triangle of each product is read (a causal softmax's scores, see
-    /// `build::causal_softmaxes`), and the rest need not be computed.
+    /// `packed_b`: the right operand is stored in strips (see `build::strip_plan`);
+    /// `triangle`: what a causal softmax around the product lets it skip (its scores, or its
+    /// probabilities as the left operand; see `build::causal_softmaxes`).
     MatMul {
         packed_b: bool,
-        lower: bool,
+        triangle: Triangle,
     },
     /// `packed`: the weight is stored in strips (see `build::strip_plan`).
     Linear {
@@ -272,7 +272,7 @@ pub(super) fn exec(kernel: &Kernel, args: &[View], out: &View, env: &mut Env) ->
             topk_mask(args[0].f32(), n, *k, &mut s.idx, out.u8_mut());
         }
         Kernel::RmsNorm { eps } => env.rows.rms_norm(args[0].f32(), args[1].f32(), *eps, out.f32_mut()),
-        Kernel::MatMul { packed_b, lower } => matmul(args[0], args[1], (*packed_b, *lower), out, s),
+        Kernel::MatMul { packed_b, triangle } => matmul(args[0], args[1], (*packed_b, *triangle), out, s),
         Kernel::Linear { packed } => {
             let (k, n) = (*args[0].shape().last().unwrap_or(&0), args[1].shape()[0]);
             let m = out.numel().checked_div(n).unwrap_or(0);
@@ -501,7 +501,7 @@ fn weight(w: &View, packed: bool) -> Weight<'_> {
 }
 
 /// `a [..., m, k] @ b [..., k, n]`, batch dims broadcast to the output's.
-fn matmul(a: View, b: View, (packed_b, lower): (bool, bool), out: &View, s: &mut Scratch) {
+fn matmul(a: View, b: View, (packed_b, triangle): (bool, Triangle), out: &View, s: &mut Scratch) {
     let (sa, sb, so) = (a.shape(), b.shape(), out.shape());
     let (ra, rb, ro) = (sa.len(), sb.len(), so.len());
     let (m, k, n) = (sa[ra - 2], sa[ra - 1], sb[rb - 1]);
@@ -516,7 +516,7 @@ fn matmul(a: View, b: View, (packed_b, lower): (bool, bool), out: &View, s: &mut
         };
         s.pairs.push((at(&ba, m * k), at(&bb, b_block)));
     });
-    matmul_batched(a.f32(), b_data, (packed_b, lower), &s.pairs, (m, k, n), out.f32_mut());
+    matmul_batched(a.f32(), b_data, (packed_b, triangle), &s.pairs, (m, k, n), out.f32_mut());
 }
 
 /// `grouped_experts(x, routing, w_gate, w_up, w_down [, shared gate, up, down])`, each weight
