@@ -23,14 +23,22 @@ pub struct Mlp<'a> {
 pub struct ExpertScratch {
     /// One token's active experts and their weights.
     active: Vec<(usize, f32)>,
+    /// Rows grouped by expert: where each expert's start, their tokens and routing weights.
     starts: Vec<usize>,
     tokens: Vec<usize>,
+    weights: Vec<f32>,
+    /// The rows by token (`by_token[first[t]..first[t + 1]]`, expert order), and a cursor per
+    /// token while they are listed.
+    first: Vec<usize>,
+    by_token: Vec<usize>,
+    next: Vec<usize>,
     /// One token's pass: where each expert's strips start in the list of all of them.
     strips: Vec<usize>,
     block: Vec<f32>,
     gate: Vec<f32>,
     up: Vec<f32>,
     y: Vec<f32>,
+    shared_y: Vec<f32>,
 }
 
 /// `grouped_experts`: `out [t, h] = sum_e routing[t, e] * mlp_e(x[t]) (+ shared(x[t]))`, the
@@ -59,50 +67,77 @@ pub fn grouped_experts<'w>(
     }
     s.starts.push(s.tokens.len());
     let rows = s.tokens.len();
-    s.block.resize(rows * h, 0.0);
-    for (dst, &tok) in s.block.chunks_exact_mut(h).zip(&s.tokens) {
-        dst.copy_from_slice(&x[tok * h..(tok + 1) * h]);
+    s.weights.clear();
+    for expert in 0..e {
+        s.weights.extend(
+            s.tokens[s.starts[expert]..s.starts[expert + 1]].iter().map(|&tok| routing[tok * e + expert]),
+        );
     }
     let inner = (0..e).map(|x| experts(x).inner).max().unwrap_or(0);
+    s.block.resize(rows * h, 0.0);
     s.gate.resize(rows * inner, 0.0);
     s.up.resize(rows * inner, 0.0);
     s.y.resize(rows * h, 0.0);
-    // Experts run in parallel, each on its own rows of the scratch buffers.
+    // Experts run in parallel, each gathering its tokens into its own rows of the scratch
+    // buffers (so the copies run in parallel too, and leave the rows in that core's cache).
     {
-        let (starts, block) = (&s.starts, &s.block);
+        let (starts, tokens) = (&s.starts, &s.tokens);
         let mut work: Vec<ExpertRows> = Vec::with_capacity(e);
-        let (mut gate, mut up, mut y) = (&mut s.gate[..], &mut s.up[..], &mut s.y[..]);
+        let (mut block, mut gate, mut up, mut y) =
+            (&mut s.block[..], &mut s.gate[..], &mut s.up[..], &mut s.y[..]);
         for expert in 0..e {
             let n = starts[expert + 1] - starts[expert];
+            let (b, br) = std::mem::take(&mut block).split_at_mut(n * h);
             let (g, gr) = std::mem::take(&mut gate).split_at_mut(n * inner);
             let (u, ur) = std::mem::take(&mut up).split_at_mut(n * inner);
             let (o, yr) = std::mem::take(&mut y).split_at_mut(n * h);
-            (gate, up, y) = (gr, ur, yr);
+            (block, gate, up, y) = (br, gr, ur, yr);
             if n > 0 {
-                work.push((expert, g, u, o));
+                work.push((expert, [b, g, u, o]));
             }
         }
-        work.into_par_iter().for_each(|(expert, g, u, o)| {
+        work.into_par_iter().for_each(|(expert, [b, g, u, o])| {
             let (mlp, n) = (experts(expert), starts[expert + 1] - starts[expert]);
-            let x = &block[starts[expert] * h..starts[expert + 1] * h];
-            gated(x, (Weight::Strips(mlp.gate), Weight::Strips(mlp.up)), (n, h, mlp.inner), u, g);
+            for (dst, &tok) in b.chunks_exact_mut(h).zip(&tokens[starts[expert]..]) {
+                dst.copy_from_slice(&x[tok * h..(tok + 1) * h]);
+            }
+            gated(b, (Weight::Strips(mlp.gate), Weight::Strips(mlp.up)), (n, h, mlp.inner), u, g);
             linear_packed(g, mlp.down, (n, mlp.inner, h), o);
         });
     }
-    out[..t * h].fill(0.0);
-    for expert in 0..e {
-        for row in s.starts[expert]..s.starts[expert + 1] {
-            let tok = s.tokens[row];
-            let w = routing[tok * e + expert];
-            for (o, &y) in out[tok * h..(tok + 1) * h].iter_mut().zip(&s.y[row * h..(row + 1) * h]) {
-                *o += w * y;
-            }
-        }
+    // Each token's rows in expert order (`by_token[first[tok]..first[tok + 1]]`), so that
+    // tokens can be summed in parallel, each in the order of the experts.
+    s.first.clear();
+    s.first.resize(t + 1, 0);
+    for &tok in &s.tokens {
+        s.first[tok + 1] += 1;
+    }
+    for tok in 0..t {
+        s.first[tok + 1] += s.first[tok];
+    }
+    s.by_token.resize(rows, 0);
+    s.next.clear();
+    s.next.extend_from_slice(&s.first[..t]);
+    for (row, &tok) in s.tokens.iter().enumerate() {
+        s.by_token[s.next[tok]] = row;
+        s.next[tok] += 1;
     }
     if let Some(mlp) = shared {
         run_mlp(x, t, h, mlp, s);
-        out[..t * h].iter_mut().zip(&s.y).for_each(|(o, &y)| *o += y);
     }
+    // out[tok] = 0 + the routed experts' weighted rows in expert order (+ the shared expert's).
+    let (first, by_token, weights, y) = (&s.first, &s.by_token, &s.weights, &s.y);
+    let shared_y = shared.map(|_| &s.shared_y);
+    out[..t * h].par_chunks_mut(h.max(1)).enumerate().with_min_len(16).for_each(|(tok, o)| {
+        o.fill(0.0);
+        for &row in &by_token[first[tok]..first[tok + 1]] {
+            let w = weights[row];
+            o.iter_mut().zip(&y[row * h..(row + 1) * h]).for_each(|(o, &y)| *o += w * y);
+        }
+        if let Some(shared_y) = shared_y {
+            o.iter_mut().zip(&shared_y[tok * h..(tok + 1) * h]).for_each(|(o, &y)| *o += y);
+        }
+    });
 }
 
 /// [`grouped_experts`] for one token (decode): every active expert's gate and up strips in one
@@ -193,15 +228,16 @@ fn one_token<'w>(
     }
 }
 
-/// One expert's share of the scratch buffers: its index, gate, up and output rows.
-type ExpertRows<'a> = (usize, &'a mut [f32], &'a mut [f32], &'a mut [f32]);
+/// One expert's share of the scratch buffers: its index, and its rows of the gathered tokens,
+/// gate, up and output.
+type ExpertRows<'a> = (usize, [&'a mut [f32]; 4]);
 
-/// `s.y [rows, h] = mlp(x [rows, h])`.
+/// `s.shared_y [rows, h] = mlp(x [rows, h])`.
 fn run_mlp(x: &[f32], rows: usize, h: usize, mlp: Mlp, s: &mut ExpertScratch) {
     let i = mlp.inner;
     s.gate.resize(rows * i, 0.0);
     s.up.resize(rows * i, 0.0);
-    s.y.resize(rows * h, 0.0);
+    s.shared_y.resize(rows * h, 0.0);
     gated(x, (Weight::Strips(mlp.gate), Weight::Strips(mlp.up)), (rows, h, i), &mut s.up, &mut s.gate);
-    linear_packed(&s.gate, mlp.down, (rows, i, h), &mut s.y);
+    linear_packed(&s.gate, mlp.down, (rows, i, h), &mut s.shared_y);
 }
