@@ -524,6 +524,35 @@ proptest! {
         c.check(&no_symbols())?;
     }
 
+    /// `rms_norm_linear` steps in a row over the same rows and norm weight share the
+    /// normalized rows (the first one's), across a kernel that uses scratch of its own
+    /// (`gated_linear`); a different norm weight, eps or input normalizes anew.
+    #[test]
+    fn rms_norm_linear_steps_share_only_the_same_normed_rows(
+        rows in 1usize..=40,
+        k in k_dim(),
+        (n1, n2) in (strips_or_not(), strips_or_not()),
+        seed in any::<u64>(),
+    ) {
+        let mut c = Case::new(seed);
+        let x = c.input("x", &[Dim::from(rows), Dim::from(k)], Fill::Uniform);
+        let other = c.input("other", &[Dim::from(rows), Dim::from(k)], Fill::Uniform);
+        let (g, g2) = (c.param("g", &[k], Fill::Uniform), c.param("g2", &[k], Fill::Uniform));
+        let w1 = c.param("w1", &[n1, k], Fill::Uniform);
+        let w2 = c.param("w2", &[n2, k], Fill::Uniform);
+        let eps = 1e-6;
+        let first = c.op("first", Op::RmsNormLinear { eps }, &[x, g, w1]);
+        let between = c.op("between", Op::GatedLinear, &[other, w1, w1]);
+        let shared = c.op("shared", Op::RmsNormLinear { eps }, &[x, g, w2]);
+        let new_weight = c.op("new_weight", Op::RmsNormLinear { eps }, &[x, g2, w2]);
+        let new_eps = c.op("new_eps", Op::RmsNormLinear { eps: 0.5 }, &[x, g2, w1]);
+        let new_rows = c.op("new_rows", Op::RmsNormLinear { eps: 0.5 }, &[other, g2, w1]);
+        for id in [first, between, shared, new_weight, new_eps, new_rows] {
+            c.out(id, false);
+        }
+        c.check(&no_symbols())?;
+    }
+
     /// `gated_linear` (`silu(x w_gate^T) * (x w_up^T)`) on 1 to 49 rows, K including 0, the
     /// weights packed or not.
     #[test]

@@ -143,6 +143,7 @@ impl CpuProgram {
             b.value_of.insert(id, b.values.len());
             b.values.push(Value { name: node.name.clone(), elem, shape, storage });
         }
+        share_normed_rows(&mut b.steps);
         let outputs: Vec<(String, usize)> =
             graph.outputs().iter().map(|(n, id)| (n.clone(), b.value_of[id])).collect();
         let live = lifetimes(&b.values, &b.steps, &outputs);
@@ -300,6 +301,21 @@ fn strip_use(op: &Op, at: usize) -> Option<StripSource> {
         _ => false,
     };
     rows.then_some(StripSource::Rows)
+}
+
+/// Marks each `rms_norm_linear` step whose rows and norm weight are those of the one before
+/// it (MLA's latent, rope key and query projections all normalize the layer's input the same
+/// way): it reuses the normalized rows that step left in the scratch, which no other kernel
+/// writes. Its operands are live until it runs, so they still hold what was normalized.
+fn share_normed_rows(steps: &mut [Step]) {
+    let mut last: Option<(usize, usize, u64)> = None;
+    for step in steps {
+        if let Kernel::RmsNormLinear { eps, normed_before, .. } = &mut step.kernel {
+            let key = (step.args[0], step.args[1], eps.to_bits());
+            *normed_before = last == Some(key);
+            last = Some(key);
+        }
+    }
 }
 
 /// Softmaxes along the last axis of a causal mask, maybe of scaled scores
@@ -553,6 +569,7 @@ impl Builder<'_> {
             Op::RmsNormLinear { eps } => floats(3).map(|_| Kernel::RmsNormLinear {
                 eps: *eps,
                 packed: self.packed_values.contains(&args[2]),
+                normed_before: false,
             })?,
             Op::GatedLinear => floats(3).map(|_| Kernel::GatedLinear {
                 packed: [1, 2].map(|a| self.packed_values.contains(&args[a])),

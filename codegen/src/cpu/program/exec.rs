@@ -66,9 +66,12 @@ pub(super) enum Kernel {
     Concat {
         axis: usize,
     },
+    /// `normed_before`: the step before of this kind normalized the same rows with the same
+    /// weight (see `build::share_normed_rows`), and they are still in the scratch.
     RmsNormLinear {
         eps: f64,
         packed: bool,
+        normed_before: bool,
     },
     GatedLinear {
         packed: [bool; 2],
@@ -196,6 +199,8 @@ pub(super) struct Scratch {
     /// Expert weights packed at run time (see `Kernel::GroupedExperts`), one per operand.
     packing: [Vec<f32>; 6],
     mla: MlaScratch,
+    /// `rms_norm_linear`'s normalized rows, kept for the next such step on the same rows.
+    normed: Vec<f32>,
 }
 
 impl Scratch {
@@ -327,11 +332,13 @@ pub(super) fn exec(kernel: &Kernel, args: &[View], out: &View, env: &mut Env) ->
                 at += a.shape()[*axis];
             }
         }
-        Kernel::RmsNormLinear { eps, packed } => {
+        Kernel::RmsNormLinear { eps, packed, normed_before } => {
             let x = args[0];
             let k = *x.shape().last().unwrap_or(&0);
-            let normed = grow(&mut s.a, x.numel());
-            env.rows.rms_norm(x.f32(), args[1].f32(), *eps, normed);
+            let normed = grow(&mut s.normed, x.numel());
+            if !normed_before {
+                env.rows.rms_norm(x.f32(), args[1].f32(), *eps, normed);
+            }
             let n = args[2].shape()[0];
             let m = out.numel().checked_div(n).unwrap_or(0);
             product(normed, weight(&args[2], *packed), (m, k, n), out.f32_mut());
