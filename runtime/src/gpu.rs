@@ -16,6 +16,7 @@ use cudarc::driver::{
     CudaContext, CudaFunction, CudaGraph, CudaSlice, CudaStream, DevicePtr, LaunchConfig, PushKernelArg,
 };
 use cudarc::nvrtc::Ptx;
+use rayon::prelude::*;
 use saturn_codegen::CodegenError;
 use saturn_codegen::cuda::exec::Device;
 use saturn_codegen::cuda::{CudaArch, CudaProgram, CudaTools};
@@ -97,9 +98,16 @@ impl Device for GpuDevice {
     }
 
     fn load(&mut self, program: &CudaProgram) -> Result<Self::Module, CodegenError> {
+        // NVRTC compiles every kernel at once (one program each, on every core: a cold load
+        // of a model's kernels is otherwise seconds of one core); modules load in order.
+        let (tools, arch) = (&self.tools, self.arch);
+        let ptxs = program
+            .kernels
+            .par_iter()
+            .map(|k| tools.compile_ptx(&k.name, &CudaProgram::kernel_source(k), arch))
+            .collect::<Result<Vec<_>, _>>()?;
         let mut functions = HashMap::new();
-        for k in &program.kernels {
-            let ptx = self.tools.compile_ptx(&k.name, &CudaProgram::kernel_source(k), self.arch)?;
+        for (k, ptx) in program.kernels.iter().zip(ptxs) {
             let module = self.ctx.load_module(Ptx::from_src(ptx)).map_err(|e| device_error(&k.name, e))?;
             let f = module.load_function(&k.name).map_err(|e| device_error(&k.name, e))?;
             // Beyond 48 KiB, a kernel's dynamic shared memory must be opted into, once per

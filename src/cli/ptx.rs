@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 use indicatif::{ProgressBar, ProgressStyle};
+use rayon::prelude::*;
 use saturn_codegen::cuda::{CudaArch, CudaProgram, CudaTools, KernelResources};
 use serde::Serialize;
 
@@ -46,19 +47,29 @@ pub fn compile<'a>(program: &'a CudaProgram, tools: &CudaTools) -> Result<Compil
             .progress_chars("=> "),
     );
     bar.set_message(format!("NVRTC + ptxas for {}", program.name));
+    // NVRTC and ptxas run on every core (a program of its own for each kernel); the results
+    // are collected in (architecture, kernel) order, so the files and report do not depend on
+    // which finishes first.
+    let jobs: Vec<_> =
+        CudaArch::ALL.into_iter().flat_map(|arch| program.kernels.iter().map(move |k| (arch, k))).collect();
+    let done = jobs
+        .par_iter()
+        .map(|&(arch, k)| {
+            let ptx = tools.compile_ptx(&k.name, &CudaProgram::kernel_source(k), arch)?;
+            let assembled = tools.assemble(&ptx, arch)?;
+            bar.inc(1);
+            Ok((ptx, assembled))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    bar.finish_and_clear();
     let mut files = Vec::new();
     let mut resources = Vec::new();
-    for arch in CudaArch::ALL {
-        for k in &program.kernels {
-            let ptx = tools.compile_ptx(&k.name, &CudaProgram::kernel_source(k), arch)?;
-            for r in tools.assemble(&ptx, arch)? {
-                resources.push(KernelReport { node: &k.node, arch: arch.name(), resources: r });
-            }
-            files.push((Path::new("ptx").join(arch.name()).join(format!("{}.ptx", k.name)), ptx));
-            bar.inc(1);
+    for (&(arch, k), (ptx, assembled)) in jobs.iter().zip(done) {
+        for r in assembled {
+            resources.push(KernelReport { node: &k.node, arch: arch.name(), resources: r });
         }
+        files.push((Path::new("ptx").join(arch.name()).join(format!("{}.ptx", k.name)), ptx));
     }
-    bar.finish_and_clear();
     let (major, minor) = tools.nvrtc_version();
     let report = Report {
         program: &program.name,
