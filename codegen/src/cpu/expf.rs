@@ -140,9 +140,13 @@ fn exp8(xd: std::arch::x86_64::__m512d) -> std::arch::x86_64::__m256 {
     let ki = _mm512_castpd_si512(kd);
     let kd = _mm512_sub_pd(kd, _mm512_set1_pd(SHIFT));
     let r = _mm512_fmsub_pd(_mm512_set1_pd(INV_LN2_N), xd, kd);
-    let index = _mm512_and_si512(ki, _mm512_set1_epi64(31));
-    // SAFETY: every index is below 32, inside TABLE.
-    let t = unsafe { _mm512_i64gather_epi64::<8>(index, TABLE.as_ptr() as *const i64) };
+    // TABLE[ki % 32] from registers (a gather from memory is several times slower): each
+    // half of the table is one two-register permute, bit 4 of the index picks the half.
+    // SAFETY: TABLE holds 32 entries, four vectors of 8.
+    let part = |i: usize| unsafe { _mm512_loadu_si512(TABLE[8 * i..].as_ptr() as *const _) };
+    let low = _mm512_permutex2var_epi64(part(0), ki, part(1));
+    let high = _mm512_permutex2var_epi64(part(2), ki, part(3));
+    let t = _mm512_mask_blend_epi64(_mm512_test_epi64_mask(ki, _mm512_set1_epi64(16)), low, high);
     let s = _mm512_castsi512_pd(_mm512_add_epi64(t, _mm512_slli_epi64::<47>(ki)));
     let z = _mm512_fmadd_pd(_mm512_set1_pd(C[0]), r, _mm512_set1_pd(C[1]));
     let r2 = _mm512_mul_pd(r, r);
