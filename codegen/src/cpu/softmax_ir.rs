@@ -303,11 +303,17 @@ fn divide_pairs(e: &mut Emit, out: Value, base: Value, count: Value, total: Valu
 }
 
 /// `if v > max { v } else { max }` (NaN never wins) into the variable `max`, and whether `v` is
-/// NaN into `any_nan`: one step of the interpreter's max.
+/// NaN into `any_nan`: one step of the interpreter's max, for an f32 or lane by lane for four
+/// (`any_nan` then a lane mask).
 fn keep_max(e: &mut Emit, v: Value, (max, any_nan): (Variable, Variable)) {
     let m = e.b.use_var(max);
     let wins = e.b.ins().fcmp(FloatCC::GreaterThan, v, m);
-    let m = e.b.ins().select(wins, v, m);
+    let m = if e.b.func.dfg.value_type(v).is_vector() {
+        let wins = e.b.ins().bitcast(types::F32X4, lane_order(), wins);
+        e.b.ins().bitselect(wins, v, m)
+    } else {
+        e.b.ins().select(wins, v, m)
+    };
     e.b.def_var(max, m);
     let nan = e.b.ins().fcmp(FloatCC::Unordered, v, v);
     let seen = e.b.use_var(any_nan);
@@ -316,8 +322,8 @@ fn keep_max(e: &mut Emit, v: Value, (max, any_nan): (Variable, Variable)) {
 }
 
 /// [`keep_max`] over the `count` contiguous scores from `base` of `x` (each times `scale`,
-/// where given): four lanes, each keeping its own max the same way, then the lanes and the
-/// last few scores one at a time.
+/// where given): four lanes, each keeping its own max the same way, and the last few scores
+/// one at a time, then the lanes (the max is the same number in any order).
 fn max_run(
     e: &mut Emit,
     x: Value,
@@ -328,50 +334,34 @@ fn max_run(
 ) {
     let minus_inf = e.b.ins().f32const(f32::NEG_INFINITY);
     let lanes_max = splat(e, minus_inf);
-    let lanes_max = e.var(lanes_max);
     let none = e.b.ins().iconst(types::I32, 0);
     let none = e.b.ins().splat(types::I32X4, none);
-    let lanes_nan = e.var(none);
+    let lanes = (e.var(lanes_max), e.var(none));
     let scales = scale.map(|s| splat(e, s));
-    let quads = e.b.ins().ushr_imm_u(count, 2);
-    e.for_range(quads, |e, j| {
-        let k = e.b.ins().ishl_imm_u(j, 2);
-        let at = e.b.ins().iadd(base, k);
-        let mut v = load_quad(e, x, at);
-        if let Some(scales) = scales {
-            v = e.b.ins().fmul(v, scales);
-        }
-        let m = e.b.use_var(lanes_max);
-        let wins = e.b.ins().fcmp(FloatCC::GreaterThan, v, m);
-        let wins = e.b.ins().bitcast(types::F32X4, lane_order(), wins);
-        let m = e.b.ins().bitselect(wins, v, m);
-        e.b.def_var(lanes_max, m);
-        let nan = e.b.ins().fcmp(FloatCC::Unordered, v, v);
-        let seen = e.b.use_var(lanes_nan);
-        let seen = e.b.ins().bor(seen, nan);
-        e.b.def_var(lanes_nan, seen);
-    });
-    let m = e.b.use_var(lanes_max);
+    for_quads(
+        e,
+        (base, count),
+        |e, at| {
+            let v = load_quad(e, x, at);
+            let v = scales.map_or(v, |s| e.b.ins().fmul(v, s));
+            keep_max(e, v, lanes);
+        },
+        |e, at| {
+            let v = e.load(x, at);
+            let v = scale.map_or(v, |s| e.b.ins().fmul(v, s));
+            keep_max(e, v, acc);
+        },
+    );
+    let m = e.b.use_var(lanes.0);
     for lane in 0..4 {
         let v = e.b.ins().extractlane(m, lane);
         keep_max(e, v, acc);
     }
-    let seen = e.b.use_var(lanes_nan);
+    let seen = e.b.use_var(lanes.1);
     let seen = e.b.ins().vany_true(seen);
     let before = e.b.use_var(acc.1);
     let seen = e.b.ins().bor(before, seen);
     e.b.def_var(acc.1, seen);
-    let done = e.b.ins().ishl_imm_u(quads, 2);
-    let rest = e.b.ins().isub(count, done);
-    e.for_range(rest, |e, t| {
-        let k = e.b.ins().iadd(done, t);
-        let at = e.b.ins().iadd(base, k);
-        let mut v = e.load(x, at);
-        if let Some(scale) = scale {
-            v = e.b.ins().fmul(v, scale);
-        }
-        keep_max(e, v, acc);
-    });
 }
 
 /// Calls `quad(e, at)` for the contiguous elements `at = first, first + 4, ..` while four
