@@ -1224,11 +1224,11 @@ proptest! {
     /// `linear` above the size where products split across threads: one decode row (the
     /// dot-product path by weight rows), up to 12 rows, a block of rows, and more rows than the
     /// row blocks take (the weight packed for the call); the weight a param (stored packed) or
-    /// an input.
+    /// an input; rows of 1024 (4 KiB apart: the shorter tiles of rows that alias in L1).
     #[test]
     fn large_linear_matches(
         m in prop_oneof![Just(1usize), 2usize..=12, 13usize..=40, 129usize..=140],
-        (k, n) in (250usize..=300, prop_oneof![250usize..=300, Just(256), Just(288)]),
+        (k, n) in (prop_oneof![250usize..=300, Just(1024)], prop_oneof![250usize..=300, Just(256), Just(288)]),
         w_input in any::<bool>(),
         seed in any::<u64>(),
     ) {
@@ -1242,15 +1242,17 @@ proptest! {
     }
 
     /// `grouped_experts` large enough for its parallel passes (decode: gate/up rows, then
-    /// output columns; prefill: one expert per task), T = 1 and T > 1 on one workspace.
+    /// output columns; prefill: one expert per task), T = 1 and T > 1 on one workspace; a
+    /// hidden width of 1024 gathers the tokens into rows padded apart (`packed::pad_stride`).
     #[test]
     fn large_grouped_experts_match(
-        t in 2u64..=8,
+        t in prop_oneof![2u64..=8, 20u64..=30],
+        h in prop_oneof![Just(256usize), Just(1024)],
         shared in proptest::option::of(Just(64usize)),
         sigmoid in any::<bool>(),
         seed in any::<u64>(),
     ) {
-        let mut c = experts_case(seed, Dim::sym("S"), (256, 96, 8, 2), shared, sigmoid, false);
+        let mut c = experts_case(seed, Dim::sym("S"), (h, 96, 8, 2), shared, sigmoid, false);
         c.check(&s_runs(&[1, t]))?;
     }
 

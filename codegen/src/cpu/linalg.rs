@@ -13,6 +13,8 @@
 
 use rayon::prelude::*;
 
+use super::packed::Rows;
+
 /// Up to this many rows, a product is computed as dot products (each weight row is read once
 /// and stays in cache while it meets every row, four rows at a time): no packing, which for
 /// few rows costs as much as the product.
@@ -72,7 +74,7 @@ pub fn linear(x: &[f32], w: &[f32], m: usize, k: usize, n: usize, out: &mut [f32
         // (allocated per call: only prefill has this many rows).
         let mut strips = vec![0f32; super::packed::packed_len(n, k)];
         super::packed::pack(w, (n, k), &mut strips);
-        linear_packed(x, &strips, (m, k, n), out);
+        linear_packed(Rows::contiguous(x, k), &strips, (m, k, n), out);
     } else {
         gemm(m, k, n, Operand { data: x, rs: k, cs: 1 }, Operand { data: w, rs: 1, cs: k }, out);
     }
@@ -89,14 +91,14 @@ pub enum Weight<'a> {
 pub fn product(x: &[f32], w: Weight, (m, k, n): (usize, usize, usize), out: &mut [f32]) {
     match w {
         Weight::Rows(w) => linear(x, w, m, k, n, out),
-        Weight::Strips(w) => linear_packed(x, w, (m, k, n), out),
+        Weight::Strips(w) => linear_packed(Rows::contiguous(x, k), w, (m, k, n), out),
     }
 }
 
 /// `out [m, n] = x [m, k] w [n, k]^T` with `w` [`packed`](super::packed), split across threads
 /// by strips when the work pays for it: a few rows are bound by memory like dot products, more
 /// compute like a GEMM.
-pub fn linear_packed(x: &[f32], wp: &[f32], dims: (usize, usize, usize), out: &mut [f32]) {
+pub fn linear_packed(x: Rows, wp: &[f32], dims: (usize, usize, usize), out: &mut [f32]) {
     packed_product(x, wp, dims, Triangle::Full, out);
 }
 
@@ -119,14 +121,14 @@ pub enum Triangle {
 /// [`linear_packed`], skipping what `triangle` allows; what is written is what
 /// [`linear_packed`] writes.
 fn packed_product(
-    x: &[f32],
+    x: Rows,
     wp: &[f32],
     (m, k, n): (usize, usize, usize),
     triangle: Triangle,
     out: &mut [f32],
 ) {
     assert!(
-        x.len() >= m * k && wp.len() >= super::packed::packed_len(n, k) && out.len() >= m * n,
+        x.holds(m, k) && wp.len() >= super::packed::packed_len(n, k) && out.len() >= m * n,
         "packed product operands too short"
     );
     let dst = SharedOut(out.as_mut_ptr());
@@ -145,7 +147,7 @@ fn packed_product(
             // writes only strip s's columns of those rows.
             unsafe {
                 super::packed::linear_strips(
-                    &x[r0 * k..],
+                    x.from(r0),
                     wp,
                     (m - r0, k, n),
                     (s, s + 1),
@@ -456,7 +458,9 @@ pub fn matmul_batched(
     (m, k, n): (usize, usize, usize),
     out: &mut [f32],
 ) {
-    let strips = |x: &[f32], wp: &[f32], o: &mut [f32]| packed_product(x, wp, (m, k, n), triangle, o);
+    let strips = |x: &[f32], wp: &[f32], o: &mut [f32]| {
+        packed_product(Rows::contiguous(x, k), wp, (m, k, n), triangle, o)
+    };
     if m * n == 0 {
         return;
     }

@@ -4,8 +4,8 @@
 use rayon::prelude::*;
 
 use super::expf::silu_times;
-use super::linalg::{SharedOut, Weight, gated, linear_packed, par_ranges};
-use super::packed::{STRIP, linear_strips};
+use super::linalg::{SharedOut, linear_packed, par_ranges};
+use super::packed::{Rows, STRIP, linear_strips, pad_stride};
 
 /// The weights of one gated MLP, each [`packed`](super::packed) (`gate` and `up` as
 /// `[inner, h]`, `down` as `[h, inner]`): `down(silu(gate x) * up x)`.
@@ -34,7 +34,10 @@ pub struct ExpertScratch {
     next: Vec<usize>,
     /// One token's pass: where each expert's strips start in the list of all of them.
     strips: Vec<usize>,
+    /// The tokens' rows, gathered by expert, [`pad_stride`] apart.
     block: Vec<f32>,
+    /// The shared expert's input rows, [`pad_stride`] apart where that pads them.
+    shared_x: Vec<f32>,
     gate: Vec<f32>,
     up: Vec<f32>,
     y: Vec<f32>,
@@ -74,7 +77,8 @@ pub fn grouped_experts<'w>(
         );
     }
     let inner = (0..e).map(|x| experts(x).inner).max().unwrap_or(0);
-    s.block.resize(rows * h, 0.0);
+    let stride = pad_stride(h);
+    s.block.resize(rows * stride, 0.0);
     s.gate.resize(rows * inner, 0.0);
     s.up.resize(rows * inner, 0.0);
     s.y.resize(rows * h, 0.0);
@@ -87,7 +91,7 @@ pub fn grouped_experts<'w>(
             (&mut s.block[..], &mut s.gate[..], &mut s.up[..], &mut s.y[..]);
         for expert in 0..e {
             let n = starts[expert + 1] - starts[expert];
-            let (b, br) = std::mem::take(&mut block).split_at_mut(n * h);
+            let (b, br) = std::mem::take(&mut block).split_at_mut(n * stride);
             let (g, gr) = std::mem::take(&mut gate).split_at_mut(n * inner);
             let (u, ur) = std::mem::take(&mut up).split_at_mut(n * inner);
             let (o, yr) = std::mem::take(&mut y).split_at_mut(n * h);
@@ -97,12 +101,11 @@ pub fn grouped_experts<'w>(
             }
         }
         work.into_par_iter().for_each(|(expert, [b, g, u, o])| {
-            let (mlp, n) = (experts(expert), starts[expert + 1] - starts[expert]);
-            for (dst, &tok) in b.chunks_exact_mut(h).zip(&tokens[starts[expert]..]) {
-                dst.copy_from_slice(&x[tok * h..(tok + 1) * h]);
+            let n = starts[expert + 1] - starts[expert];
+            for (dst, &tok) in b.chunks_exact_mut(stride).zip(&tokens[starts[expert]..]) {
+                dst[..h].copy_from_slice(&x[tok * h..(tok + 1) * h]);
             }
-            gated(b, (Weight::Strips(mlp.gate), Weight::Strips(mlp.up)), (n, h, mlp.inner), u, g);
-            linear_packed(g, mlp.down, (n, mlp.inner, h), o);
+            mlp_rows(Rows { data: b, stride }, (n, h), experts(expert), (g, u), o);
         });
     }
     // Each token's rows in expert order (`by_token[first[tok]..first[tok + 1]]`), so that
@@ -123,7 +126,7 @@ pub fn grouped_experts<'w>(
         s.next[tok] += 1;
     }
     if let Some(mlp) = shared {
-        run_mlp(x, t, h, mlp, s);
+        shared_mlp(x, (t, h), mlp, s);
     }
     // out[tok] = 0 + the routed experts' weighted rows in expert order (+ the shared expert's).
     let (first, by_token, weights, y) = (&s.first, &s.by_token, &s.weights, &s.y);
@@ -183,6 +186,7 @@ fn one_token<'w>(
             // task alone writes units a..b of expert k.
             unsafe {
                 let (g, v) = ({ act }.0.add(starts[k]), { up }.0.add(starts[k]));
+                let x = Rows::contiguous(x, h);
                 linear_strips(x, m.gate, (1, h, m.inner), (strip, strip + 1), false, g);
                 linear_strips(x, m.up, (1, h, m.inner), (strip, strip + 1), false, v);
                 silu_times(
@@ -207,7 +211,7 @@ fn one_token<'w>(
             unsafe {
                 let y = { ys }.0.add(k * h);
                 linear_strips(
-                    &act[starts[k]..starts[k + 1]],
+                    Rows::contiguous(&act[starts[k]..starts[k + 1]], m.inner),
                     m.down,
                     (1, m.inner, h),
                     (strip, strip + 1),
@@ -232,12 +236,39 @@ fn one_token<'w>(
 /// gate, up and output.
 type ExpertRows<'a> = (usize, [&'a mut [f32]; 4]);
 
-/// `s.shared_y [rows, h] = mlp(x [rows, h])`.
-fn run_mlp(x: &[f32], rows: usize, h: usize, mlp: Mlp, s: &mut ExpertScratch) {
+/// `s.shared_y [rows, h] = mlp(x [rows, h])`, with `x` first copied to rows [`pad_stride`]
+/// apart where that pads them.
+fn shared_mlp(x: &[f32], (rows, h): (usize, usize), mlp: Mlp, s: &mut ExpertScratch) {
     let i = mlp.inner;
     s.gate.resize(rows * i, 0.0);
     s.up.resize(rows * i, 0.0);
     s.shared_y.resize(rows * h, 0.0);
-    gated(x, (Weight::Strips(mlp.gate), Weight::Strips(mlp.up)), (rows, h, i), &mut s.up, &mut s.gate);
-    linear_packed(&s.gate, mlp.down, (rows, i, h), &mut s.shared_y);
+    let stride = pad_stride(h);
+    let x = if stride == h {
+        &x[..rows * h]
+    } else {
+        s.shared_x.resize(rows * stride, 0.0);
+        for (dst, src) in s.shared_x.chunks_exact_mut(stride).zip(x.chunks_exact(h)) {
+            dst[..h].copy_from_slice(src);
+        }
+        &s.shared_x[..]
+    };
+    mlp_rows(Rows { data: x, stride }, (rows, h), mlp, (&mut s.gate, &mut s.up), &mut s.shared_y);
+}
+
+/// `out [n, h] = mlp(x [n, h])`: `down(silu(gate x) * up x)`, with `gate` and `up` as
+/// scratch of `n * mlp.inner` elements.
+fn mlp_rows(
+    x: Rows,
+    (n, h): (usize, usize),
+    mlp: Mlp,
+    (gate, up): (&mut [f32], &mut [f32]),
+    out: &mut [f32],
+) {
+    let i = mlp.inner;
+    let (gate, up) = (&mut gate[..n * i], &mut up[..n * i]);
+    linear_packed(x, mlp.gate, (n, h, i), gate);
+    linear_packed(x, mlp.up, (n, h, i), up);
+    silu_times(gate, up);
+    linear_packed(Rows::contiguous(gate, i), mlp.down, (n, i, h), out);
 }

@@ -26,10 +26,59 @@ pub const STRIP: usize = 32;
 /// broadcast fit the 32 AVX-512 registers.
 #[cfg(target_arch = "x86_64")]
 const ROWS: usize = 12;
+/// Rows per pass where `x`'s rows are a multiple of 4 KiB apart ([`rows_alias`]).
+#[cfg(target_arch = "x86_64")]
+const ROWS_ALIASED: usize = 8;
+
+/// Whether rows of `k` floats put the element each row of a tile reads into the same L1 set:
+/// rows a multiple of 4 KiB apart (64 sets of 64 bytes) land in one set, and a tile reads one
+/// element of every row per step. Twelve such lines cycling through an 8-way set (Zen 4's L1)
+/// miss on every step: a 12-row pass at `k = 1024` ran at 88 GFLOP/s against 111 with rows
+/// 1040 apart, or in 8-row passes, on one core (BENCHMARKS.md).
+#[cfg(target_arch = "x86_64")]
+fn rows_alias(k: usize) -> bool {
+    k > 0 && (k * size_of::<f32>()).is_multiple_of(4096)
+}
 
 /// Elements of `w [n, k]` packed ([`pack`]): whole strips, the last one zero-padded.
 pub fn packed_len(n: usize, k: usize) -> usize {
     n.div_ceil(STRIP) * STRIP * k
+}
+
+/// The left operand `x [m, k]` of a product over strips: row `r` starts at
+/// `data[r * stride]`, `stride >= k`. A gathered operand ([`pad_stride`]) keeps its rows apart
+/// by more than `k` so that they do not alias in L1 ([`linear_strips`]).
+#[derive(Clone, Copy)]
+pub struct Rows<'a> {
+    pub data: &'a [f32],
+    pub stride: usize,
+}
+
+impl<'a> Rows<'a> {
+    /// Rows of `k` elements, one after the other.
+    pub fn contiguous(data: &'a [f32], k: usize) -> Self {
+        Rows { data, stride: k }
+    }
+
+    /// The rows from row `r` on.
+    pub fn from(self, r: usize) -> Self {
+        Rows { data: &self.data[(r * self.stride).min(self.data.len())..], ..self }
+    }
+
+    /// Whether `m` rows of `k` elements are inside `data`.
+    pub fn holds(&self, m: usize, k: usize) -> bool {
+        m == 0 || (self.stride >= k && self.data.len() >= (m - 1) * self.stride + k)
+    }
+}
+
+/// The row stride to gather rows of `k` elements at, for products over strips: `k`, or `k`
+/// plus a cache line where rows `k` apart would alias in L1.
+pub fn pad_stride(k: usize) -> usize {
+    #[cfg(target_arch = "x86_64")]
+    if rows_alias(k) {
+        return k + 64 / size_of::<f32>();
+    }
+    k
 }
 
 /// Packs `w [n, k]` (row-major) into `out` (at least [`packed_len`] elements).
@@ -80,18 +129,18 @@ pub fn pack_matrices(data: &[f32], (n, k): (usize, usize), from_columns: bool, o
 /// which is the same sum for finite `w` (what is skipped are products with zeros).
 ///
 /// # Safety
-/// `x` holds `m * k` elements, `wp` [`packed_len`]`(n, k)`, `out` points at `m * n` writable
-/// elements; `s1 <= n.div_ceil(STRIP)`. Calls over disjoint strip ranges may run at once on
-/// the same `out`.
+/// `x` holds `m` rows of `k`, `wp` [`packed_len`]`(n, k)` elements, `out` points at `m * n`
+/// writable elements; `s1 <= n.div_ceil(STRIP)`. Calls over disjoint strip ranges may run at
+/// once on the same `out`.
 pub unsafe fn linear_strips(
-    x: &[f32],
+    x: Rows,
     wp: &[f32],
     (m, k, n): (usize, usize, usize),
     (s0, s1): (usize, usize),
     left_lower: bool,
     out: *mut f32,
 ) {
-    debug_assert!(x.len() >= m * k && wp.len() >= packed_len(n, k) && s1 <= n.div_ceil(STRIP));
+    debug_assert!(x.holds(m, k) && wp.len() >= packed_len(n, k) && s1 <= n.div_ceil(STRIP));
     #[cfg(target_arch = "x86_64")]
     {
         if super::avx512() {
@@ -118,7 +167,7 @@ pub unsafe fn linear_strips(
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
 unsafe fn strips_avx2(
-    x: &[f32],
+    x: Rows,
     wp: &[f32],
     (m, k, n): (usize, usize, usize),
     (s0, s1): (usize, usize),
@@ -127,11 +176,12 @@ unsafe fn strips_avx2(
 ) {
     // SAFETY: the caller's contract; each tile gets pointers at its first row and strip.
     unsafe {
+        let stride = x.stride;
         for_tiles(x, wp, (m, k, n), (s0, s1), left_lower, out, ROWS_AVX2, |rows, x, strip, len, out, cols| {
             match rows {
-                1 => tile_avx2::<1>(x, strip, (k, len), out, n, cols),
-                2 => tile_avx2::<2>(x, strip, (k, len), out, n, cols),
-                _ => tile_avx2::<ROWS_AVX2>(x, strip, (k, len), out, n, cols),
+                1 => tile_avx2::<1>(x, strip, (stride, len), out, n, cols),
+                2 => tile_avx2::<2>(x, strip, (stride, len), out, n, cols),
+                _ => tile_avx2::<ROWS_AVX2>(x, strip, (stride, len), out, n, cols),
             }
         })
     }
@@ -153,7 +203,7 @@ const ROWS_AVX2: usize = 3;
 unsafe fn tile_avx2<const R: usize>(
     x: *const f32,
     strip: *const f32,
-    (k, len): (usize, usize),
+    (stride, len): (usize, usize),
     out: *mut f32,
     n: usize,
     cols: usize,
@@ -165,7 +215,7 @@ unsafe fn tile_avx2<const R: usize>(
         unsafe {
             let w = strip.add(i * STRIP);
             fetch_ahead(w);
-            let xs: [__m256; R] = std::array::from_fn(|r| _mm256_broadcast_ss(&*x.add(r * k + i)));
+            let xs: [__m256; R] = std::array::from_fn(|r| _mm256_broadcast_ss(&*x.add(r * stride + i)));
             for j in 0..4 {
                 let wj = _mm256_loadu_ps(w.add(8 * j));
                 for (r, &xr) in xs.iter().enumerate() {
@@ -198,7 +248,7 @@ unsafe fn tile_avx2<const R: usize>(
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
 unsafe fn for_tiles(
-    x: &[f32],
+    x: Rows,
     wp: &[f32],
     (m, k, n): (usize, usize, usize),
     (s0, s1): (usize, usize),
@@ -217,7 +267,7 @@ unsafe fn for_tiles(
             // SAFETY: rows r..r + rows of out are inside its m x n (the caller's contract).
             let out = unsafe { out.add(r * n + s * STRIP) };
             let len = if left_lower { reach(r + rows, m, k) } else { k };
-            tile(rows, x[r * k..].as_ptr(), strip, len, out, cols);
+            tile(rows, x.from(r).data.as_ptr(), strip, len, out, cols);
             r += rows;
         }
     }
@@ -235,7 +285,7 @@ fn reach(rows: usize, m: usize, k: usize) -> usize {
 /// # Safety
 /// As for [`linear_strips`].
 unsafe fn strips_portable(
-    x: &[f32],
+    x: Rows,
     wp: &[f32],
     (m, k, n): (usize, usize, usize),
     (s0, s1): (usize, usize),
@@ -248,7 +298,7 @@ unsafe fn strips_portable(
         for r in 0..m {
             let mut acc = [0f32; STRIP];
             let len = if left_lower { reach(r + 1, m, k) } else { k };
-            for (&xv, w) in x[r * k..r * k + len].iter().zip(strip.chunks_exact(STRIP)) {
+            for (&xv, w) in x.from(r).data[..len].iter().zip(strip.chunks_exact(STRIP)) {
                 for (a, &wv) in acc.iter_mut().zip(w) {
                     *a += xv * wv;
                 }
@@ -261,14 +311,15 @@ unsafe fn strips_portable(
     }
 }
 
-/// [`linear_strips`] with AVX-512: each strip against tiles of up to [`ROWS`] rows.
+/// [`linear_strips`] with AVX-512: each strip against tiles of up to [`ROWS`] rows
+/// ([`ROWS_ALIASED`] where the rows alias in L1).
 ///
 /// # Safety
 /// As for [`linear_strips`]; the CPU has AVX-512.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
 unsafe fn strips_avx512(
-    x: &[f32],
+    x: Rows,
     wp: &[f32],
     (m, k, n): (usize, usize, usize),
     (s0, s1): (usize, usize),
@@ -277,12 +328,14 @@ unsafe fn strips_avx512(
 ) {
     // SAFETY: the caller's contract; each tile gets pointers at its first row and strip.
     unsafe {
-        for_tiles(x, wp, (m, k, n), (s0, s1), left_lower, out, ROWS, |rows, x, strip, len, out, cols| {
+        let stride = x.stride;
+        let max = if rows_alias(stride) { ROWS_ALIASED } else { ROWS };
+        for_tiles(x, wp, (m, k, n), (s0, s1), left_lower, out, max, |rows, x, strip, len, out, cols| {
             macro_rules! by_rows {
                 ($($r:literal)*) => {
                     match rows {
-                        $($r => tile::<$r>(x, strip, (k, len), out, n, cols),)*
-                        _ => tile::<ROWS>(x, strip, (k, len), out, n, cols),
+                        $($r => tile::<$r>(x, strip, (stride, len), out, n, cols),)*
+                        _ => tile::<ROWS>(x, strip, (stride, len), out, n, cols),
                     }
                 };
             }
@@ -291,23 +344,26 @@ unsafe fn strips_avx512(
     }
 }
 
-/// Bytes ahead of the multiply-adds that the strip is prefetched: one core's demand loads
-/// alone leave memory idle between them (in a C model of the experts' products, 11.8 ms per
-/// layer without, 9.7 with 4 KiB; 1 and 8 KiB did no better).
+/// Bytes ahead of the multiply-adds that the strip is prefetched, into L2: one core's demand
+/// loads alone leave memory idle between them. A tile of many rows computes for as long as
+/// memory takes to deliver its strip, so the stream must start well ahead: in a model of
+/// prefill's expert products (12 rows against 403 MB of strips on both cores, Zen 4),
+/// 16 KiB into L2 took 12.5-16.2 ms where 4 KiB into L1 took 16.7-22.0 ms, run for run; one
+/// row (decode) streams at the same rate either way (BENCHMARKS.md).
 #[cfg(target_arch = "x86_64")]
-const FETCH_AHEAD: usize = 4096;
+const FETCH_AHEAD: usize = 16384;
 
-/// Prefetches the strip row [`FETCH_AHEAD`] bytes past `w` (its two cache lines); a prefetch
-/// past the strip's end never faults.
+/// Prefetches the strip row [`FETCH_AHEAD`] bytes past `w` (its two cache lines) into L2; a
+/// prefetch past the strip's end never faults.
 #[cfg(target_arch = "x86_64")]
 #[inline(always)]
 fn fetch_ahead(w: *const f32) {
-    use std::arch::x86_64::{_MM_HINT_T0, _mm_prefetch};
+    use std::arch::x86_64::{_MM_HINT_T1, _mm_prefetch};
     let ahead = (w as *const i8).wrapping_add(FETCH_AHEAD);
     // SAFETY: prefetches never fault, whatever the address.
     unsafe {
-        _mm_prefetch::<_MM_HINT_T0>(ahead);
-        _mm_prefetch::<_MM_HINT_T0>(ahead.wrapping_add(64));
+        _mm_prefetch::<_MM_HINT_T1>(ahead);
+        _mm_prefetch::<_MM_HINT_T1>(ahead.wrapping_add(64));
     }
 }
 
@@ -324,7 +380,7 @@ fn fetch_ahead(w: *const f32) {
 unsafe fn tile<const R: usize>(
     x: *const f32,
     strip: *const f32,
-    (k, len): (usize, usize),
+    (stride, len): (usize, usize),
     out: *mut f32,
     n: usize,
     cols: usize,
@@ -339,7 +395,7 @@ unsafe fn tile<const R: usize>(
             fetch_ahead(w);
             let (w0, w1) = (_mm512_loadu_ps(w), _mm512_loadu_ps(w.add(16)));
             for r in 0..R {
-                let xv = _mm512_set1_ps(*x.add(r * k + i));
+                let xv = _mm512_set1_ps(*x.add(r * stride + i));
                 acc[2 * r] = _mm512_fmadd_ps(xv, w0, acc[2 * r]);
                 acc[2 * r + 1] = _mm512_fmadd_ps(xv, w1, acc[2 * r + 1]);
             }
@@ -360,15 +416,25 @@ unsafe fn tile<const R: usize>(
 mod tests {
     use super::*;
 
-    /// Every row and strip shape (tiles of 1 to 12 rows, balanced tiles above, a partial
-    /// last strip) against a naive product, through every path; and with `left_lower`, of a
-    /// lower-triangular `x` (more columns than rows, fewer, as many): a tile that stopped
-    /// short of a column one of its rows reaches would miss its product.
+    /// Every row and strip shape (tiles of 1 to 12 rows, balanced tiles above, the 8-row tiles
+    /// of rows 4 KiB apart, a partial last strip) against a naive product, through every path,
+    /// with rows one after the other and rows padded apart (NaN between them, which a tile
+    /// reading past its row would spread); and with `left_lower`, of a lower-triangular `x`
+    /// (more columns than rows, fewer, as many): a tile that stopped short of a column one of
+    /// its rows reaches would miss its product.
     #[test]
     fn strips_match_a_naive_product() {
-        let shapes =
-            [(1, 1, 1), (1, 64, 32), (3, 17, 40), (12, 100, 64), (13, 33, 96), (29, 8, 70), (2, 0, 5)];
-        let lower = [(30, 40, 33), (40, 30, 64), (25, 25, 20), (7, 7, 5)];
+        let shapes = [
+            (1, 1, 1),
+            (1, 64, 32),
+            (3, 17, 40),
+            (12, 100, 64),
+            (13, 33, 96),
+            (29, 8, 70),
+            (2, 0, 5),
+            (21, 1024, 40),
+        ];
+        let lower = [(30, 40, 33), (40, 30, 64), (25, 25, 20), (7, 7, 5), (19, 1024, 33)];
         let cases = shapes.iter().map(|&s| (s, false)).chain(lower.iter().map(|&s| (s, true)));
         for ((m, k, n), left_lower) in cases {
             let reaches = |r: usize, i: usize| !left_lower || i + m < r + 1 + k;
@@ -389,19 +455,25 @@ mod tests {
                 "pack_columns {k}x{n}"
             );
             let strips = n.div_ceil(STRIP);
-            type Path = unsafe fn(&[f32], &[f32], (usize, usize, usize), (usize, usize), bool, *mut f32);
+            type Path = unsafe fn(Rows, &[f32], (usize, usize, usize), (usize, usize), bool, *mut f32);
             let mut paths = vec![("linear_strips", linear_strips as Path), ("portable", strips_portable)];
             #[cfg(target_arch = "x86_64")]
             if crate::cpu::avx2_fma() {
                 paths.push(("avx2", strips_avx2));
             }
-            for (name, path) in paths {
+            let stride = pad_stride(k).max(k + 3);
+            let mut padded = vec![f32::NAN; m * stride];
+            for (dst, src) in padded.chunks_mut(stride).zip(x.chunks(k.max(1))) {
+                dst[..k].copy_from_slice(&src[..k]);
+            }
+            let layouts = [("", Rows::contiguous(&x, k)), (" padded", Rows { data: &padded, stride })];
+            for ((name, path), (layout, rows)) in paths.into_iter().flat_map(|p| layouts.map(|l| (p, l))) {
                 let mut out = vec![f32::NAN; m * n];
                 // Two calls over disjoint strip ranges, as threads make them.
                 // SAFETY: the operands have the sizes the contract asks for.
                 unsafe {
-                    path(&x, &wp, (m, k, n), (0, strips / 2), left_lower, out.as_mut_ptr());
-                    path(&x, &wp, (m, k, n), (strips / 2, strips), left_lower, out.as_mut_ptr());
+                    path(rows, &wp, (m, k, n), (0, strips / 2), left_lower, out.as_mut_ptr());
+                    path(rows, &wp, (m, k, n), (strips / 2, strips), left_lower, out.as_mut_ptr());
                 }
                 for r in 0..m {
                     for c in 0..n {
@@ -410,7 +482,7 @@ mod tests {
                         let got = out[r * n + c];
                         assert!(
                             (f64::from(got) - want).abs() <= 1e-5 * (1.0 + want.abs()),
-                            "{name} {m}x{k}x{n} [{r}, {c}]: {got} vs {want}"
+                            "{name}{layout} {m}x{k}x{n} [{r}, {c}]: {got} vs {want}"
                         );
                     }
                 }
