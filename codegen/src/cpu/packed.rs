@@ -214,7 +214,7 @@ unsafe fn tile_avx2<const R: usize>(
         // SAFETY: as in `tile`.
         unsafe {
             let w = strip.add(i * STRIP);
-            fetch_ahead(w);
+            fetch_ahead::<R>(w);
             let xs: [__m256; R] = std::array::from_fn(|r| _mm256_broadcast_ss(&*x.add(r * stride + i)));
             for j in 0..4 {
                 let wj = _mm256_loadu_ps(w.add(8 * j));
@@ -344,26 +344,38 @@ unsafe fn strips_avx512(
     }
 }
 
-/// Bytes ahead of the multiply-adds that the strip is prefetched, into L2: one core's demand
-/// loads alone leave memory idle between them. A tile of many rows computes for as long as
-/// memory takes to deliver its strip, so the stream must start well ahead: in a model of
-/// prefill's expert products (12 rows against 403 MB of strips on both cores, Zen 4),
-/// 16 KiB into L2 took 12.5-16.2 ms where 4 KiB into L1 took 16.7-22.0 ms, run for run; one
-/// row (decode) streams at the same rate either way (BENCHMARKS.md).
+/// Bytes ahead of the multiply-adds that a tile of several rows prefetches its strip, into
+/// L2. Such a tile computes for about as long as memory takes to deliver its strip, so the
+/// stream must start well ahead: in a model of prefill's expert products (403 MB of strips on
+/// both cores, Zen 4), 16 KiB into L2 took 12.5-16.2 ms with tiles of 12 rows where 4 KiB into
+/// L1 took 16.7-22.0 ms, run for run, and 14.3-15.0 against 15.5-19.0 ms with tiles of 2 to 8.
 #[cfg(target_arch = "x86_64")]
 const FETCH_AHEAD: usize = 16384;
+/// Bytes ahead that one row (decode) prefetches its strip, into L1: with nothing to compute
+/// between loads, the hardware prefetchers keep memory busy and a nearer software prefetch
+/// did a little better (13.1-15.9 against 13.5-15.7 ms in the same model).
+#[cfg(target_arch = "x86_64")]
+const FETCH_AHEAD_ONE_ROW: usize = 4096;
 
-/// Prefetches the strip row [`FETCH_AHEAD`] bytes past `w` (its two cache lines) into L2; a
-/// prefetch past the strip's end never faults.
+/// Prefetches the strip row ahead of `w` (its two cache lines) for a tile of `R` rows:
+/// [`FETCH_AHEAD`] bytes into L2, or for one row [`FETCH_AHEAD_ONE_ROW`] into L1. A prefetch
+/// past the strip's end never faults.
 #[cfg(target_arch = "x86_64")]
 #[inline(always)]
-fn fetch_ahead(w: *const f32) {
-    use std::arch::x86_64::{_MM_HINT_T1, _mm_prefetch};
-    let ahead = (w as *const i8).wrapping_add(FETCH_AHEAD);
+fn fetch_ahead<const R: usize>(w: *const f32) {
+    use std::arch::x86_64::{_MM_HINT_T0, _MM_HINT_T1, _mm_prefetch};
+    let w = w as *const i8;
     // SAFETY: prefetches never fault, whatever the address.
     unsafe {
-        _mm_prefetch::<_MM_HINT_T1>(ahead);
-        _mm_prefetch::<_MM_HINT_T1>(ahead.wrapping_add(64));
+        if R == 1 {
+            let ahead = w.wrapping_add(FETCH_AHEAD_ONE_ROW);
+            _mm_prefetch::<_MM_HINT_T0>(ahead);
+            _mm_prefetch::<_MM_HINT_T0>(ahead.wrapping_add(64));
+        } else {
+            let ahead = w.wrapping_add(FETCH_AHEAD);
+            _mm_prefetch::<_MM_HINT_T1>(ahead);
+            _mm_prefetch::<_MM_HINT_T1>(ahead.wrapping_add(64));
+        }
     }
 }
 
@@ -392,7 +404,7 @@ unsafe fn tile<const R: usize>(
         // prefetch past the strip's end never faults.
         unsafe {
             let w = strip.add(i * STRIP);
-            fetch_ahead(w);
+            fetch_ahead::<R>(w);
             let (w0, w1) = (_mm512_loadu_ps(w), _mm512_loadu_ps(w.add(16)));
             for r in 0..R {
                 let xv = _mm512_set1_ps(*x.add(r * stride + i));
