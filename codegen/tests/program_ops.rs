@@ -1242,11 +1242,12 @@ proptest! {
     }
 
     /// `grouped_experts` large enough for its parallel passes (decode: gate/up rows, then
-    /// output columns; prefill: one expert per task), T = 1 and T > 1 on one workspace; a
-    /// hidden width of 1024 gathers the tokens into rows padded apart (`packed::pad_stride`).
+    /// output columns; prefill: items of an expert's rows from both ends of a queue, more
+    /// than 96 rows split into several), T = 1 and T > 1 on one workspace; a hidden width of
+    /// 1024 gathers the tokens into rows padded apart (`packed::pad_stride`).
     #[test]
     fn large_grouped_experts_match(
-        t in prop_oneof![2u64..=8, 20u64..=30],
+        t in prop_oneof![2u64..=8, 20u64..=30, 97u64..=200],
         h in prop_oneof![Just(256usize), Just(1024)],
         shared in proptest::option::of(Just(64usize)),
         sigmoid in any::<bool>(),

@@ -99,7 +99,13 @@ pub fn product(x: &[f32], w: Weight, (m, k, n): (usize, usize, usize), out: &mut
 /// by strips when the work pays for it: a few rows are bound by memory like dot products, more
 /// compute like a GEMM.
 pub fn linear_packed(x: Rows, wp: &[f32], dims: (usize, usize, usize), out: &mut [f32]) {
-    packed_product(x, wp, dims, Triangle::Full, out);
+    packed_product(x, wp, dims, (Triangle::Full, true), out);
+}
+
+/// [`linear_packed`] on the calling thread alone, for callers that already run one product per
+/// thread.
+pub fn linear_packed_serial(x: Rows, wp: &[f32], dims: (usize, usize, usize), out: &mut [f32]) {
+    packed_product(x, wp, dims, (Triangle::Full, false), out);
 }
 
 /// What a causal softmax around a product lets it skip.
@@ -118,13 +124,13 @@ pub enum Triangle {
     LeftLower,
 }
 
-/// [`linear_packed`], skipping what `triangle` allows; what is written is what
-/// [`linear_packed`] writes.
+/// [`linear_packed`], skipping what `triangle` allows, split across threads where `split`
+/// and the work pays for it; what is written is what [`linear_packed`] writes.
 fn packed_product(
     x: Rows,
     wp: &[f32],
     (m, k, n): (usize, usize, usize),
-    triangle: Triangle,
+    (triangle, split): (Triangle, bool),
     out: &mut [f32],
 ) {
     assert!(
@@ -161,7 +167,7 @@ fn packed_product(
     // A triangle is about half the work.
     let work = if triangle == Triangle::Full { m * n * k } else { m * n * k / 2 };
     let least = if m <= GEMV_MAX_ROWS { PARALLEL_MIN_WORK } else { PARALLEL_MIN_GEMM };
-    if work < least {
+    if !split || work < least {
         part(0, strips);
     } else {
         par_ranges(strips, work, part);
@@ -459,7 +465,7 @@ pub fn matmul_batched(
     out: &mut [f32],
 ) {
     let strips = |x: &[f32], wp: &[f32], o: &mut [f32]| {
-        packed_product(Rows::contiguous(x, k), wp, (m, k, n), triangle, o)
+        packed_product(Rows::contiguous(x, k), wp, (m, k, n), (triangle, true), o)
     };
     if m * n == 0 {
         return;
