@@ -33,8 +33,8 @@ const ROWS_ALIASED: usize = 8;
 /// Whether rows of `k` floats put the element each row of a tile reads into the same L1 set:
 /// rows a multiple of 4 KiB apart (64 sets of 64 bytes) land in one set, and a tile reads one
 /// element of every row per step. Twelve such lines cycling through an 8-way set (Zen 4's L1)
-/// miss on every step: a 12-row pass at `k = 1024` ran at 88 GFLOP/s against 111 with rows
-/// 1040 apart, or in 8-row passes, on one core (BENCHMARKS.md).
+/// miss on every step: a 96 x 1024 x 512 product on one core ran at 66-89 GFLOP/s in 12-row
+/// passes, 101-107 in 8-row passes, and 109-113 with rows 1040 apart (BENCHMARKS.md).
 #[cfg(target_arch = "x86_64")]
 fn rows_alias(k: usize) -> bool {
     k > 0 && (k * size_of::<f32>()).is_multiple_of(4096)
@@ -379,13 +379,13 @@ fn fetch_ahead<const R: usize>(w: *const f32) {
     }
 }
 
-/// `R` rows of `x` (row stride `k`) against one strip, each sum over the first `len <= k`
+/// `R` rows of `x` (`stride` apart) against one strip, each sum over the first `len <= k`
 /// elements: `R x 2` accumulators, the strip's row for element `i` (two vectors) against `R`
 /// broadcast elements per step.
 ///
 /// # Safety
-/// `x` points at `R` rows of `k`, `strip` at `k * STRIP` elements, `out` at `R` rows of stride
-/// `n` with `cols <= STRIP` writable columns; `len <= k`.
+/// `x` points at `R` rows of `k`, `stride` apart, `strip` at `k * STRIP` elements, `out` at `R`
+/// rows of stride `n` with `cols <= STRIP` writable columns; `len <= k`.
 #[cfg(target_arch = "x86_64")]
 #[inline(never)]
 #[target_feature(enable = "avx512f")]
