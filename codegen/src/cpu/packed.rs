@@ -236,8 +236,8 @@ unsafe fn tile_avx2<const R: usize>(
     }
 }
 
-/// The loop of the vector paths: every strip of `s0..s1` against the rows of `x` in balanced
-/// tiles of at most `max` rows (13 rows in tiles of 12 are 7 + 6, not 12 + 1);
+/// The loop of the vector paths: every strip of `s0..s1` against the rows of `x` in
+/// [`balanced`] tiles of at most `max` rows;
 /// `tile(rows, x, strip, len, out, cols)` computes one, with `x` and `out` at its first row
 /// and `out` at the strip's first column, `cols` of which are written, each sum over the first
 /// `len` input elements (all `k`, or with `left_lower` those the tile's last row reaches).
@@ -257,13 +257,11 @@ unsafe fn for_tiles(
     max: usize,
     tile: impl Fn(usize, *const f32, *const f32, usize, *mut f32, usize),
 ) {
-    let count = m.div_ceil(max);
     for s in s0..s1 {
         let strip = wp[s * STRIP * k..].as_ptr();
         let cols = (n - s * STRIP).min(STRIP);
         let mut r = 0;
-        for t in 0..count {
-            let rows = (m - r).div_ceil(count - t);
+        for rows in balanced(m, max) {
             // SAFETY: rows r..r + rows of out are inside its m x n (the caller's contract).
             let out = unsafe { out.add(r * n + s * STRIP) };
             let len = if left_lower { reach(r + rows, m, k) } else { k };
@@ -271,6 +269,13 @@ unsafe fn for_tiles(
             r += rows;
         }
     }
+}
+
+/// The sizes of `n` split into the fewest parts of at most `max`, as even as they can be,
+/// larger first: 13 in parts of 12 are 7 + 6, not 12 + 1.
+pub fn balanced(n: usize, max: usize) -> impl Iterator<Item = usize> {
+    let count = n.div_ceil(max.max(1));
+    (0..count).map(move |i| n / count + usize::from(i < n % count))
 }
 
 /// How many input elements rows `..rows` of a lower-triangular `x [m, k]` reach: row `r`'s
@@ -434,6 +439,23 @@ mod tests {
     /// reading past its row would spread); and with `left_lower`, of a lower-triangular `x`
     /// (more columns than rows, fewer, as many): a tile that stopped short of a column one of
     /// its rows reaches would miss its product.
+    /// Parts cover `n`, none over `max`, as few as can be, differing by at most one, larger
+    /// first.
+    #[test]
+    fn balanced_parts() {
+        assert_eq!(balanced(13, 12).collect::<Vec<_>>(), [7, 6]);
+        assert_eq!(balanced(0, 12).count(), 0);
+        for n in 0..200 {
+            for max in 1..30 {
+                let parts: Vec<_> = balanced(n, max).collect();
+                assert_eq!(parts.iter().sum::<usize>(), n);
+                assert_eq!(parts.len(), n.div_ceil(max));
+                assert!(parts.iter().all(|&p| p <= max && p + 1 >= parts[0] && p <= parts[0]));
+                assert!(parts.windows(2).all(|w| w[0] >= w[1]));
+            }
+        }
+    }
+
     #[test]
     fn strips_match_a_naive_product() {
         let shapes = [

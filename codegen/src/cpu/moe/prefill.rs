@@ -21,7 +21,7 @@ use rayon::prelude::*;
 
 use super::super::expf::silu_times;
 use super::super::linalg::{SharedOut, linear_packed_serial};
-use super::super::packed::{Rows, pad_stride};
+use super::super::packed::{Rows, balanced, pad_stride};
 use super::Mlp;
 
 /// Rows per item at most: an expert with more is split into items of balanced rows, so that
@@ -178,11 +178,8 @@ fn group_rows(routing: &[f32], (t, e): (usize, usize), shared: bool, s: &mut Scr
 fn list_items(starts: &[usize], items: &mut Vec<Item>) {
     items.clear();
     for (mlp, pair) in starts.windows(2).enumerate() {
-        let (start, n) = (pair[0], pair[1] - pair[0]);
-        let count = n.div_ceil(MAX_ITEM_ROWS);
-        let mut r0 = start;
-        for i in 0..count {
-            let rows = (start + n - r0).div_ceil(count - i);
+        let mut r0 = pair[0];
+        for rows in balanced(pair[1] - pair[0], MAX_ITEM_ROWS) {
             items.push(Item { mlp, r0, r1: r0 + rows });
             r0 += rows;
         }
