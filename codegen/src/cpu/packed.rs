@@ -351,14 +351,14 @@ unsafe fn strips_avx512(
 
 /// Bytes ahead of the multiply-adds that a tile of several rows prefetches its strip, into
 /// L2. Such a tile computes for about as long as memory takes to deliver its strip, so the
-/// stream must start well ahead: in a model of prefill's expert products (403 MB of strips on
-/// both cores, Zen 4), 16 KiB into L2 took 12.5-16.2 ms with tiles of 12 rows where 4 KiB into
-/// L1 took 16.7-22.0 ms, run for run, and 14.3-15.0 against 15.5-19.0 ms with tiles of 2 to 8.
+/// stream must start well ahead: against 4 KiB into L1, `saturn bench-op grouped-experts` at
+/// 128 tokens took 0.930x the time, and decode with one-row tiles prefetching 4 KiB into L1
+/// (below) 0.901x of its time with them also at 16 KiB (BENCHMARKS.md, paired rounds).
 #[cfg(target_arch = "x86_64")]
 const FETCH_AHEAD: usize = 16384;
 /// Bytes ahead that one row (decode) prefetches its strip, into L1: with nothing to compute
 /// between loads, the hardware prefetchers keep memory busy and a nearer software prefetch
-/// did a little better (13.1-15.9 against 13.5-15.7 ms in the same model).
+/// serves the loads about to come.
 #[cfg(target_arch = "x86_64")]
 const FETCH_AHEAD_ONE_ROW: usize = 4096;
 
