@@ -15,6 +15,7 @@
 mod build;
 mod exec;
 mod plan;
+mod pool;
 mod run;
 mod traffic;
 

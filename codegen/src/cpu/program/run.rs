@@ -5,23 +5,9 @@ use std::collections::HashMap;
 use super::build::{data_ptr, view};
 use super::exec::{Env, Kernel, Scratch, View, exec};
 use super::plan::{Plan, Storage, assign_offsets, grow_caps};
+use super::pool::{awake, pool};
 use super::{CpuProgram, Elem};
 use crate::CodegenError;
-
-/// The threads kernels split work across: one per core.
-fn pool() -> &'static rayon::ThreadPool {
-    static POOL: std::sync::OnceLock<rayon::ThreadPool> = std::sync::OnceLock::new();
-    POOL.get_or_init(|| {
-        let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
-        rayon::ThreadPoolBuilder::new()
-            .num_threads(threads)
-            .thread_name(|i| format!("saturn-cpu-{i}"))
-            .build()
-            .unwrap_or_else(|_| {
-                rayon::ThreadPoolBuilder::new().num_threads(1).build().expect("a one-thread pool")
-            })
-    })
-}
 
 /// Memory a sequence's runs reuse: the arena, one plan per program, scratch buffers. Buffers
 /// grow to the largest run seen and are then reused, so steady-state runs allocate nothing.
@@ -243,11 +229,12 @@ impl CpuProgram {
                 }
             }
         }
-        // A program with large weights runs its steps on a pool thread, so the kernels'
-        // parallel parts start on a warm pool instead of being injected from outside it at
-        // every step; a small one stays on this thread (the handoff would cost more).
+        // A program with large weights runs its steps on a pool thread, the other threads
+        // polling for work, so the kernels' parallel parts start on a warm pool instead of
+        // being injected from outside it at every step; a small one stays on this thread (the
+        // handoff would cost more).
         if self.large {
-            pool().install(|| self.run_steps(ws, syms))?;
+            pool().install(|| awake(|| self.run_steps(ws, syms)))?;
         } else {
             self.run_steps(ws, syms)?;
         }
