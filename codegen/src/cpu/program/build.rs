@@ -9,7 +9,7 @@ use saturn_ir::{DType, Graph, Node, NodeId, Op, ParamSource, TensorData};
 use super::super::compile_elementwise;
 use super::super::layout::MAX_RANK;
 use super::super::linalg::Triangle;
-use super::super::packed::{pack_matrices, packed_len};
+use super::super::packed::{pack_matrices, packed_len, weight_buffer};
 use super::super::router::RouterKernel;
 use super::exec::{Env, Kernel, Scratch, View, exec};
 use super::plan::{LinDim, Storage};
@@ -256,7 +256,7 @@ impl StripSource {
 
     /// `data` (of `shape`) packed, one matrix per task: a layer's experts are gigabytes.
     fn pack(self, data: &[f32], shape: &[usize]) -> Vec<f32> {
-        let mut out = vec![0f32; self.packed_len(shape)];
+        let mut out = weight_buffer(self.packed_len(shape));
         pack_matrices(data, self.dims(shape), self == StripSource::Columns, &mut out);
         out
     }
