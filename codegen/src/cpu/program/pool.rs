@@ -43,13 +43,8 @@ fn polling_enabled() -> bool {
 /// Whether a run has pollers now: one run at a time does.
 static POLLED: AtomicBool = AtomicBool::new(false);
 
-/// What a run and its pollers share.
-struct Polling {
-    /// Set when the run ends: the pollers leave.
-    done: AtomicBool,
-    /// Pollers inside their loop.
-    active: AtomicUsize,
-}
+/// Pollers inside their loop (of the one polled run, or leaving one that ended).
+static POLLERS: AtomicUsize = AtomicUsize::new(0);
 
 /// Runs `f` on this pool thread while the pool's other threads poll for work (and run it)
 /// instead of sleeping.
@@ -68,34 +63,35 @@ pub(super) fn awake<R>(f: impl FnOnce() -> R) -> R {
     {
         return f();
     }
-    /// Ends the run's polling, also when `f` panics.
-    struct End(Arc<Polling>);
+    /// Ends the run's polling, also when `f` panics: `done` is the run's flag.
+    struct End(Arc<AtomicBool>);
     impl Drop for End {
         fn drop(&mut self) {
-            self.0.done.store(true, Ordering::SeqCst);
-            while self.0.active.load(Ordering::SeqCst) > 0 {
+            self.0.store(true, Ordering::SeqCst);
+            while POLLERS.load(Ordering::SeqCst) > 0 {
                 std::hint::spin_loop();
             }
             POLLED.store(false, Ordering::SeqCst);
         }
     }
-    let end = End(Arc::new(Polling { done: AtomicBool::new(false), active: AtomicUsize::new(0) }));
-    let polling = Arc::clone(&end.0);
+    let end = End(Arc::new(AtomicBool::new(false)));
+    let done = Arc::clone(&end.0);
     rayon::spawn_broadcast(move |thread| {
         if Some(thread.index()) != runner {
-            poll(&polling);
+            poll(&done);
         }
     });
     f()
 }
 
-/// One thread's polling: runs the pool's work as it comes until the run is done or no work has
-/// come for [`IDLE_LIMIT`]. `active` is raised before `done` is read, and the run sets `done`
-/// before it reads `active`: either the run waits for this poller, or this poller sees `done`.
-fn poll(p: &Polling) {
-    p.active.fetch_add(1, Ordering::SeqCst);
+/// One thread's polling: runs the pool's work as it comes until the run is `done` or no work
+/// has come for [`IDLE_LIMIT`]. [`POLLERS`] is raised before `done` is read, and the run sets
+/// `done` before it reads [`POLLERS`]: either the run waits for this poller, or this poller
+/// sees `done`.
+fn poll(done: &AtomicBool) {
+    POLLERS.fetch_add(1, Ordering::SeqCst);
     let mut idle_since = Instant::now();
-    while !p.done.load(Ordering::SeqCst) {
+    while !done.load(Ordering::SeqCst) {
         if rayon::yield_now() == Some(rayon::Yield::Executed) {
             idle_since = Instant::now();
         } else if idle_since.elapsed() > IDLE_LIMIT {
@@ -104,7 +100,7 @@ fn poll(p: &Polling) {
             std::hint::spin_loop();
         }
     }
-    p.active.fetch_sub(1, Ordering::SeqCst);
+    POLLERS.fetch_sub(1, Ordering::SeqCst);
 }
 
 #[cfg(test)]
@@ -112,25 +108,67 @@ mod tests {
     use super::*;
     use rayon::prelude::*;
 
+    /// The tests here share the pool's one polled run.
+    static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
     fn spin(d: Duration) {
         let start = Instant::now();
         while start.elapsed() < d {}
     }
 
-    /// Runs with pollers from several threads at once, each with parallel work inside, all
-    /// finish with the right results (a poller started inside another run's wait leaves after
-    /// the idle limit), and polling is off afterwards.
+    /// Waits up to a second for `POLLERS` to equal `n`.
+    fn pollers_reach(n: usize) -> bool {
+        let start = Instant::now();
+        while start.elapsed() < Duration::from_secs(1) {
+            if POLLERS.load(Ordering::SeqCst) == n {
+                return true;
+            }
+        }
+        false
+    }
+
+    /// While a run does serial work, the other threads poll; one without work for longer than
+    /// the idle limit leaves before the run ends; none is left when `awake` returns.
+    #[test]
+    fn pollers_come_and_leave() {
+        let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+        if pool().current_num_threads() < 2 {
+            return;
+        }
+        let others = pool().current_num_threads() - 1;
+        let (started, left_when_idle) = pool().install(|| {
+            awake(|| {
+                let started = pollers_reach(others);
+                spin((IDLE_LIMIT * 3).min(Duration::from_millis(50)));
+                (started, pollers_reach(0))
+            })
+        });
+        assert!(started, "the other threads did not start polling");
+        assert!(left_when_idle, "idle pollers did not leave");
+        let busy = pool().install(|| {
+            awake(|| {
+                assert!(pollers_reach(others));
+                // Parallel work keeps them: they run it.
+                (0..2000u64).into_par_iter().map(|i| i * i).sum::<u64>()
+            })
+        });
+        assert_eq!(busy, (0..2000u64).map(|i| i * i).sum::<u64>());
+        assert_eq!(POLLERS.load(Ordering::SeqCst), 0);
+        assert!(!POLLED.load(Ordering::SeqCst));
+    }
+
+    /// Runs with pollers from several threads at once (each with a serial stretch, then
+    /// parallel work) all finish with the right results, and polling is off afterwards.
     #[test]
     fn concurrent_runs_finish() {
-        let sums: Vec<u64> = (0..4u64)
-            .into_par_iter()
+        let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+        let runs: Vec<_> = (0..4u64)
             .map(|seed| {
                 std::thread::spawn(move || {
-                    (0..50)
+                    (0..50u64)
                         .map(|round| {
                             pool().install(|| {
                                 awake(|| {
-                                    // A serial stretch, then parallel work of 64 parts.
                                     spin(Duration::from_micros(100));
                                     (0..64u64)
                                         .into_par_iter()
@@ -144,15 +182,14 @@ mod tests {
                         })
                         .sum::<u64>()
                 })
-                .join()
-                .expect("a run thread")
             })
             .collect();
-        for (seed, &sum) in sums.iter().enumerate() {
+        for (seed, run) in runs.into_iter().enumerate() {
             let want: u64 =
                 (0..50u64).map(|round| (0..64u64).map(|i| i * seed as u64 + round).sum::<u64>()).sum();
-            assert_eq!(sum, want);
+            assert_eq!(run.join().expect("a run thread"), want);
         }
+        assert_eq!(POLLERS.load(Ordering::SeqCst), 0);
         assert!(!POLLED.load(Ordering::SeqCst));
     }
 }
