@@ -1267,6 +1267,16 @@ proptest! {
     ) {
         mla_case(seed, &batch, (8, 64, 16), 0.125, from_cache).check(&sp_runs(&runs))?;
     }
+
+    /// `mla_decode_attention` over a cache long enough that the rows' softmaxes split across
+    /// threads (16 heads over more than 1024 positions).
+    #[test]
+    fn long_cache_mla_decode_attention_matches(
+        runs in vec((1u64..=2, 1030u64..=1100), 1..=2),
+        seed in any::<u64>(),
+    ) {
+        mla_case(seed, &[], (16, 64, 16), 0.125, true).check(&sp_runs(&runs))?;
+    }
 }
 
 proptest! {
