@@ -45,26 +45,42 @@ fn allocations() -> usize {
     ALLOCATIONS.load(Ordering::Relaxed)
 }
 
-/// The tiny V3 model's forward, prefill and decode graphs, optimised for the cpu, compiled.
-fn tiny() -> (Model, Vec<saturn_ir::Graph>) {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../models/deepseek-v3-tiny");
-    let model = load_model(&root).unwrap();
+/// The tiny V3 model's checkpoint.
+fn tiny() -> Model {
+    load_model(&Path::new(env!("CARGO_MANIFEST_DIR")).join("../models/deepseek-v3-tiny")).unwrap()
+}
+
+/// The mini V3 spec (seeded random weights) with a vocabulary of 4096: over 4 MiB of weights,
+/// so its programs run on the kernels' pool with the other threads polling for work.
+fn large() -> Model {
+    let spec = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../models/deepseek-v3-mini.toml"),
+    )
+    .unwrap()
+    .replace("vocab_size = 512", "vocab_size = 4096");
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("deepseek-v3-mini-4096.toml");
+    std::fs::write(&path, spec).unwrap();
+    load_model(&path).unwrap()
+}
+
+/// The model's forward, prefill and decode graphs, optimised for the cpu.
+fn graphs(model: &Model) -> Vec<saturn_ir::Graph> {
     let optimise = |phase: Phase, syms: &[(&str, u64)]| {
         let mut options = saturn_passes::OptimizeOptions::for_target("cpu").unwrap();
         options.symbols = syms.iter().map(|(k, v)| (k.to_string(), *v)).collect();
         saturn_passes::optimize(&phase_graph(&model.config, phase).unwrap(), &options).unwrap().graph
     };
-    let graphs = vec![
+    vec![
         optimise(Phase::Chunked, &[("S", 1), ("P", 64)]),
         optimise(Phase::Prefill, &[("S", 8)]),
         optimise(Phase::Decode, &[("P", 64)]),
-    ];
-    (model, graphs)
+    ]
 }
 
-/// Runs `f` on an executor of the tiny model's compiled programs.
-fn with_executor(f: impl FnOnce(&Executor, &Prepared, Limits, usize)) {
-    let (model, graphs) = tiny();
+/// Runs `f` on an executor of the model's compiled programs.
+fn with_executor(model: Model, f: impl FnOnce(&Executor, &Prepared, Limits, usize)) {
+    let graphs = graphs(&model);
     let weights = model.open_weights(&graphs[0]).unwrap();
     let prepared = Prepared::new(&[&graphs[0], &graphs[1], &graphs[2]], weights.as_ref()).unwrap();
     let [forward, prefill, decode] = &prepared.graphs[..] else { unreachable!("three graphs") };
@@ -76,10 +92,11 @@ fn with_executor(f: impl FnOnce(&Executor, &Prepared, Limits, usize)) {
     f(&executor, &prepared, limits, model.config.vocab_size as usize);
 }
 
-#[test]
-fn decode_steps_allocate_nothing_on_the_cpu_backend() {
+/// Thirty greedy decode steps after a prompt, counted once two steps have warmed up: none
+/// allocates.
+fn decode_steps_allocate_nothing(model: Model) {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    with_executor(|executor, prepared, limits, vocab| {
+    with_executor(model, |executor, prepared, limits, vocab| {
         let mut session = executor.session(prepared, limits).unwrap();
         session.reserve(40);
         let argmax = |logits: &[f32]| saturn_runtime::argmax(&logits[logits.len() - vocab..]);
@@ -99,9 +116,20 @@ fn decode_steps_allocate_nothing_on_the_cpu_backend() {
 }
 
 #[test]
+fn decode_steps_allocate_nothing_on_the_cpu_backend() {
+    decode_steps_allocate_nothing(tiny());
+}
+
+/// The same with a program large enough to run on the pool, its other threads polling.
+#[test]
+fn decode_steps_of_a_large_program_allocate_nothing() {
+    decode_steps_allocate_nothing(large());
+}
+
+#[test]
 fn a_later_session_reuses_a_finished_ones_workspace() {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    with_executor(|executor, prepared, limits, vocab| {
+    with_executor(tiny(), |executor, prepared, limits, vocab| {
         // A prompt and three greedy steps; the logits of every run, and the allocations.
         let run = || {
             let before = allocations();

@@ -1,15 +1,13 @@
 //! The threads a large program's kernels split work across, kept polling for work while the
 //! program runs.
 //!
-//! Rayon puts an idle thread to sleep after about 20 microseconds, and waking it again costs
-//! 15-40 microseconds on a virtual machine. A decode step is a chain of parallel products of one
+//! Rayon puts a thread that finds no work to sleep within microseconds, and waking it again
+//! takes time, more so on a virtual machine. A decode step is a chain of parallel products of one
 //! to a few megabytes (30-150 microseconds each) with serial steps between them (norms, RoPE,
 //! routing, attention over the cache): without polling, the product after each serial stretch
-//! started with its helper asleep. In the mid-size model's decode, the product after attention
-//! took 46 microseconds per layer instead of 28, and a step 0.98x the time with polling
-//! (BENCHMARKS.md).
+//! started with its helper asleep. With polling, the mid-size model's decode took 0.98x the
+//! time (BENCHMARKS.md, paired rounds against `SATURN_CPU_POLL=0`).
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
@@ -43,51 +41,58 @@ fn polling_enabled() -> bool {
 /// Whether a run has pollers now: one run at a time does.
 static POLLED: AtomicBool = AtomicBool::new(false);
 
-/// Pollers inside their loop (of the one polled run, or leaving one that ended).
+/// Pollers inside their loop.
 static POLLERS: AtomicUsize = AtomicUsize::new(0);
 
 /// Runs `f` on this pool thread while the pool's other threads poll for work (and run it)
 /// instead of sleeping.
 ///
-/// Returns once `f` has and every poller has left, so that no poller of this run takes the
-/// next run's work. A poller also leaves after [`IDLE_LIMIT`] without work: rayon may start a
-/// poller inside another job's wait (when other code uses the pool at the same time), and that
-/// job then waits at most that long, never forever. Runs on the pool from several threads at
-/// once poll only for the first.
-pub(super) fn awake<R>(f: impl FnOnce() -> R) -> R {
-    let runner = rayon::current_thread_index();
-    if runner.is_none()
-        || rayon::current_num_threads() < 2
+/// The pollers are the other halves of `rayon::join`s (jobs on the stack, so a run allocates
+/// nothing): idle threads steal the oldest job first, so each takes one poller, and the join
+/// returns once every poller has left, so that none takes the next run's work. A poller also
+/// leaves after [`IDLE_LIMIT`] without work: rayon may start a poller inside another job's wait
+/// (when other code uses the pool at the same time), and that job then waits at most that long,
+/// never forever. Runs on the pool from several threads at once poll only for the first.
+pub(super) fn awake<R: Send>(f: impl FnOnce() -> R + Send) -> R {
+    let threads = rayon::current_num_threads();
+    if rayon::current_thread_index().is_none()
+        || threads < 2
         || !polling_enabled()
         || POLLED.swap(true, Ordering::SeqCst)
     {
         return f();
     }
-    /// Ends the run's polling, also when `f` panics: `done` is the run's flag.
-    struct End(Arc<AtomicBool>);
-    impl Drop for End {
+    /// Sets its flag when dropped, also when `f` panics: `done` when `f` returns, `POLLED`
+    /// cleared once the pollers have left.
+    struct SetOnDrop<'a>(&'a AtomicBool, bool);
+    impl Drop for SetOnDrop<'_> {
         fn drop(&mut self) {
-            self.0.store(true, Ordering::SeqCst);
-            while POLLERS.load(Ordering::SeqCst) > 0 {
-                std::hint::spin_loop();
-            }
-            POLLED.store(false, Ordering::SeqCst);
+            self.0.store(self.1, Ordering::SeqCst);
         }
     }
-    let end = End(Arc::new(AtomicBool::new(false)));
-    let done = Arc::clone(&end.0);
-    rayon::spawn_broadcast(move |thread| {
-        if Some(thread.index()) != runner {
-            poll(&done);
-        }
-    });
-    f()
+    let _polled = SetOnDrop(&POLLED, false);
+    let done = AtomicBool::new(false);
+    let (out, ()) = rayon::join(
+        || {
+            let _done = SetOnDrop(&done, true);
+            f()
+        },
+        || pollers(threads - 1, &done),
+    );
+    out
+}
+
+/// `count` pollers: one here, the others in a job another idle thread steals.
+fn pollers(count: usize, done: &AtomicBool) {
+    if count > 1 {
+        rayon::join(|| poll(done), || pollers(count - 1, done));
+    } else {
+        poll(done);
+    }
 }
 
 /// One thread's polling: runs the pool's work as it comes until the run is `done` or no work
-/// has come for [`IDLE_LIMIT`]. [`POLLERS`] is raised before `done` is read, and the run sets
-/// `done` before it reads [`POLLERS`]: either the run waits for this poller, or this poller
-/// sees `done`.
+/// has come for [`IDLE_LIMIT`].
 fn poll(done: &AtomicBool) {
     POLLERS.fetch_add(1, Ordering::SeqCst);
     let mut idle_since = Instant::now();
