@@ -456,12 +456,6 @@ unsafe fn tile<const R: usize>(
 mod tests {
     use super::*;
 
-    /// Every row and strip shape (tiles of 1 to 12 rows, balanced tiles above, the 8-row tiles
-    /// of rows 4 KiB apart, a partial last strip) against a naive product, through every path,
-    /// with rows one after the other and rows padded apart (NaN between them, which a tile
-    /// reading past its row would spread); and with `left_lower`, of a lower-triangular `x`
-    /// (more columns than rows, fewer, as many): a tile that stopped short of a column one of
-    /// its rows reaches would miss its product.
     /// Parts cover `n`, none over `max`, as few as can be, differing by at most one, larger
     /// first.
     #[test]
@@ -479,6 +473,12 @@ mod tests {
         }
     }
 
+    /// Every row and strip shape (tiles of 1 to 12 rows, balanced tiles above, the 8-row tiles
+    /// of rows 4 KiB apart, a partial last strip) against a naive product, through every path,
+    /// with rows one after the other and rows padded apart (NaN between them, which a tile
+    /// reading past its row would spread); and with `left_lower`, of a lower-triangular `x`
+    /// (more columns than rows, fewer, as many): a tile that stopped short of a column one of
+    /// its rows reaches would miss its product.
     #[test]
     fn strips_match_a_naive_product() {
         let shapes = [
