@@ -1257,15 +1257,41 @@ proptest! {
         c.check(&s_runs(&[1, t]))?;
     }
 
-    /// `mla_decode_attention` large enough to split heads (and batch elements) across threads.
+    /// `permute` and `concat` large enough to split across threads (along the first axis of
+    /// more than one index: a leading axis of 1 moves it); from any source; exact.
+    #[test]
+    fn large_layout_copies_match(
+        (rows, heads, width) in (100usize..=140, 16usize..=20, 24usize..=40),
+        lead in any::<bool>(),
+        perm in Just(vec![0usize, 1, 2, 3]).prop_shuffle(),
+        axis in 0usize..4,
+        srcs in vec(any_source(), 2),
+        seed in any::<u64>(),
+    ) {
+        let mut c = Case::new(seed);
+        let shape = [usize::from(!lead) + 1, rows, heads, width];
+        let x = c.source("x", &shape, srcs[0], Fill::Uniform);
+        let permuted = c.op("permuted", Op::Permute { perm }, &[x]);
+        c.out(permuted, true);
+        let mut other = shape;
+        other[axis] = 1 + other[axis] / 3;
+        let more = c.source("more", &other, srcs[1], Fill::Uniform);
+        let joined = c.op("joined", Op::Concat { axis }, &[x, more]);
+        c.out(joined, true);
+        c.check(&no_symbols())?;
+    }
+
+    /// `mla_decode_attention` large enough that its (head, query) rows split across threads:
+    /// 7 heads, so that with several queries a part starts in the middle of a head's queries
+    /// (each row's query decides which keys it sees).
     #[test]
     fn large_mla_decode_attention_matches(
         batch in prop_oneof![Just(vec![]), Just(vec![2])],
-        runs in vec((1u64..=3, 60u64..=80), 1..=2),
+        runs in vec((1u64..=3, 130u64..=160), 1..=2),
         from_cache in any::<bool>(),
         seed in any::<u64>(),
     ) {
-        mla_case(seed, &batch, (8, 64, 16), 0.125, from_cache).check(&sp_runs(&runs))?;
+        mla_case(seed, &batch, (7, 64, 16), 0.125, from_cache).check(&sp_runs(&runs))?;
     }
 
     /// `mla_decode_attention` over a cache long enough that the rows' softmaxes split across

@@ -18,6 +18,7 @@ pub fn row_major(shape: &[usize]) -> [usize; MAX_RANK] {
 }
 
 /// One side of a strided copy: `data[offset + sum(index[i] * strides[i])]`.
+#[derive(Clone, Copy)]
 pub struct Strided<'a, T> {
     pub data: &'a [T],
     pub offset: usize,
@@ -26,7 +27,66 @@ pub struct Strided<'a, T> {
 
 /// Copies every index of `shape` from `src` to `dst` (written at `dst_offset` plus
 /// `dst_strides`). Indices must be in bounds of both slices (the program's shapes ensure it).
-pub fn copy_strided<T: Copy>(
+///
+/// A large copy splits across threads along its outermost axis of more than one index, where
+/// the parts write disjoint spans of `dst` (row-major destinations do): a prefill's permutes
+/// and concats move hundreds of kilobytes each.
+pub fn copy_strided<T: Copy + Send + Sync>(
+    shape: &[usize],
+    src: Strided<'_, T>,
+    dst: &mut [T],
+    dst_offset: usize,
+    dst_strides: &[usize],
+) {
+    if shape.contains(&0) {
+        return;
+    }
+    let threads = rayon::current_num_threads();
+    let total: usize = shape.iter().product();
+    if let Some(axis) = shape.iter().position(|&d| d > 1)
+        && threads > 1
+        && total >= super::PARALLEL_MIN_ELEMENTS
+    {
+        // Each index of `axis` writes below where the next one's writes start: the parts'
+        // spans are disjoint, so `dst` splits into one slice per part.
+        let inner: usize = shape.iter().zip(dst_strides).skip(axis + 1).map(|(d, s)| (d - 1) * s).sum();
+        if inner < dst_strides[axis] {
+            let parts = threads.min(shape[axis]);
+            split_copy((shape, axis, 0..shape[axis], parts), src, (dst, dst_offset, dst_strides));
+            return;
+        }
+    }
+    copy_serial(shape, src, dst, dst_offset, dst_strides);
+}
+
+/// [`copy_strided`] of the indices `range` of `axis` (those before it have one index), in
+/// `parts` parts across threads; `dst` starts at the first element the range writes, minus
+/// `offset`.
+fn split_copy<T: Copy + Send + Sync>(
+    (shape, axis, range, parts): (&[usize], usize, std::ops::Range<usize>, usize),
+    src: Strided<'_, T>,
+    (dst, offset, dst_strides): (&mut [T], usize, &[usize]),
+) {
+    if parts <= 1 {
+        let mut sub = [0; MAX_RANK];
+        sub[..shape.len()].copy_from_slice(shape);
+        sub[axis] = range.len();
+        let src = Strided { offset: src.offset + range.start * src.strides[axis], ..src };
+        copy_serial(&sub[..shape.len()], src, dst, offset, dst_strides);
+        return;
+    }
+    let mid = range.start + range.len() * (parts / 2) / parts;
+    // The second half's first element, in `dst`'s own indices.
+    let cut = offset + (mid - range.start) * dst_strides[axis];
+    let (low, high) = dst.split_at_mut(cut);
+    rayon::join(
+        || split_copy((shape, axis, range.start..mid, parts / 2), src, (low, offset, dst_strides)),
+        || split_copy((shape, axis, mid..range.end, parts - parts / 2), src, (high, 0, dst_strides)),
+    );
+}
+
+/// [`copy_strided`] on this thread.
+fn copy_serial<T: Copy>(
     shape: &[usize],
     src: Strided<'_, T>,
     dst: &mut [T],

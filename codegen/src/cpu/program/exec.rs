@@ -425,7 +425,7 @@ fn copy_view(
     ///
     /// # Safety
     /// `src` and `dst` hold `src_len` and `dst_len` elements of `T`.
-    unsafe fn typed<T: Copy>(
+    unsafe fn typed<T: Copy + Send + Sync>(
         shape: &[usize],
         (src, src_len, src_offset, src_strides): (*const u8, usize, usize, &[usize]),
         (dst, dst_len, dst_offset, dst_strides): (*mut u8, usize, usize, &[usize]),
