@@ -553,6 +553,35 @@ proptest! {
         c.check(&no_symbols())?;
     }
 
+    /// Products whose weights are row slices of one param (MLA's latent and rope-key
+    /// projections): each slice read only by products is stored packed, copied out of the
+    /// param; a slice that something else also reads stays an alias of the param.
+    #[test]
+    fn products_over_slices_of_a_param_match(
+        rows in 1usize..=20,
+        k in k_dim(),
+        (n1, n2) in (strips_or_not(), strips_or_not()),
+        also_read in any::<bool>(),
+        seed in any::<u64>(),
+    ) {
+        let mut c = Case::new(seed);
+        let x = c.input("x", &[Dim::from(rows), Dim::from(k)], Fill::Uniform);
+        let g = c.param("g", &[k], Fill::Uniform);
+        let w = c.param("w", &[n1 + n2, k], Fill::Uniform);
+        let w1 = c.op("w1", Op::Slice { axis: 0, start: 0usize.into(), end: n1.into() }, &[w]);
+        let w2 = c.op("w2", Op::Slice { axis: 0, start: n1.into(), end: (n1 + n2).into() }, &[w]);
+        let first = c.op("first", Op::RmsNormLinear { eps: 1e-6 }, &[x, g, w1]);
+        let second = c.op("second", Op::Linear, &[x, w2]);
+        for id in [first, second] {
+            c.out(id, false);
+        }
+        if also_read {
+            let doubled = c.op("doubled", Op::Binary(BinaryOp::Add), &[w2, w2]);
+            c.out(doubled, true);
+        }
+        c.check(&no_symbols())?;
+    }
+
     /// `gated_linear` (`silu(x w_gate^T) * (x w_up^T)`) on 1 to 49 rows, K including 0, the
     /// weights packed or not.
     #[test]

@@ -480,6 +480,10 @@ impl Builder<'_> {
     fn alias(&self, node: &Node, id: saturn_ir::NodeId, args: &[usize]) -> Option<Storage> {
         let (of, offset) = match &node.op {
             Op::Reshape { .. } => (args[0], LinDim::zero()),
+            // A constant slice stored packed is copied when the program is built (MLA's latent
+            // and rope-key weights are row slices of one projection): read in place as rows,
+            // the latent's product ran at half the bandwidth of the packed ones in decode.
+            Op::Slice { .. } if self.strips.contains_key(&id) => return None,
             Op::Slice { axis, start, .. } => {
                 let x = &self.graph.ty(self.graph.inputs(id)[0]).shape;
                 // Contiguous: every axis before `axis` has one element.
