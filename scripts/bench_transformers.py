@@ -35,11 +35,12 @@ and `saturn generate MODEL --ids ... --max-new-tokens M --ignore-eos` to check t
 produce the same greedy ids (first id from the prefill, then M - 1 decode steps); the
 generated_ids in saturn bench's JSON, where present, are checked too.
 
-Rounds (--rounds, default 3): each model is timed in rounds, transformers then saturn in each, and
+Rounds (--rounds, default 5): each model is timed in rounds, transformers then saturn in each, and
 the table gives each side's median and the median of the rounds' ratios, with every round's ratio
-beside it. This machine's speed drifts over minutes (read bandwidth 36-67 GB/s, and the clock),
+beside it. This machine's speed drifts over minutes (read bandwidth 27-67 GB/s, and the clock),
 so a ratio from one round can compare a fast phase of one side with a slow phase of the other; the
-median of paired rounds is steadier. The greedy-id check runs once.
+median of paired rounds is steadier (with 3 rounds one binary's mid-size prefill ratio came out
+2.73x, 3.21x and 3.10x in three runs; BENCHMARKS.md). The greedy-id check runs once.
 
 Output: a markdown table per model on stdout; all results as JSON at --out
 (default target/bench-results.json). The main script uses the standard library only.
@@ -423,9 +424,9 @@ def main() -> int:
                         help=f"comma-separated, from {', '.join(MODELS)} (default: all)")
     parser.add_argument("--prompt-tokens", type=int, help="prompt length for every model (default: per model)")
     parser.add_argument("--decode-tokens", type=int, help="decode steps for every model (default: per model)")
-    parser.add_argument("--rounds", type=int, default=3,
+    parser.add_argument("--rounds", type=int, default=5,
                         help="rounds per model, each timing transformers then saturn; the tables give the "
-                             "median of each side and the median of the rounds' ratios (default 3)")
+                             "median of each side and the median of the rounds' ratios (default 5)")
     parser.add_argument("--runs", type=int, default=5, help="timed transformers prefill runs (median; default 5)")
     parser.add_argument("--decode-runs", type=int, default=3,
                         help="timed transformers decode runs (median; default 3)")
