@@ -85,7 +85,7 @@ fn split_copy<T: Copy + Send + Sync>(
     );
 }
 
-/// [`copy_strided`] on this thread.
+/// [`copy_strided`] on this thread, of a shape without empty axes.
 fn copy_serial<T: Copy>(
     shape: &[usize],
     src: Strided<'_, T>,
@@ -93,9 +93,6 @@ fn copy_serial<T: Copy>(
     dst_offset: usize,
     dst_strides: &[usize],
 ) {
-    if shape.contains(&0) {
-        return;
-    }
     let rank = shape.len();
     if rank == 0 {
         dst[dst_offset] = src.data[src.offset];
