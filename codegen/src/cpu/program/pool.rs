@@ -44,6 +44,12 @@ static POLLED: AtomicBool = AtomicBool::new(false);
 /// Pollers inside their loop.
 static POLLERS: AtomicUsize = AtomicUsize::new(0);
 
+/// Pollers that have entered their loop, ever: a test cannot count on seeing one in its loop,
+/// which it leaves after [`IDLE_LIMIT`] idle, a shorter time than a busy machine may keep the
+/// test's thread off a core.
+#[cfg(test)]
+static ENTERED: AtomicUsize = AtomicUsize::new(0);
+
 /// Runs `f` on this pool thread while the pool's other threads poll for work (and run it)
 /// instead of sleeping.
 ///
@@ -95,6 +101,8 @@ fn pollers(count: usize, done: &AtomicBool) {
 /// has come for [`IDLE_LIMIT`].
 fn poll(done: &AtomicBool) {
     POLLERS.fetch_add(1, Ordering::SeqCst);
+    #[cfg(test)]
+    ENTERED.fetch_add(1, Ordering::SeqCst);
     let mut idle_since = Instant::now();
     while !done.load(Ordering::SeqCst) {
         if rayon::yield_now() == Some(rayon::Yield::Executed) {
@@ -121,15 +129,25 @@ mod tests {
         while start.elapsed() < d {}
     }
 
-    /// Waits up to a second for `POLLERS` to equal `n`.
-    fn pollers_reach(n: usize) -> bool {
+    /// Waits up to a few seconds for `done()`.
+    fn within_seconds(done: impl Fn() -> bool) -> bool {
         let start = Instant::now();
-        while start.elapsed() < Duration::from_secs(1) {
-            if POLLERS.load(Ordering::SeqCst) == n {
+        while start.elapsed() < Duration::from_secs(5) {
+            if done() {
                 return true;
             }
         }
         false
+    }
+
+    /// Waits for `n` more pollers than `before` to have entered their loop.
+    fn entered(before: usize, n: usize) -> bool {
+        within_seconds(|| ENTERED.load(Ordering::SeqCst) >= before + n)
+    }
+
+    /// Waits for every poller to have left its loop.
+    fn none_polling() -> bool {
+        within_seconds(|| POLLERS.load(Ordering::SeqCst) == 0)
     }
 
     /// While a run does serial work, the other threads poll; one without work for longer than
@@ -141,19 +159,21 @@ mod tests {
             return;
         }
         let others = pool().current_num_threads() - 1;
+        let before = ENTERED.load(Ordering::SeqCst);
         let (started, left_when_idle) = pool().install(|| {
             awake(|| {
-                let started = pollers_reach(others);
+                let started = entered(before, others);
                 spin((IDLE_LIMIT * 3).min(Duration::from_millis(50)));
-                (started, pollers_reach(0))
+                (started, none_polling())
             })
         });
         assert!(started, "the other threads did not start polling");
         assert!(left_when_idle, "idle pollers did not leave");
+        let before = ENTERED.load(Ordering::SeqCst);
         let busy = pool().install(|| {
             awake(|| {
-                assert!(pollers_reach(others));
-                // Parallel work keeps them: they run it.
+                assert!(entered(before, others));
+                // Parallel work is run (by pollers or by threads they left to rayon).
                 (0..2000u64).into_par_iter().map(|i| i * i).sum::<u64>()
             })
         });
