@@ -123,6 +123,24 @@ impl ParamSource for Checkpoint {
         }
         self.read_f32(key).map_err(|e| e.to_string())
     }
+
+    /// F32 tensors in place in the mapped file, where their bytes are 4-byte aligned (safetensors
+    /// stores little-endian, so only on little-endian machines).
+    fn f32_view(&self, key: &str, shape: &[usize]) -> Option<&[f32]> {
+        let entry = self.get(key).filter(|e| e.dtype == Dtype::F32 && e.shape == shape)?;
+        if cfg!(target_endian = "big") {
+            return None;
+        }
+        let shard = &self.shards[entry.shard];
+        let bytes = shard.mmap.get(shard.data_start + entry.offsets.0..shard.data_start + entry.offsets.1)?;
+        let n = shape.iter().product::<usize>();
+        if bytes.len() != n * 4 || !(bytes.as_ptr() as usize).is_multiple_of(align_of::<f32>()) {
+            return None;
+        }
+        // SAFETY: `n` aligned f32s of native (little-endian) byte order lie in the mapping, which
+        // lives as long as `self`; every bit pattern is an f32.
+        Some(unsafe { std::slice::from_raw_parts(bytes.as_ptr().cast::<f32>(), n) })
+    }
 }
 
 /// The shard files named by an index's `weight_map`, sorted and deduplicated.
@@ -151,4 +169,36 @@ fn shard_files(index: &Path) -> Result<Vec<String>> {
     files.sort();
     files.dedup();
     Ok(files)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use safetensors::tensor::TensorView;
+
+    /// A checkpoint in `dir` of an f32 tensor `w [2, 3]` and a bf16 tensor `b [2]`.
+    fn write(dir: &Path) {
+        let w: Vec<u8> = (0..6).flat_map(|i| (i as f32 * 0.5).to_le_bytes()).collect();
+        let b: Vec<u8> = [1.0f32, 2.0].iter().flat_map(|&v| half::bf16::from_f32(v).to_le_bytes()).collect();
+        let views = [
+            ("w", TensorView::new(Dtype::F32, vec![2, 3], &w).unwrap()),
+            ("b", TensorView::new(Dtype::BF16, vec![2], &b).unwrap()),
+        ];
+        safetensors::serialize_to_file(views, None, &dir.join("model.safetensors")).unwrap();
+    }
+
+    #[test]
+    fn f32_tensors_are_lent_in_place_and_others_are_not() {
+        let dir = tempfile::tempdir().unwrap();
+        write(dir.path());
+        let ck = Checkpoint::open(dir.path()).unwrap();
+        let lent = ck.f32_view("w", &[2, 3]).expect("an f32 tensor is lent");
+        assert_eq!(lent, ck.load("w", &[2, 3]).unwrap().as_f32().unwrap());
+        assert_eq!(lent, [0.0, 0.5, 1.0, 1.5, 2.0, 2.5]);
+        // A wrong shape, another dtype or a missing key: `load` is what says why.
+        assert!(ck.f32_view("w", &[3, 2]).is_none());
+        assert!(ck.f32_view("b", &[2]).is_none());
+        assert_eq!(ck.load("b", &[2]).unwrap().as_f32().unwrap(), [1.0, 2.0]);
+        assert!(ck.f32_view("missing", &[1]).is_none());
+    }
 }

@@ -54,6 +54,10 @@ impl ParamSource for Prepared<'_> {
         }
         Ok(value.clone())
     }
+
+    fn f32_view(&self, key: &str, shape: &[usize]) -> Option<&[f32]> {
+        if key.starts_with(DERIVED_PREFIX) { None } else { self.base.f32_view(key, shape) }
+    }
 }
 
 fn derived_key(graph: &str, node: &str) -> String {

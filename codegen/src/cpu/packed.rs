@@ -136,13 +136,23 @@ pub fn pack_columns(b: &[f32], (k, n): (usize, usize), out: &mut [f32]) {
 /// Packs each matrix of `data` (consecutive `w [n, k]`, or with `from_columns` consecutive
 /// `b [k, n] = w^T`) into `out`, [`packed_len`]`(n, k)` elements apart, one matrix per task.
 pub fn pack_matrices(data: &[f32], (n, k): (usize, usize), from_columns: bool, out: &mut [f32]) {
+    let size = (n * k).max(1);
+    pack_matrices_from(|i| &data[i * size..(i + 1) * size], (n, k), from_columns, out);
+}
+
+/// [`pack_matrices`] of matrices that need not be consecutive: `matrix(i)` is matrix `i`, for
+/// as many as `out` holds.
+pub fn pack_matrices_from<'a>(
+    matrix: impl Fn(usize) -> &'a [f32] + Sync,
+    (n, k): (usize, usize),
+    from_columns: bool,
+    out: &mut [f32],
+) {
     use rayon::prelude::*;
-    data.par_chunks_exact((n * k).max(1)).zip(out.par_chunks_exact_mut(packed_len(n, k).max(1))).for_each(
-        |(src, dst)| match from_columns {
-            false => pack(src, (n, k), dst),
-            true => pack_columns(src, (k, n), dst),
-        },
-    );
+    out.par_chunks_exact_mut(packed_len(n, k).max(1)).enumerate().for_each(|(i, dst)| match from_columns {
+        false => pack(matrix(i), (n, k), dst),
+        true => pack_columns(matrix(i), (k, n), dst),
+    });
 }
 
 /// `out[r, c] = x[r, :] . w[c, :]` for rows `r < m` and the columns of strips `s0..s1`, with

@@ -39,6 +39,15 @@ pub use tensor::{Tensor, TensorData};
 /// shape/dtype mismatch. Float params are returned as [`TensorData::F32`].
 pub trait ParamSource {
     fn load(&self, key: &str, shape: &[usize]) -> Result<Tensor, String>;
+
+    /// The f32 values of `key`, of shape `shape`, borrowed where the source holds them as f32
+    /// in place (a memory-mapped checkpoint): a caller that transforms them anyway (packs them
+    /// into strips) then copies them once instead of loading a copy first. `None` (the default)
+    /// means call [`ParamSource::load`], which also says what is wrong with a bad key.
+    fn f32_view(&self, key: &str, shape: &[usize]) -> Option<&[f32]> {
+        let _ = (key, shape);
+        None
+    }
 }
 
 /// Looks the key up and checks the shape (the interpreter checks the dtype).

@@ -9,7 +9,7 @@ use saturn_ir::{DType, Graph, Node, NodeId, Op, ParamSource, TensorData};
 use super::super::compile_elementwise;
 use super::super::layout::MAX_RANK;
 use super::super::linalg::Triangle;
-use super::super::packed::{pack_matrices, packed_len, weight_buffer};
+use super::super::packed::{pack_matrices, pack_matrices_from, packed_len, weight_buffer};
 use super::super::router::RouterKernel;
 use super::exec::{Env, Kernel, Scratch, View, exec};
 use super::plan::{LinDim, Storage};
@@ -260,6 +260,27 @@ impl StripSource {
         pack_matrices(data, self.dims(shape), self == StripSource::Columns, &mut out);
         out
     }
+
+    /// Param `key` of `shape` packed straight from where `params` holds it (each expert of a
+    /// stacked `{e}` key on its own), or `None` where it does not lend it in place
+    /// ([`ParamSource::f32_view`]): loading copies every weight once more, into memory the
+    /// system must first clear, and that was most of the time a model took to load.
+    fn pack_in_place(self, key: &str, shape: &[usize], params: &dyn ParamSource) -> Option<Vec<f32>> {
+        let views: Vec<&[f32]> = match shape.split_first() {
+            Some((&count, rest)) if key.contains("{e}") && rest.len() == 2 => (0..count)
+                .map(|e| params.f32_view(&key.replace("{e}", &e.to_string()), rest))
+                .collect::<Option<_>>()?,
+            _ if key.contains("{e}") => return None,
+            _ => {
+                let (n, k) = self.dims(shape);
+                let whole = params.f32_view(key, shape)?;
+                whole.chunks_exact((n * k).max(1)).collect()
+            }
+        };
+        let mut out = weight_buffer(self.packed_len(shape));
+        pack_matrices_from(|i| views[i], self.dims(shape), self == StripSource::Columns, &mut out);
+        Some(out)
+    }
 }
 
 /// The constants (params, and nodes computed when the program is built) whose every use is as
@@ -442,6 +463,14 @@ impl Builder<'_> {
         let numel = shape.iter().product::<usize>();
         let data = match cached {
             Some(d) => d.clone(),
+            None if let Some(source) = packing
+                && !cache.params.contains_key(key)
+                && let Some(packed) = source.pack_in_place(key, &shape, params) =>
+            {
+                let d = Arc::new(TensorData::F32(packed));
+                cache.packed.insert((key.to_string(), source), d.clone());
+                d
+            }
             None => {
                 let raw = match cache.params.get(key) {
                     Some(d) => d.clone(),
