@@ -104,10 +104,13 @@ pub fn weight_buffer(len: usize) -> Vec<f32> {
     buffer
 }
 
-/// Packs `w [n, k]` (row-major) into `out` (at least [`packed_len`] elements).
+/// Packs `w [n, k]` (row-major) into `out` (at least [`packed_len`] elements), strips across
+/// threads (an LM head is a hundred megabytes and more, written into memory the system clears
+/// as it is first touched).
 pub fn pack(w: &[f32], (n, k): (usize, usize), out: &mut [f32]) {
+    use rayon::prelude::*;
     let out = &mut out[..packed_len(n, k)];
-    for (s, strip) in out.chunks_exact_mut((STRIP * k).max(1)).enumerate() {
+    out.par_chunks_exact_mut((STRIP * k).max(1)).enumerate().for_each(|(s, strip)| {
         for (c, column) in (s * STRIP..(s + 1) * STRIP).enumerate() {
             if column < n {
                 for (i, &v) in w[column * k..(column + 1) * k].iter().enumerate() {
@@ -117,20 +120,21 @@ pub fn pack(w: &[f32], (n, k): (usize, usize), out: &mut [f32]) {
                 (0..k).for_each(|i| strip[i * STRIP + c] = 0.0);
             }
         }
-    }
+    });
 }
 
 /// Packs `b [k, n]` (row-major: the right operand of `a b`, column `c` being `w`'s row `c`)
 /// into `out` (at least [`packed_len`]`(n, k)` elements): the strips of `b^T`.
 pub fn pack_columns(b: &[f32], (k, n): (usize, usize), out: &mut [f32]) {
+    use rayon::prelude::*;
     let out = &mut out[..packed_len(n, k)];
-    for (s, strip) in out.chunks_exact_mut((STRIP * k).max(1)).enumerate() {
+    out.par_chunks_exact_mut((STRIP * k).max(1)).enumerate().for_each(|(s, strip)| {
         let (c0, c1) = (s * STRIP, ((s + 1) * STRIP).min(n));
         for (i, row) in strip.chunks_exact_mut(STRIP).enumerate() {
             row[..c1 - c0].copy_from_slice(&b[i * n + c0..i * n + c1]);
             row[c1 - c0..].fill(0.0);
         }
-    }
+    });
 }
 
 /// Packs each matrix of `data` (consecutive `w [n, k]`, or with `from_columns` consecutive
