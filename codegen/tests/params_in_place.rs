@@ -1,7 +1,8 @@
 //! Weights a param source lends in place (`ParamSource::f32_view`, as a memory-mapped checkpoint
 //! does) are packed straight from there: the program computes exactly what it computes from
-//! loaded copies, for a plain weight, a weight read as `b` of `matmul`, and experts stacked
-//! from one key per expert (`{e}`). Sources that lend only some weights, or none, still work.
+//! loaded copies, for a plain weight, a weight read as `b` of `matmul`, experts stacked from
+//! one key per expert (`{e}`) and a weight stacked from one key per row (which is loaded).
+//! Sources that lend only some weights, or none, still work.
 
 mod common;
 
@@ -10,10 +11,7 @@ use std::collections::HashMap;
 use common::{Rng, dims, proptest_config as cfg};
 use proptest::prelude::*;
 use saturn_codegen::{Carried, CpuProgram, InputData, ProgramCache, Workspace};
-use saturn_ir::{
-    Bindings, Graph, GroupScore, NodeId, Op, ParamSource, Router, RouterScoring, SymBindings, Tensor,
-    TensorType, evaluate,
-};
+use saturn_ir::{Bindings, Graph, NodeId, Op, ParamSource, SymBindings, Tensor, TensorType, evaluate};
 
 /// Tensors by key (one per expert for stacked params), lent in place when `lend` says so.
 struct Source {
@@ -41,8 +39,8 @@ struct Model {
     tensors: HashMap<String, Tensor>,
 }
 
-/// `routing = router_topk(logits)`, `y = grouped_experts(x, routing, experts)`,
-/// `z = linear(x, w)`, `p = matmul(x, b)`.
+/// `y = grouped_experts(x, routing, experts)`, `z = linear(x, w)`, `p = matmul(x, b)`,
+/// `q = linear(x, rows)` with `rows` stacked from one key per row.
 fn model(rng: &mut Rng, (t, h, i, e, n): (usize, usize, usize, usize, usize)) -> Model {
     let mut g = Graph::new("lent");
     let mut tensors = HashMap::new();
@@ -53,7 +51,7 @@ fn model(rng: &mut Rng, (t, h, i, e, n): (usize, usize, usize, usize, usize)) ->
         g.add(name, op, &[], Some(TensorType::new(saturn_ir::DType::F32, dims(shape)))).unwrap()
     };
     let x = f32_node(&mut g, "x", Op::Input, &[t, h]);
-    let logits = f32_node(&mut g, "logits", Op::Input, &[t, e]);
+    let routing = f32_node(&mut g, "routing", Op::Input, &[t, e]);
     let mut stacked = |g: &mut Graph, name: &str, matrix: [usize; 2]| {
         for ex in 0..e {
             tensors.insert(format!("{name}.{ex}"), fill(&matrix));
@@ -64,28 +62,33 @@ fn model(rng: &mut Rng, (t, h, i, e, n): (usize, usize, usize, usize, usize)) ->
     let up = stacked(&mut g, "up", [i, h]);
     let down = stacked(&mut g, "down", [h, i]);
     let w = f32_node(&mut g, "w", Op::Param { key: "w".into() }, &[n, h]);
+    // A stack of rows: each matrix spans the stacked tensors, so it is loaded, not lent.
+    for row in 0..n {
+        tensors.insert(format!("row.{row}"), fill(&[h]));
+    }
+    let rows = f32_node(&mut g, "rows", Op::Param { key: "row.{e}".into() }, &[n, h]);
     let b = f32_node(&mut g, "b", Op::Param { key: "b".into() }, &[h, n]);
     tensors.insert("w".into(), fill(&[n, h]));
     tensors.insert("b".into(), fill(&[h, n]));
-    let router = Router {
-        scoring: RouterScoring::Softmax,
-        k: 2,
-        n_group: 1,
-        topk_group: 1,
-        group_score: GroupScore::Max,
-        masked_fill: 0.0,
-        weights_from_candidates: false,
-        normalize: false,
-        scale: 1.0,
-    };
-    let routing = g.add("routing", Op::RouterTopK(router), &[logits], None).unwrap();
     let y = g.add("y", Op::GroupedExperts { k: 2 }, &[x, routing, gate, up, down], None).unwrap();
     let z = g.add("z", Op::Linear, &[x, w], None).unwrap();
     let p = g.add("p", Op::MatMul, &[x, b], None).unwrap();
-    for (name, id) in [("y", y), ("z", z), ("p", p)] {
+    let q = g.add("q", Op::Linear, &[x, rows], None).unwrap();
+    for (name, id) in [("y", y), ("z", z), ("p", p), ("q", q)] {
         g.set_output(name, id).unwrap();
     }
     Model { graph: g, tensors }
+}
+
+/// Routing weights `[t, e]`: each token to two different experts (the op's `k`), the others 0.
+fn routing(rng: &mut Rng, t: usize, e: usize) -> Tensor {
+    let mut w = vec![0f32; t * e];
+    for row in w.chunks_exact_mut(e) {
+        let first = rng.below(e);
+        row[first] = rng.unit().abs();
+        row[(first + 1 + rng.below(e - 1)) % e] = rng.unit().abs();
+    }
+    Tensor::f32(vec![t, e], w)
 }
 
 /// Every output of `graph` compiled with `source`, run on `inputs`.
@@ -115,7 +118,7 @@ proptest! {
         let Model { graph, tensors } = model(&mut rng, (t, h, i, e, n));
         let inputs = vec![
             ("x".to_string(), Tensor::f32(vec![t, h], (0..t * h).map(|_| rng.unit()).collect())),
-            ("logits".to_string(), Tensor::f32(vec![t, e], (0..t * e).map(|_| rng.unit()).collect())),
+            ("routing".to_string(), routing(&mut rng, t, e)),
         ];
         let loaded = Source { tensors, lend: |_| false };
         let want = run(&graph, &loaded, &inputs);

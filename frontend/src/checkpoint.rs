@@ -92,11 +92,16 @@ impl Checkpoint {
         &self.shards[entry.shard].path
     }
 
+    /// The stored bytes of `entry` (its offsets were checked against the file when it opened).
+    fn bytes(&self, entry: &TensorEntry) -> &[u8] {
+        let shard = &self.shards[entry.shard];
+        &shard.mmap[shard.data_start + entry.offsets.0..shard.data_start + entry.offsets.1]
+    }
+
     /// Reads one tensor as f32 (from F32, BF16 or F16 storage).
     pub fn read_f32(&self, name: &str) -> Result<Tensor> {
         let entry = self.get(name).ok_or_else(|| FrontendError::MissingWeight { name: name.into() })?;
-        let shard = &self.shards[entry.shard];
-        let bytes = &shard.mmap[shard.data_start + entry.offsets.0..shard.data_start + entry.offsets.1];
+        let bytes = self.bytes(entry);
         let data: Vec<f32> = match entry.dtype {
             Dtype::F32 => {
                 bytes.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect()
@@ -131,8 +136,7 @@ impl ParamSource for Checkpoint {
         if cfg!(target_endian = "big") {
             return None;
         }
-        let shard = &self.shards[entry.shard];
-        let bytes = shard.mmap.get(shard.data_start + entry.offsets.0..shard.data_start + entry.offsets.1)?;
+        let bytes = self.bytes(entry);
         let n = shape.iter().product::<usize>();
         if bytes.len() != n * 4 || !(bytes.as_ptr() as usize).is_multiple_of(align_of::<f32>()) {
             return None;

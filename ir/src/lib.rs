@@ -39,7 +39,8 @@ pub use error::IrError;
 pub use graph::{Graph, Node, NodeId, TensorType, is_valid_name};
 pub use infer::{broadcast, infer_type};
 pub use interp::{
-    Bindings, InterpError, ParamSource, Tensor, TensorData, evaluate, load_param, rope_inv_freq, select_topk,
+    Bindings, InterpError, ParamSource, Tensor, TensorData, evaluate, load_param, load_param_views,
+    rope_inv_freq, select_topk,
 };
 pub use op::{
     Attr, BinaryOp, GroupScore, Op, ReduceOp, Rope, RopeLayout, Router, RouterScoring, UnaryOp, Yarn,

@@ -49,13 +49,30 @@ pub fn param(node: &Node, key: &str, shape: &[usize], src: &dyn ParamSource) -> 
     let numel = shape.iter().product();
     let mut data = TensorData::with_capacity(dtype, numel);
     for e in 0..count {
-        let k = key.replace("{e}", &e.to_string());
+        let k = element_key(key, e);
         let t = load(&k, rest)?;
         if !data.extend_from(&t.data) {
             return Err(err(&k, format!("got {} data for a {dtype} param", t.data.kind_name())));
         }
     }
     Ok(Tensor { shape: shape.to_vec(), data })
+}
+
+/// The f32 values of the param `key` of shape `shape` as `src` lends them in place
+/// ([`ParamSource::f32_view`]): one slice, or for a stacked key (`{e}`, as in [`param`]) one per
+/// stacked tensor, in order. `None` where `src` lends any of them not: [`param`] then loads
+/// them, and says what is wrong with a bad key.
+pub fn param_views<'s>(key: &str, shape: &[usize], src: &'s dyn ParamSource) -> Option<Vec<&'s [f32]>> {
+    if !key.contains("{e}") {
+        return Some(vec![src.f32_view(key, shape)?]);
+    }
+    let (&count, rest) = shape.split_first()?;
+    (0..count).map(|e| src.f32_view(&element_key(key, e), rest)).collect()
+}
+
+/// The key of tensor `e` of a stacked param key.
+fn element_key(key: &str, e: usize) -> String {
+    key.replace("{e}", &e.to_string())
 }
 
 /// Whether `t` is a valid value of type `dtype` with concrete shape `shape`.

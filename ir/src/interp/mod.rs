@@ -29,7 +29,7 @@ use std::collections::{BTreeMap, HashMap};
 
 use crate::{Dim, Graph, IrError, Node, Op, SymBindings};
 
-pub use leaves::param as load_param;
+pub use leaves::{param as load_param, param_views as load_param_views};
 pub use mask::select_topk;
 pub use rope::inv_freq as rope_inv_freq;
 pub use tensor::{Tensor, TensorData};

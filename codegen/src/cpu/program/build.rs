@@ -261,24 +261,20 @@ impl StripSource {
         out
     }
 
-    /// Param `key` of `shape` packed straight from where `params` holds it (each expert of a
-    /// stacked `{e}` key on its own), or `None` where it does not lend it in place
-    /// ([`ParamSource::f32_view`]): loading copies every weight once more, into memory the
-    /// system must first clear, and that was most of the time a model took to load.
+    /// Param `key` of `shape` packed straight from where `params` holds it
+    /// ([`saturn_ir::load_param_views`]), or `None` where it does not lend it in place: loading
+    /// copies every weight once more, into memory the system must first clear, and that was
+    /// most of the time a model took to load.
     fn pack_in_place(self, key: &str, shape: &[usize], params: &dyn ParamSource) -> Option<Vec<f32>> {
-        let views: Vec<&[f32]> = match shape.split_first() {
-            Some((&count, rest)) if key.contains("{e}") && rest.len() == 2 => (0..count)
-                .map(|e| params.f32_view(&key.replace("{e}", &e.to_string()), rest))
-                .collect::<Option<_>>()?,
-            _ if key.contains("{e}") => return None,
-            _ => {
-                let (n, k) = self.dims(shape);
-                let whole = params.f32_view(key, shape)?;
-                whole.chunks_exact((n * k).max(1)).collect()
-            }
-        };
+        let (n, k) = self.dims(shape);
+        let views = saturn_ir::load_param_views(key, shape, params)?;
+        let matrices: Vec<&[f32]> = views.iter().flat_map(|v| v.chunks_exact((n * k).max(1))).collect();
+        // A matrix across stacked tensors (a stack of rows, `[count, k]`) is not in one view.
+        if matrices.len() != shape[..shape.len() - 2].iter().product::<usize>() {
+            return None;
+        }
         let mut out = weight_buffer(self.packed_len(shape));
-        pack_matrices_from(|i| views[i], self.dims(shape), self == StripSource::Columns, &mut out);
+        pack_matrices_from(|i| matrices[i], (n, k), self == StripSource::Columns, &mut out);
         Some(out)
     }
 }
@@ -464,7 +460,6 @@ impl Builder<'_> {
         let data = match cached {
             Some(d) => d.clone(),
             None if let Some(source) = packing
-                && !cache.params.contains_key(key)
                 && let Some(packed) = source.pack_in_place(key, &shape, params) =>
             {
                 let d = Arc::new(TensorData::F32(packed));
