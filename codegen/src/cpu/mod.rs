@@ -18,6 +18,7 @@ mod row_blocks;
 mod rows;
 mod rows_ir;
 mod softmax_ir;
+mod weight_memory;
 
 pub use elementwise::{ElementwiseKernel, compile_elementwise};
 pub use program::{Carried, CpuProgram, InputData, ProgramCache, Workspace};

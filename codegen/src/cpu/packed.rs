@@ -81,29 +81,6 @@ pub fn pad_stride(k: usize) -> usize {
     k
 }
 
-/// A zeroed buffer of `len` floats for packed weights, in transparent huge pages where Linux
-/// offers them (`MADV_HUGEPAGE` on its 2 MiB-aligned interior, advised before anything is
-/// written, so the first writes fault huge pages in), unless `SATURN_HUGE_PAGES=0`. Products
-/// stream these weights once per token: with 4 KiB pages every 4 KiB of a strip is a TLB miss
-/// and a new page for the hardware prefetchers. The mid-size model's prefill took 0.917x the
-/// time, and its loading 1.5-3 s longer where the kernel had to assemble the huge pages
-/// (BENCHMARKS.md). Without huge pages (another OS, THP off), an ordinary buffer.
-pub fn weight_buffer(len: usize) -> Vec<f32> {
-    let buffer = vec![0f32; len];
-    #[cfg(target_os = "linux")]
-    if std::env::var_os("SATURN_HUGE_PAGES").is_none_or(|v| v != "0") {
-        const HUGE: usize = 2 << 20;
-        let start = buffer.as_ptr() as usize;
-        let (from, to) = (start.next_multiple_of(HUGE), (start + len * size_of::<f32>()) / HUGE * HUGE);
-        if to > from {
-            // SAFETY: the range lies inside the buffer's allocation; the advice changes how the
-            // kernel backs the pages, never their contents. A refusal (THP off) is harmless.
-            unsafe { libc::madvise(from as *mut libc::c_void, to - from, libc::MADV_HUGEPAGE) };
-        }
-    }
-    buffer
-}
-
 /// Packs `w [n, k]` (row-major) into `out` (at least [`packed_len`] elements), strips across
 /// threads (an LM head is a hundred megabytes and more, written into memory the system clears
 /// as it is first touched).

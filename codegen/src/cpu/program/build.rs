@@ -9,11 +9,12 @@ use saturn_ir::{DType, Graph, Node, NodeId, Op, ParamSource, TensorData};
 use super::super::compile_elementwise;
 use super::super::layout::MAX_RANK;
 use super::super::linalg::Triangle;
-use super::super::packed::{pack_matrices, pack_matrices_from, packed_len, weight_buffer};
+use super::super::packed::{pack_matrices, pack_matrices_from, packed_len};
 use super::super::router::RouterKernel;
+use super::super::weight_memory::{WeightMemory, Weights};
 use super::exec::{Env, Kernel, Scratch, View, exec};
 use super::plan::{LinDim, Storage};
-use super::{CarriedSpec, CpuProgram, Elem, ProgramCache, Step, Value, elem_of};
+use super::{CarriedSpec, Const, CpuProgram, Elem, ProgramCache, Step, Value};
 use crate::CodegenError;
 
 /// Gives each program an identity, so a workspace keeps one plan per program.
@@ -105,11 +106,11 @@ impl CpuProgram {
                     }
                 },
                 Op::Param { key } => b.param(node, id, key, params, cache)?,
-                Op::Scalar { value } => b.push_const(match elem {
+                Op::Scalar { value } => b.push_const(Const::Tensor(Arc::new(match elem {
                     Elem::F32 => TensorData::F32(vec![*value as f32]),
                     Elem::I64 => TensorData::I64(vec![*value as i64]),
                     Elem::U8 => TensorData::Bool(vec![*value != 0.0]),
-                }),
+                }))),
                 _ => match b.alias(node, id, &args) {
                     Some(alias) => alias,
                     None => {
@@ -156,7 +157,7 @@ impl CpuProgram {
                 Some(start)
             })
             .collect();
-        let weight_bytes: usize = b.consts.iter().map(|c| c.len() * elem_of(c).size()).sum();
+        let weight_bytes: usize = b.consts.iter().map(|c| c.len() * c.elem().size()).sum();
         Ok(CpuProgram {
             large: weight_bytes >= super::LARGE_WEIGHT_BYTES,
             name: graph.name.clone(),
@@ -217,7 +218,7 @@ struct Builder<'g> {
     symbols: Vec<String>,
     values: Vec<Value>,
     steps: Vec<Step>,
-    consts: Vec<Arc<TensorData>>,
+    consts: Vec<Const>,
     value_of: HashMap<saturn_ir::NodeId, usize>,
     scratch: Scratch,
     /// The constants stored [`packed`](super::super::packed) (see [`strip_plan`]), and their
@@ -255,9 +256,9 @@ impl StripSource {
     }
 
     /// `data` (of `shape`) packed, one matrix per task: a layer's experts are gigabytes.
-    fn pack(self, data: &[f32], shape: &[usize]) -> Vec<f32> {
-        let mut out = weight_buffer(self.packed_len(shape));
-        pack_matrices(data, self.dims(shape), self == StripSource::Columns, &mut out);
+    fn pack(self, data: &[f32], shape: &[usize], memory: &WeightMemory) -> Weights {
+        let mut out = memory.alloc(self.packed_len(shape));
+        pack_matrices(data, self.dims(shape), self == StripSource::Columns, out.as_mut_slice());
         out
     }
 
@@ -265,7 +266,13 @@ impl StripSource {
     /// ([`saturn_ir::load_param_views`]), or `None` where it does not lend it in place: loading
     /// copies every weight once more, into memory the system must first clear, and that was
     /// most of the time a model took to load.
-    fn pack_in_place(self, key: &str, shape: &[usize], params: &dyn ParamSource) -> Option<Vec<f32>> {
+    fn pack_in_place(
+        self,
+        key: &str,
+        shape: &[usize],
+        params: &dyn ParamSource,
+        memory: &WeightMemory,
+    ) -> Option<Weights> {
         let (n, k) = self.dims(shape);
         let views = saturn_ir::load_param_views(key, shape, params)?;
         let matrices: Vec<&[f32]> = views.iter().flat_map(|v| v.chunks_exact((n * k).max(1))).collect();
@@ -273,8 +280,8 @@ impl StripSource {
         if matrices.len() != shape[..shape.len() - 2].iter().product::<usize>() {
             return None;
         }
-        let mut out = weight_buffer(self.packed_len(shape));
-        pack_matrices_from(|i| matrices[i], (n, k), self == StripSource::Columns, &mut out);
+        let mut out = memory.alloc(self.packed_len(shape));
+        pack_matrices_from(|i| matrices[i], (n, k), self == StripSource::Columns, out.as_mut_slice());
         Some(out)
     }
 }
@@ -430,8 +437,8 @@ fn scale_of(graph: &Graph, id: NodeId) -> Option<(NodeId, f32)> {
 }
 
 impl Builder<'_> {
-    fn push_const(&mut self, data: impl Into<Arc<TensorData>>) -> Storage {
-        self.consts.push(data.into());
+    fn push_const(&mut self, data: Const) -> Storage {
+        self.consts.push(data);
         Storage::Const(self.consts.len() - 1)
     }
 
@@ -451,20 +458,20 @@ impl Builder<'_> {
             return Err(unsupported(node, "matrices read in strips must be f32"));
         }
         let cached = match packing {
-            Some(source) => cache.packed.get(&(key.to_string(), source)),
-            None => cache.params.get(key),
+            Some(source) => cache.packed.get(&(key.to_string(), source)).cloned().map(Const::Packed),
+            None => cache.params.get(key).cloned().map(Const::Tensor),
         };
         let does_not_hold =
             || CodegenError::Param { key: key.into(), msg: format!("does not hold {}", node.ty) };
         let numel = shape.iter().product::<usize>();
         let data = match cached {
-            Some(d) => d.clone(),
+            Some(d) => d,
             None if let Some(source) = packing
-                && let Some(packed) = source.pack_in_place(key, &shape, params) =>
+                && let Some(packed) = source.pack_in_place(key, &shape, params, &cache.weights) =>
             {
-                let d = Arc::new(TensorData::F32(packed));
+                let d = Arc::new(packed);
                 cache.packed.insert((key.to_string(), source), d.clone());
-                d
+                Const::Packed(d)
             }
             None => {
                 let raw = match cache.params.get(key) {
@@ -478,20 +485,20 @@ impl Builder<'_> {
                 match (packing, raw.as_ref()) {
                     // The packed weights take the memory of the loaded ones, which are not kept.
                     (Some(source), TensorData::F32(w)) if w.len() == numel => {
-                        let d = Arc::new(TensorData::F32(source.pack(w, &shape)));
+                        let d = Arc::new(source.pack(w, &shape, &cache.weights));
                         cache.packed.insert((key.to_string(), source), d.clone());
-                        d
+                        Const::Packed(d)
                     }
                     (Some(_), _) => return Err(does_not_hold()),
                     (None, _) => {
                         cache.params.insert(key.to_string(), raw.clone());
-                        raw
+                        Const::Tensor(raw)
                     }
                 }
             }
         };
         let stored = packing.map_or(numel, |source| source.packed_len(&shape));
-        if data.len() != stored || elem_of(&data) != elem(node)? {
+        if data.len() != stored || data.elem() != elem(node)? {
             return Err(does_not_hold());
         }
         if packing.is_some() {
@@ -656,10 +663,13 @@ impl Builder<'_> {
         let mut env = Env { symbols: &[], rows: &cache.rows, scratch: &mut self.scratch };
         exec(kernel, &views, &out, &mut env)
             .map_err(|msg| CodegenError::Run { node: node.name.clone(), msg })?;
-        if let (Some(source), TensorData::F32(values)) = (self.strips.get(&id), &data) {
-            data = TensorData::F32(source.pack(values, &shape));
-            self.packed_values.insert(self.values.len());
-        }
+        let data = match (self.strips.get(&id), data) {
+            (Some(source), TensorData::F32(values)) => {
+                self.packed_values.insert(self.values.len());
+                Const::Packed(Arc::new(source.pack(&values, &shape, &cache.weights)))
+            }
+            (_, data) => Const::Tensor(Arc::new(data)),
+        };
         Ok(self.push_const(data))
     }
 
@@ -668,11 +678,11 @@ impl Builder<'_> {
         let value = &self.values[v];
         let shape: Vec<usize> = value.shape.iter().map(|d| d.eval(&[])).collect::<Option<_>>()?;
         let ptr = match &value.storage {
-            Storage::Const(c) => data_ptr(&self.consts[*c]),
+            Storage::Const(c) => self.consts[*c].ptr(),
             Storage::Alias { of, offset } => match &self.values[*of].storage {
                 // SAFETY: the offset is inside the constant (a slice of it, checked by the graph).
                 Storage::Const(c) => unsafe {
-                    data_ptr(&self.consts[*c]).add(offset.eval(&[])? * value.elem.size())
+                    self.consts[*c].ptr().add(offset.eval(&[])? * value.elem.size())
                 },
                 _ => return None,
             },
@@ -687,15 +697,6 @@ pub(super) fn view(ptr: *mut u8, elem: Elem, shape: &[usize]) -> View {
     let mut s = [0; MAX_RANK];
     s[..shape.len()].copy_from_slice(shape);
     View { ptr, elem, shape: s, rank: shape.len() }
-}
-
-/// The address of a constant's elements. Constants are only read through it.
-pub(super) fn data_ptr(d: &TensorData) -> *mut u8 {
-    match d {
-        TensorData::F32(v) => v.as_ptr() as *mut u8,
-        TensorData::I64(v) => v.as_ptr() as *mut u8,
-        TensorData::Bool(v) => v.as_ptr() as *mut u8,
-    }
 }
 
 fn data_ptr_mut(d: &mut TensorData) -> *mut u8 {

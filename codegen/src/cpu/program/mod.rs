@@ -26,6 +26,7 @@ use saturn_ir::TensorData;
 
 use super::router::RouterKernel;
 use super::rows::RowKernels;
+use super::weight_memory::{WeightMemory, Weights};
 use super::{CodegenError, ElementwiseKernel};
 use exec::Kernel;
 use plan::{LinDim, Storage};
@@ -36,7 +37,9 @@ pub use run::{Carried, InputData, Workspace};
 pub struct ProgramCache {
     params: HashMap<String, Arc<TensorData>>,
     /// Weights stored in strips (`packed`), by param key and what they were packed from.
-    packed: HashMap<(String, build::StripSource), Arc<TensorData>>,
+    packed: HashMap<(String, build::StripSource), Arc<Weights>>,
+    /// Where packed weights live (huge pages, shared blocks).
+    weights: WeightMemory,
     elementwise: HashMap<(String, usize), Arc<ElementwiseKernel>>,
     /// Router kernels, by their configuration and whether they read a bias.
     routers: HashMap<String, Arc<RouterKernel>>,
@@ -48,6 +51,7 @@ impl ProgramCache {
         Ok(ProgramCache {
             params: HashMap::new(),
             packed: HashMap::new(),
+            weights: WeightMemory::default(),
             elementwise: HashMap::new(),
             routers: HashMap::new(),
             rows: Arc::new(RowKernels::compile()?),
@@ -56,7 +60,8 @@ impl ProgramCache {
 
     /// Bytes of weights loaded so far.
     pub fn weight_bytes(&self) -> usize {
-        self.params.values().chain(self.packed.values()).map(|d| d.len() * elem_of(d).size()).sum()
+        let packed = self.packed.values().map(|w| w.as_slice().len() * Elem::F32.size());
+        self.params.values().map(|d| d.len() * elem_of(d).size()).chain(packed).sum()
     }
 
     /// How many distinct elementwise kernels were compiled.
@@ -88,6 +93,42 @@ fn elem_of(d: &TensorData) -> Elem {
         TensorData::F32(_) => Elem::F32,
         TensorData::I64(_) => Elem::I64,
         TensorData::Bool(_) => Elem::U8,
+    }
+}
+
+/// A constant's elements: loaded or computed when the program is built, or weights packed in
+/// strips.
+#[derive(Clone)]
+enum Const {
+    Tensor(Arc<TensorData>),
+    Packed(Arc<Weights>),
+}
+
+impl Const {
+    /// The address of its elements. Constants are only read through it.
+    fn ptr(&self) -> *mut u8 {
+        match self {
+            Const::Tensor(d) => match d.as_ref() {
+                TensorData::F32(v) => v.as_ptr() as *mut u8,
+                TensorData::I64(v) => v.as_ptr() as *mut u8,
+                TensorData::Bool(v) => v.as_ptr() as *mut u8,
+            },
+            Const::Packed(w) => w.as_slice().as_ptr() as *mut u8,
+        }
+    }
+
+    fn len(&self) -> usize {
+        match self {
+            Const::Tensor(d) => d.len(),
+            Const::Packed(w) => w.as_slice().len(),
+        }
+    }
+
+    fn elem(&self) -> Elem {
+        match self {
+            Const::Tensor(d) => elem_of(d),
+            Const::Packed(_) => Elem::F32,
+        }
     }
 }
 
@@ -126,7 +167,7 @@ pub struct CpuProgram {
     /// Where each value's dims start in the flat list of dims of a run.
     dim_starts: Vec<usize>,
     steps: Vec<Step>,
-    consts: Vec<Arc<TensorData>>,
+    consts: Vec<Const>,
     inputs: Vec<(String, usize)>,
     carried: Vec<CarriedSpec>,
     outputs: Vec<(String, usize)>,

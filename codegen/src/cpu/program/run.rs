@@ -2,7 +2,7 @@
 
 use std::collections::HashMap;
 
-use super::build::{data_ptr, view};
+use super::build::view;
 use super::exec::{Env, Kernel, Scratch, View, exec};
 use super::plan::{Plan, Storage, assign_offsets, grow_caps};
 use super::pool::{awake, pool};
@@ -408,7 +408,7 @@ impl CpuProgram {
         ws.addrs.clear();
         for (v, value) in self.values.iter().enumerate() {
             let addr = match &value.storage {
-                Storage::Const(c) => data_ptr(&self.consts[*c]),
+                Storage::Const(c) => self.consts[*c].ptr(),
                 // SAFETY: the plan's offsets lie inside the arena, sized to `arena_bytes` above.
                 Storage::Arena => unsafe { base.add(plan.offsets[v]) },
                 Storage::Carried(c) => carried.data[*c].as_mut_ptr() as *mut u8,
