@@ -190,12 +190,12 @@ unsafe fn strips_avx2(
 ) {
     // SAFETY: the caller's contract; each tile gets pointers at its first row and strip.
     unsafe {
-        let stride = x.stride;
+        let (stride, fetch) = (x.stride, m > HARDWARE_FETCH_ROWS);
         for_tiles(x, wp, (m, k, n), (s0, s1), left_lower, out, ROWS_AVX2, |rows, x, strip, len, out, cols| {
             match rows {
-                1 => tile_avx2::<1>(x, strip, (stride, len), out, n, cols),
-                2 => tile_avx2::<2>(x, strip, (stride, len), out, n, cols),
-                _ => tile_avx2::<ROWS_AVX2>(x, strip, (stride, len), out, n, cols),
+                1 => tile_avx2::<1>(x, strip, (stride, len, fetch), out, n, cols),
+                2 => tile_avx2::<2>(x, strip, (stride, len, fetch), out, n, cols),
+                _ => tile_avx2::<ROWS_AVX2>(x, strip, (stride, len, fetch), out, n, cols),
             }
         })
     }
@@ -217,7 +217,7 @@ const ROWS_AVX2: usize = 3;
 unsafe fn tile_avx2<const R: usize>(
     x: *const f32,
     strip: *const f32,
-    (stride, len): (usize, usize),
+    (stride, len, fetch): (usize, usize, bool),
     out: *mut f32,
     n: usize,
     cols: usize,
@@ -228,7 +228,9 @@ unsafe fn tile_avx2<const R: usize>(
         // SAFETY: as in `tile`.
         unsafe {
             let w = strip.add(i * STRIP);
-            fetch_ahead::<R>(w);
+            if fetch {
+                fetch_ahead(w);
+            }
             let xs: [__m256; R] = std::array::from_fn(|r| _mm256_broadcast_ss(&*x.add(r * stride + i)));
             for j in 0..4 {
                 let wj = _mm256_loadu_ps(w.add(8 * j));
@@ -347,14 +349,14 @@ unsafe fn strips_avx512(
 ) {
     // SAFETY: the caller's contract; each tile gets pointers at its first row and strip.
     unsafe {
-        let stride = x.stride;
+        let (stride, fetch) = (x.stride, m > HARDWARE_FETCH_ROWS);
         let max = if rows_alias(stride) { ROWS_ALIASED } else { ROWS };
         for_tiles(x, wp, (m, k, n), (s0, s1), left_lower, out, max, |rows, x, strip, len, out, cols| {
             macro_rules! by_rows {
                 ($($r:literal)*) => {
                     match rows {
-                        $($r => tile::<$r>(x, strip, (stride, len), out, n, cols),)*
-                        _ => tile::<ROWS>(x, strip, (stride, len), out, n, cols),
+                        $($r => tile::<$r>(x, strip, (stride, len, fetch), out, n, cols),)*
+                        _ => tile::<ROWS>(x, strip, (stride, len, fetch), out, n, cols),
                     }
                 };
             }
@@ -363,44 +365,39 @@ unsafe fn strips_avx512(
     }
 }
 
-/// Bytes ahead of the multiply-adds that a tile of several rows prefetches its strip, into
+/// Rows of a product up to which its tiles leave prefetching to the hardware. With little to
+/// compute per row of a strip, the hardware prefetchers keep memory busy on their own (the
+/// strips are in huge pages, `weight_memory`, so a stream does not stop every 4 KiB), and
+/// software prefetches only take load slots: prefill's experts of 2-6 rows took 0.70-0.85x the
+/// time without them, and a decode token (one-row products) 0.96-0.97x (BENCHMARKS.md).
+#[cfg(target_arch = "x86_64")]
+const HARDWARE_FETCH_ROWS: usize = 6;
+
+/// Bytes ahead of the multiply-adds that a tile of a larger product prefetches its strip, into
 /// L2. Such a tile computes for about as long as memory takes to deliver its strip, so the
 /// stream must start well ahead: against 4 KiB into L1, `saturn bench-op grouped-experts` at
-/// 128 tokens took 0.930x the time, and decode with one-row tiles prefetching 4 KiB into L1
-/// (below) 0.901x of its time with them also at 16 KiB (BENCHMARKS.md, paired rounds).
+/// 128 tokens took 0.930x the time (BENCHMARKS.md, paired rounds), and 9-12-row experts took
+/// up to 1.7x the time with no software prefetch.
 #[cfg(target_arch = "x86_64")]
 const FETCH_AHEAD: usize = 16384;
-/// Bytes ahead that one row (decode) prefetches its strip, into L1: with nothing to compute
-/// between loads, the hardware prefetchers keep memory busy and a nearer software prefetch
-/// serves the loads about to come.
-#[cfg(target_arch = "x86_64")]
-const FETCH_AHEAD_ONE_ROW: usize = 4096;
 
-/// Prefetches the strip row ahead of `w` (its two cache lines) for a tile of `R` rows:
-/// [`FETCH_AHEAD`] bytes into L2, or for one row [`FETCH_AHEAD_ONE_ROW`] into L1. A prefetch
-/// past the strip's end never faults.
+/// Prefetches the strip row [`FETCH_AHEAD`] bytes ahead of `w` (its two cache lines) into L2.
+/// A prefetch past the strip's end never faults.
 #[cfg(target_arch = "x86_64")]
 #[inline(always)]
-fn fetch_ahead<const R: usize>(w: *const f32) {
-    use std::arch::x86_64::{_MM_HINT_T0, _MM_HINT_T1, _mm_prefetch};
-    let w = w as *const i8;
+fn fetch_ahead(w: *const f32) {
+    use std::arch::x86_64::{_MM_HINT_T1, _mm_prefetch};
+    let ahead = (w as *const i8).wrapping_add(FETCH_AHEAD);
     // SAFETY: prefetches never fault, whatever the address.
     unsafe {
-        if R == 1 {
-            let ahead = w.wrapping_add(FETCH_AHEAD_ONE_ROW);
-            _mm_prefetch::<_MM_HINT_T0>(ahead);
-            _mm_prefetch::<_MM_HINT_T0>(ahead.wrapping_add(64));
-        } else {
-            let ahead = w.wrapping_add(FETCH_AHEAD);
-            _mm_prefetch::<_MM_HINT_T1>(ahead);
-            _mm_prefetch::<_MM_HINT_T1>(ahead.wrapping_add(64));
-        }
+        _mm_prefetch::<_MM_HINT_T1>(ahead);
+        _mm_prefetch::<_MM_HINT_T1>(ahead.wrapping_add(64));
     }
 }
 
 /// `R` rows of `x` (`stride` apart) against one strip, each sum over the first `len <= k`
 /// elements: `R x 2` accumulators, the strip's row for element `i` (two vectors) against `R`
-/// broadcast elements per step.
+/// broadcast elements per step; with `fetch`, prefetching the strip ahead ([`fetch_ahead`]).
 ///
 /// # Safety
 /// `x` points at `R` rows of `k`, `stride` apart, `strip` at `k * STRIP` elements, `out` at `R`
@@ -411,7 +408,7 @@ fn fetch_ahead<const R: usize>(w: *const f32) {
 unsafe fn tile<const R: usize>(
     x: *const f32,
     strip: *const f32,
-    (stride, len): (usize, usize),
+    (stride, len, fetch): (usize, usize, bool),
     out: *mut f32,
     n: usize,
     cols: usize,
@@ -423,7 +420,9 @@ unsafe fn tile<const R: usize>(
         // prefetch past the strip's end never faults.
         unsafe {
             let w = strip.add(i * STRIP);
-            fetch_ahead::<R>(w);
+            if fetch {
+                fetch_ahead(w);
+            }
             let (w0, w1) = (_mm512_loadu_ps(w), _mm512_loadu_ps(w.add(16)));
             for r in 0..R {
                 let xv = _mm512_set1_ps(*x.add(r * stride + i));
