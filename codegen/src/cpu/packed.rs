@@ -368,8 +368,9 @@ unsafe fn strips_avx512(
 /// Rows of a product up to which its tiles leave prefetching to the hardware. With little to
 /// compute per row of a strip, the hardware prefetchers keep memory busy on their own (the
 /// strips are in huge pages, `weight_memory`, so a stream does not stop every 4 KiB), and
-/// software prefetches only take load slots: prefill's experts of 2-6 rows took 0.70-0.85x the
-/// time without them, and a decode token (one-row products) 0.96-0.97x (BENCHMARKS.md).
+/// software prefetches only take load slots: prefill's experts of 2-6 rows took 220-258 us per
+/// item without them against 298-343 us with them, and a decode token (one-row products)
+/// 0.96-0.97x the time (BENCHMARKS.md).
 #[cfg(target_arch = "x86_64")]
 const HARDWARE_FETCH_ROWS: usize = 6;
 
@@ -377,7 +378,7 @@ const HARDWARE_FETCH_ROWS: usize = 6;
 /// L2. Such a tile computes for about as long as memory takes to deliver its strip, so the
 /// stream must start well ahead: against 4 KiB into L1, `saturn bench-op grouped-experts` at
 /// 128 tokens took 0.930x the time (BENCHMARKS.md, paired rounds), and 9-12-row experts took
-/// up to 1.7x the time with no software prefetch.
+/// up to 1.6x the time with no software prefetch.
 #[cfg(target_arch = "x86_64")]
 const FETCH_AHEAD: usize = 16384;
 
