@@ -7,6 +7,8 @@
 #      bf16-rounded weights (limit 1e-4), and with --tensor-cores (products and attention on
 #      tensor cores, a bf16 KV cache: each position's top token in the other's top 5, the
 #      median position within 1.6e-2 of the largest logit);
+#   cublas: --cublas (prefill products with weights in cuBLAS): the fixtures as in 1 and 2,
+#      and `saturn bench` of the default model, f32 and bf16 on tensor cores;
 #   3. `saturn bench` on the GPU (f32, then bf16 on tensor cores) and on the CPU for the shipped
 #      default model (JSON);
 #   mid: the decode step of a real-sized model: the mid-size random DeepSeek-V3-style model of
@@ -27,7 +29,7 @@
 # Results go to ${OUT:-target/gpu-check}. Usage: scripts/gpu-check.sh [SATURN_BINARY]
 # BACKEND=cuda-emulator runs the same checks on the CPU emulator (no GPU; slow, for the script;
 # the op benchmarks then run at small shapes). PYTHON picks the interpreter for PyTorch.
-# SECTIONS="fixtures bf16 bench mid ops torch" (the default) names the parts to run, and
+# SECTIONS="fixtures bf16 cublas bench mid ops torch" (the default) names the parts to run, and
 # OPS="mla experts linear" the op groups of `ops` and `torch`, so a long check can be split
 # across several runs (each keeps its files in $OUT).
 set -euo pipefail
@@ -42,14 +44,27 @@ if [ -z "${SATURN_CUDA_HOME:-}" ]; then
   done
 fi
 export SATURN_CUDA_HOME="${SATURN_CUDA_HOME:?no CUDA toolkit found: set SATURN_CUDA_HOME}"
+# --cublas needs libcublas.so.13: beside NVRTC in the toolkit, else the loader finds it through
+# LD_LIBRARY_PATH, here from the nvidia-cublas wheel PyTorch brings where the toolkit has none.
+if ! ls "$SATURN_CUDA_HOME"/lib*/libcublas.so.13 > /dev/null 2>&1; then
+  CUBLAS_DIR=$("${PYTHON:-python3}" - <<'PY' || true
+import glob, os, site
+for d in site.getsitepackages():
+    for p in sorted(glob.glob(os.path.join(d, "nvidia", "**", "libcublas.so.13"), recursive=True)):
+        print(os.path.dirname(p))
+        raise SystemExit
+PY
+)
+  if [ -n "$CUBLAS_DIR" ]; then export LD_LIBRARY_PATH="$CUBLAS_DIR${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"; fi
+fi
 # SECTIONS picks what runs (default: all), e.g. SECTIONS="ops torch" to rerun the benchmarks.
-SECTIONS="${SECTIONS:-fixtures bf16 bench mid ops torch}"
+SECTIONS="${SECTIONS:-fixtures bf16 cublas bench mid ops torch}"
 wants() { [[ " $SECTIONS " == *" $1 "* ]]; }
 # OPS picks the op groups of `ops` and `torch` (default all), e.g. OPS=linear to time only the
 # products: one command stays within a time limit.
 OPS="${OPS:-mla experts linear}"
 wants_op() { [[ " $OPS " == *" $1 "* ]]; }
-echo "== GPU and tools (sections: $SECTIONS)" | tee -a "$OUT/log.txt"
+echo "== [${SECONDS}s] GPU and tools (sections: $SECTIONS)" | tee -a "$OUT/log.txt"
 { nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv || true
   "$SATURN_CUDA_HOME/bin/ptxas" --version | tail -2; } | tee -a "$OUT/log.txt"
 
@@ -71,12 +86,12 @@ else
   TORCH_DEVICE=cpu
 fi
 
-if wants fixtures; then
-echo "== tiny fixtures against transformers" | tee -a "$OUT/log.txt"
-python3 - "$SATURN" "$OUT" "$BACKEND" <<'PY' | tee -a "$OUT/log.txt"
+fixtures() {  # fixtures [FLAGS...]: the tiny fixtures through $BACKEND (with FLAGS) against transformers
+python3 - "$SATURN" "$OUT" "$BACKEND" "$@" <<'PY' | tee -a "$OUT/log.txt"
 import subprocess, sys, numpy as np
 from safetensors.numpy import load_file
-saturn, out, backend = sys.argv[1], sys.argv[2], sys.argv[3]
+saturn, out, backend, flags = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4:]
+tag = "".join(f.strip("-") for f in flags)
 worst = 0.0
 for model in ["deepseek-v3-tiny", "deepseek-v2-lite-tiny"]:
     ref = load_file(f"tests/fixtures/{model}/reference.safetensors")
@@ -84,8 +99,8 @@ for model in ["deepseek-v3-tiny", "deepseek-v2-lite-tiny"]:
     rows, s = ids.shape
     vocab = ref["logits"].size // (rows * s)
     for row in range(rows):
-        path = f"{out}/{model}-row{row}.safetensors"
-        subprocess.run([saturn, "eval", f"models/{model}", "--backend", backend,
+        path = f"{out}/{model}-row{row}{tag}.safetensors"
+        subprocess.run([saturn, "eval", f"models/{model}", "--backend", backend, *flags,
                         "--ids", ",".join(map(str, ids[row])), "--decode-ids", ",".join(map(str, dec[row])),
                         "--out", path], check=True)
         got = load_file(path)
@@ -93,9 +108,9 @@ for model in ["deepseek-v3-tiny", "deepseek-v2-lite-tiny"]:
             want = ref[name].reshape(rows, -1, vocab)[row]
             err = float(np.abs(got[name] - want).max())
             worst = max(worst, err)
-            print(f"{model} row {row} {name}: max abs error {err:.3e}")
+            print(f"{model} row {row} {name} {' '.join(flags)}: max abs error {err:.3e}")
     greedy = ref["greedy_ids"].reshape(-1)[s:]
-    run = subprocess.run([saturn, "generate", f"models/{model}", "--backend", backend, "--ids",
+    run = subprocess.run([saturn, "generate", f"models/{model}", "--backend", backend, *flags, "--ids",
                           ",".join(map(str, ids[0])), "--max-new-tokens", str(len(greedy))],
                          check=True, capture_output=True, text=True)
     got = [int(t) for t in run.stdout.strip().split(",")]
@@ -104,22 +119,27 @@ for model in ["deepseek-v3-tiny", "deepseek-v2-lite-tiny"]:
 assert worst <= 1e-4, f"max abs error {worst} > 1e-4"
 print(f"worst error {worst:.3e} (limit 1e-4)")
 PY
+}
+
+if wants fixtures; then
+echo "== [${SECONDS}s] tiny fixtures against transformers" | tee -a "$OUT/log.txt"
+fixtures
 fi
 
-if wants bf16; then
-echo "== bf16 weights ($BACKEND, then tensor cores) against the cpu backend on the same rounded weights" | tee -a "$OUT/log.txt"
-python3 - "$SATURN" "$OUT" "$BACKEND" <<'PY' | tee -a "$OUT/log.txt"
+bf16() {  # bf16 [FLAGS...]: bf16 weights on $BACKEND (tensor cores with FLAGS) against the cpu backend
+python3 - "$SATURN" "$OUT" "$BACKEND" "$@" <<'PY' | tee -a "$OUT/log.txt"
 import subprocess, sys, numpy as np
 from safetensors.numpy import load_file
-saturn, out, backend = sys.argv[1], sys.argv[2], sys.argv[3]
+saturn, out, backend, flags = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4:]
+tag = "".join(f.strip("-") for f in flags)
 worst, median_worst = 0.0, 0.0
 for model in ["deepseek-v3-tiny", "deepseek-v2-lite-tiny"]:
     ref = load_file(f"tests/fixtures/{model}/reference.safetensors")
     ids, dec = ref["input_ids"][0], ref["decode_ids"][0]
     got = {}
-    for name, args in [("cpu", ["--backend", "cpu"]), (backend, ["--backend", backend]),
-                       ("tensor-cores", ["--backend", backend, "--tensor-cores"])]:
-        path = f"{out}/{model}-bf16-{name}.safetensors"
+    for name, args in [("cpu", ["--backend", "cpu"]), (backend, ["--backend", backend, *flags]),
+                       ("tensor-cores", ["--backend", backend, "--tensor-cores", *flags])]:
+        path = f"{out}/{model}-bf16-{name}{tag}.safetensors"
         subprocess.run([saturn, "eval", f"models/{model}", *args, "--weights-dtype", "bf16",
                         "--ids", ",".join(map(str, ids)), "--decode-ids", ",".join(map(str, dec)),
                         "--out", path], check=True)
@@ -139,7 +159,7 @@ for model in ["deepseek-v3-tiny", "deepseek-v2-lite-tiny"]:
         per = np.abs(a - b).max(axis=1)
         bound = 1.6e-2 * float(np.abs(a).max())
         median = float(np.median(per))
-        print(f"{model} {name}: tensor cores vs cpu, median position {median:.3e} "
+        print(f"{model} {name}: tensor cores {' '.join(flags)} vs cpu, median position {median:.3e} "
               f"(bound {bound:.3e}), worst {float(per.max()):.3e}")
         median_worst = max(median_worst, median / bound)
         top5 = lambda x: np.argsort(-x, axis=1, kind="stable")[:, :5]
@@ -149,10 +169,28 @@ for model in ["deepseek-v3-tiny", "deepseek-v2-lite-tiny"]:
 assert worst <= 1e-4, f"max abs difference {worst} > 1e-4"
 assert median_worst <= 1.0, f"a median difference exceeds its bound by {median_worst:.2f}x"
 PY
+}
+
+if wants bf16; then
+echo "== [${SECONDS}s] bf16 weights ($BACKEND, then tensor cores) against the cpu backend on the same rounded weights" | tee -a "$OUT/log.txt"
+bf16
+fi
+
+if wants cublas; then
+echo "== [${SECONDS}s] --cublas: prefill products with weights in cuBLAS (f32 against transformers, bf16 against the cpu backend)" | tee -a "$OUT/log.txt"
+fixtures --cublas
+bf16 --cublas
+for precision in "" "--weights-dtype bf16 --tensor-cores"; do
+  if [ -n "$precision" ]; then tag=-bf16; else tag=; fi
+  # shellcheck disable=SC2086 # the precision flags are words
+  "$SATURN" bench models/deepseek-v3-mini.toml --backend "$BACKEND" $precision --cublas \
+    --prompt-tokens "${PROMPT:-64}" --decode-tokens "${DECODE:-64}" --json > "$OUT/bench-$BACKEND$tag-cublas.json"
+  tee -a "$OUT/log.txt" < "$OUT/bench-$BACKEND$tag-cublas.json"
+done
 fi
 
 if wants bench; then
-echo "== saturn bench ($BACKEND, then cpu)" | tee -a "$OUT/log.txt"
+echo "== [${SECONDS}s] saturn bench ($BACKEND, then cpu)" | tee -a "$OUT/log.txt"
 for backend in "$BACKEND" cpu; do
   "$SATURN" bench models/deepseek-v3-mini.toml --backend "$backend" --prompt-tokens "${PROMPT:-64}" \
     --decode-tokens "${DECODE:-64}" --json > "$OUT/bench-$backend.json"
@@ -165,9 +203,9 @@ tee -a "$OUT/log.txt" < "$OUT/bench-$BACKEND-bf16.json"
 fi
 
 if wants mid && [ "$BACKEND" != cuda ]; then
-  echo "== the mid-size model: skipped on $BACKEND (816M parameters are for a GPU)" | tee -a "$OUT/log.txt"
+  echo "== [${SECONDS}s] the mid-size model: skipped on $BACKEND (816M parameters are for a GPU)" | tee -a "$OUT/log.txt"
 elif wants mid; then
-echo "== the mid-size model's prefill and decode: saturn ($BACKEND) and transformers on the same device" | tee -a "$OUT/log.txt"
+echo "== [${SECONDS}s] the mid-size model's prefill and decode: saturn ($BACKEND) and transformers on the same device" | tee -a "$OUT/log.txt"
 PY="${PYTHON:-python3}"
 MID="${MID_DIR:-target/bench-models/deepseek-v3-mid}"
 "$PY" scripts/bench_transformers_worker.py create-mid "$MID" > /dev/null
@@ -177,6 +215,10 @@ MID_DECODE="${MID_DECODE:-32}"
 "$SATURN" bench "$MID" --backend "$BACKEND" --ids "$IDS" --decode-tokens "$MID_DECODE" --json > "$OUT/mid-$BACKEND.json"
 "$SATURN" bench "$MID" --backend "$BACKEND" --weights-dtype bf16 --tensor-cores --ids "$IDS" \
   --decode-tokens "$MID_DECODE" --json > "$OUT/mid-$BACKEND-bf16.json"
+"$SATURN" bench "$MID" --backend "$BACKEND" --cublas --ids "$IDS" --decode-tokens "$MID_DECODE" \
+  --json > "$OUT/mid-$BACKEND-cublas.json"
+"$SATURN" bench "$MID" --backend "$BACKEND" --weights-dtype bf16 --tensor-cores --cublas --ids "$IDS" \
+  --decode-tokens "$MID_DECODE" --json > "$OUT/mid-$BACKEND-bf16-cublas.json"
 for dtype in float32 bfloat16; do
   "$PY" scripts/bench_transformers_worker.py bench "$MID" --ids "$IDS" --decode-tokens "$MID_DECODE" \
     --threads "$(nproc)" --device "$TORCH_DEVICE" --dtype "$dtype" > "$OUT/mid-torch-$dtype.json"
@@ -186,20 +228,23 @@ import json, sys
 out, backend = sys.argv[1], sys.argv[2]
 load = lambda name: json.load(open(f"{out}/{name}.json"))
 pairs = [("f32", load(f"mid-{backend}"), load("mid-torch-float32")),
-         ("bf16", load(f"mid-{backend}-bf16"), load("mid-torch-bfloat16"))]
+         ("bf16", load(f"mid-{backend}-bf16"), load("mid-torch-bfloat16")),
+         ("f32 --cublas", load(f"mid-{backend}-cublas"), load("mid-torch-float32")),
+         ("bf16 --cublas", load(f"mid-{backend}-bf16-cublas"), load("mid-torch-bfloat16"))]
 for name, ours, theirs in pairs:
     print(f"mid {name}: prefill {ours['prefill_tokens_per_s']:.0f} vs {theirs['prefill_tokens_per_s']:.0f} "
           f"tokens/s ({ours['prefill_tokens_per_s'] / theirs['prefill_tokens_per_s']:.2f}x), decode "
           f"{ours['decode_tokens_per_s']:.0f} vs {theirs['decode_tokens_per_s']:.0f} tokens/s "
           f"({ours['decode_tokens_per_s'] / theirs['decode_tokens_per_s']:.2f}x); load {ours['load_seconds']:.1f} s")
-ours, theirs = pairs[0][1]["generated_ids"], pairs[0][2]["greedy_ids"]
-same = ours[: len(theirs)] == theirs
-print(f"mid f32 greedy ids {'match' if same else 'DIFFER'} transformers'")
+for name, ours, theirs in [pairs[0], pairs[2]]:
+    ours, theirs = ours["generated_ids"], theirs["greedy_ids"]
+    same = ours[: len(theirs)] == theirs
+    print(f"mid {name} greedy ids {'match' if same else 'DIFFER'} transformers'")
 PY
 fi
 
 if wants ops; then
-echo "== op benchmarks ($BACKEND)" | tee -a "$OUT/log.txt"
+echo "== [${SECONDS}s] op benchmarks ($BACKEND)" | tee -a "$OUT/log.txt"
 op() {  # op NAME ARGS...: one saturn bench-op run, its JSON kept and logged
   local name="$1"; shift
   "$SATURN" bench-op "$@" --backend "$BACKEND" --json > "$OUT/op-$name.json"
@@ -217,14 +262,17 @@ if wants_op experts; then
   op experts-checked grouped-experts "${CHECKED[@]}" --check
 fi
 if wants_op linear; then
-  # Prefill-sized products: saturn's tiles (f32 SIMT, bf16 tensor cores) against cuBLAS below.
+  # Prefill-sized products: saturn's tiles (f32 SIMT, bf16 tensor cores) and the same through
+  # --cublas, against cuBLAS through PyTorch below.
   op linear linear "${LINEAR[@]}" --check
   op linear-bf16 linear "${LINEAR[@]}" --weights-dtype bf16 --tensor-cores --check
+  op linear-cublas linear "${LINEAR[@]}" --cublas --check
+  op linear-bf16-cublas linear "${LINEAR[@]}" --weights-dtype bf16 --tensor-cores --cublas --check
 fi
 fi
 
 if wants torch; then
-echo "== the same problems in PyTorch" | tee -a "$OUT/log.txt"
+echo "== [${SECONDS}s] the same problems in PyTorch" | tee -a "$OUT/log.txt"
 PY="${PYTHON:-python3}"
 torch_op() {  # torch_op NAME ARGS...: exit 3 from the script means no (CUDA) PyTorch here
   local name="$1"; shift

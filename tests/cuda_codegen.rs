@@ -62,12 +62,14 @@ fn generation_is_deterministic() {
 fn every_kernel_assembles_without_spills() {
     let tools = tools();
     let mut kernels: BTreeMap<String, String> = BTreeMap::new(); // source -> where it came from
-    let bf16 = |tensor_cores| CudaOptions { weights: WeightStorage::Bf16, tensor_cores };
+    let bf16 = |tensor_cores, cublas| CudaOptions { weights: WeightStorage::Bf16, tensor_cores, cublas };
+    let f32_cublas = CudaOptions { cublas: true, ..CudaOptions::default() };
     for model in [TINY[0], TINY[1], "models/deepseek-v3-671b.toml"] {
-        for (phase, options) in [Phase::Prefill, Phase::Decode]
-            .into_iter()
-            .flat_map(|p| [(p, CudaOptions::default()), (p, bf16(false)), (p, bf16(true))])
-        {
+        for (phase, options) in [Phase::Prefill, Phase::Decode].into_iter().flat_map(|p| {
+            let all =
+                [CudaOptions::default(), bf16(false, false), bf16(true, false), f32_cublas, bf16(true, true)];
+            all.map(|o| (p, o))
+        }) {
             let p = program_with(model, phase, options);
             assert!(!p.kernels.is_empty());
             // Decode attention is the tensor-core kernel exactly when asked for (these heads

@@ -208,6 +208,21 @@ fn bf16_weights_and_tensor_cores_on_the_cuda_emulator_match_the_cpu_backend() {
     check_bf16("deepseek-v2-lite-tiny");
 }
 
+/// `--cublas`: the prefill products with weights as library products (on the emulator, the
+/// BLAS definition on the host, through the column-major call cuBLAS gets on a GPU), in f32
+/// against transformers and on tensor cores against the cpu backend.
+#[test]
+fn library_products_on_the_cuda_emulator_match() {
+    const LIBRARY: &[&str] = &["--backend", "cuda-emulator", "--cublas"];
+    check_eval("deepseek-v3-tiny", LIBRARY);
+    check_eval("deepseek-v2-lite-tiny", LIBRARY);
+    let r = reference("deepseek-v3-tiny");
+    let bf16 = ["--weights-dtype", "bf16"];
+    let cpu = eval_row("deepseek-v3-tiny", &r, 0, &bf16);
+    let library = eval_row("deepseek-v3-tiny", &r, 0, &[&bf16[..], LIBRARY, &["--tensor-cores"]].concat());
+    check_tensor_cores("deepseek-v3-tiny row 0, --cublas", &cpu, &library, r.vocab);
+}
+
 #[test]
 fn deepseek_v3_tiny_greedy_generation_matches_transformers() {
     check_greedy("deepseek-v3-tiny", &[]);

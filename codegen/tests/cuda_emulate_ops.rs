@@ -153,6 +153,7 @@ impl Case {
         self.options = CudaOptions {
             weights: if bf16 { WeightStorage::Bf16 } else { WeightStorage::F32 },
             tensor_cores: matches!(p, Precision::TensorCores),
+            ..self.options
         };
         if self.options.tensor_cores {
             self.tolerance = Tolerance::Scale(1.6e-2);
@@ -502,7 +503,8 @@ proptest! {
     /// `linear`, `gated_linear`, `rms_norm_linear` (GEMV for a few constant rows, tiled
     /// otherwise, symbolic rows too) and batched `matmul` with broadcast batch dims; weights
     /// stored as f32 or bf16 (the interpreter then gets bf16-rounded params), and on tensor
-    /// cores.
+    /// cores; with `cublas`, the tiled products with weights as library products (the host's
+    /// BLAS reference here).
     #[test]
     fn matrix_products_match(
         rows in prop_oneof![1usize..=8, 9usize..=70],
@@ -512,10 +514,12 @@ proptest! {
         (batch, a_one, b_one) in (1usize..=3, any::<bool>(), any::<bool>()),
         weights_are_params in any::<bool>(),
         precision in precision(),
+        cublas in any::<bool>(),
         seed in any::<u64>(),
     ) {
         let mut c = Case::new(seed);
         c.precision(precision);
+        c.options.cublas = cublas;
         // Tensor cores round their operands to bf16, an error in proportion to the magnitudes
         // summed, which cancellation can make larger than bf16's tolerance of the result
         // (k = 64 once gave 1.9%): operands that are bf16 values leave only the order of the

@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 
 use saturn_codegen::cuda::emulate::Emulator;
-use saturn_codegen::cuda::{Buffer, CudaKernel, CudaProgram, Extent, Launch, Storage};
+use saturn_codegen::cuda::{Buffer, CudaKernel, CudaProgram, Extent, KernelLaunch, Launch, Storage, Work};
 use saturn_ir::{Dim, Tensor};
 
 /// One launch of a hand-made program: kernel, grid, threads per block, dynamic shared bytes,
@@ -42,11 +42,13 @@ fn program(
     let launches = launches
         .iter()
         .map(|L(kernel, grid, block, shared, args)| Launch {
-            kernel: kernel.to_string(),
             node: format!("launch.{kernel}"),
-            grid: grid.map(|g| Extent::of([Dim::from(g as usize)])),
-            block: *block,
-            shared_bytes: *shared,
+            work: Work::Kernel(KernelLaunch {
+                kernel: kernel.to_string(),
+                grid: grid.map(|g| Extent::of([Dim::from(g as usize)])),
+                block: *block,
+                shared_bytes: *shared,
+            }),
             args: args.iter().map(|a| index(a)).collect(),
         })
         .collect();

@@ -5,7 +5,7 @@
 
 mod common;
 
-use saturn_codegen::cuda::{CudaArch, CudaProgram};
+use saturn_codegen::cuda::{CudaArch, CudaOptions, CudaProgram, WeightStorage, Work};
 use saturn_ir::{DType, Dim, Graph, Op, TensorType};
 
 fn d(s: &str) -> Dim {
@@ -34,7 +34,7 @@ fn one_op(op: Op, x: &[&str], params: &[&[&str]]) -> Graph {
 /// The program of `g` and the kernel names of its launches, in order.
 fn generate(g: &Graph) -> (CudaProgram, Vec<String>) {
     let p = CudaProgram::generate(g, "cache.").unwrap_or_else(|e| panic!("{e}"));
-    let names = p.launches.iter().map(|l| l.kernel.clone()).collect();
+    let names = p.launches.iter().map(|l| l.what().to_string()).collect();
     (p, names)
 }
 
@@ -91,10 +91,10 @@ fn each_case_gets_its_kernel_shape_and_grid() {
         assert_eq!(launched, *kernels, "{name}");
     }
     let (p, _) = generate(&cases()[4].1);
-    let grid: Vec<String> = p.launches[0].grid.iter().map(ToString::to_string).collect();
+    let grid: Vec<String> = p.launches[0].kernel().unwrap().grid.iter().map(ToString::to_string).collect();
     assert_eq!(grid, ["ceil(33/64)", "ceil((S)/64)", "1"]);
     let (p, _) = generate(&cases()[9].1);
-    let grid: Vec<String> = p.launches[0].grid.iter().map(ToString::to_string).collect();
+    let grid: Vec<String> = p.launches[0].kernel().unwrap().grid.iter().map(ToString::to_string).collect();
     assert_eq!(grid, ["ceil((P+S)/64)", "ceil((S)/64)", "4"]);
 }
 
@@ -115,6 +115,42 @@ fn rms_norm_linear_normalises_into_scratch_and_shares_the_linear_kernel() {
     assert_eq!(p.launches[0].args[2], scratch, "the norm writes the scratch");
     assert_eq!(p.launches[1].args[0], scratch, "the linear reads it");
     assert!(p.kernels[0].source.contains("1e-5"), "eps reaches the kernel");
+}
+
+/// With `cublas`, products with weights where tiles would run become library products: after
+/// a rounding to bf16 on tensor cores, each gated half into scratch and `silu(g) * u` after.
+/// A few constant rows keep their kernels, and so do bf16 weights computed in f32 (no library
+/// multiplies f32 by bf16).
+#[test]
+fn library_products_replace_tiles_where_they_apply() {
+    let f32 = CudaOptions { cublas: true, ..CudaOptions::default() };
+    let bf16 = |tensor_cores| CudaOptions { weights: WeightStorage::Bf16, tensor_cores, cublas: true };
+    let want: &[(usize, CudaOptions, &[&str])] = &[
+        (4, f32, &["gemm"]),
+        (4, bf16(true), &["to_bf16", "gemm"]),
+        (4, bf16(false), &["linear_tiled"]),
+        (3, f32, &["gemm"]),
+        (1, f32, &["linear_gemv"]),
+        (6, f32, &["gemm", "gemm", "silu_mul"]),
+        (6, bf16(true), &["to_bf16", "gemm", "gemm", "silu_mul"]),
+        (8, bf16(true), &["rms_norm", "to_bf16", "gemm"]),
+        (7, f32, &["rms_norm", "linear_gemv"]),
+        (9, f32, &["matmul_tiled"]),
+    ];
+    let cases = cases();
+    for &(case, options, launches) in want {
+        let (name, g) = &cases[case];
+        let p = CudaProgram::generate_with(g, "cache.", options).unwrap_or_else(|e| panic!("{e}"));
+        let got: Vec<&str> = p.launches.iter().map(|l| l.what()).collect();
+        assert_eq!(got, launches, "{name} {options:?}");
+    }
+    // `linear M=S`: y [S, 33] = x [S, 100] w [33, 100]^T, reading x and the weight in place.
+    let p = CudaProgram::generate_with(&cases[4].1, "cache.", f32).unwrap();
+    let Work::Gemm(gemm) = &p.launches[0].work else { panic!("not a library product") };
+    let sizes = [&gemm.m, &gemm.n, &gemm.k].map(ToString::to_string);
+    assert_eq!(sizes, ["(S)", "33", "100"]);
+    let names: Vec<&str> = p.launches[0].args.iter().map(|&a| p.buffers[a].name.as_str()).collect();
+    assert_eq!(names, ["x", "w0", "y"]);
 }
 
 #[test]

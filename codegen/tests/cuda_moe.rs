@@ -132,7 +132,7 @@ fn generate(name: &str, g: &Graph) -> CudaProgram {
 fn each_op_becomes_its_kernels() {
     for (name, g) in graphs() {
         let p = generate(name, &g);
-        let kernels: Vec<&str> = p.launches.iter().map(|l| l.kernel.as_str()).collect();
+        let kernels: Vec<&str> = p.launches.iter().map(|l| l.what()).collect();
         let scratch = p.buffers.iter().filter(|b| b.name.contains(".scratch")).count();
         let want: (&[&str], usize) = match name {
             n if n.starts_with("router") => (&["router_topk"], 0),
@@ -185,7 +185,7 @@ fn extents_follow_the_symbols() {
     };
     // pair -> expert, slot of (token, expert), meta, lists, activations, slot outputs, shared.
     assert_eq!(at(10), vec![160, 160, 132, 640, 10 * 4 * 16 * 4, 10 * 4 * 64 * 4, 10 * 16 * 4]);
-    let tiles = p.launches.iter().find(|l| l.kernel == "moe_tiled_gate").unwrap();
+    let tiles = p.launches.iter().filter_map(|l| l.kernel()).find(|l| l.kernel == "moe_tiled_gate").unwrap();
     // ceil(T k / 64) + E tiles cover any routing.
     assert_eq!(tiles.grid[0].eval(&p.symbols, &[100]), Some(7 + 16));
 
@@ -195,7 +195,7 @@ fn extents_follow_the_symbols() {
         (p.symbols.iter().position(|x| x == "P").unwrap(), p.symbols.iter().position(|x| x == "S").unwrap());
     let mut syms = vec![0; 2];
     (syms[pi], syms[si]) = (4095, 1);
-    let split = &p.launches[0];
+    let split = p.launches[0].kernel().unwrap();
     assert_eq!(split.grid[0].eval(&p.symbols, &syms), Some(16));
     assert_eq!(split.grid[1].eval(&p.symbols, &syms), Some(16));
     let o_part = p.buffers.iter().find(|b| b.name.ends_with(".scratch2")).unwrap();

@@ -9,7 +9,13 @@
 //! checks for it first: a machine without a GPU driver gets [`RuntimeError::Device`].
 
 use std::collections::HashMap;
+use std::ffi::{c_int, c_void};
 use std::sync::Arc;
+
+use cudarc::cublas::sys::{
+    self as cublas_sys, cublasComputeType_t, cublasGemmAlgo_t, cublasOperation_t, cudaDataType_t,
+};
+use cudarc::cublas::{CudaBlas, result as cublas_result};
 
 use cudarc::driver::sys::{CUfunction_attribute_enum, CUgraphInstantiate_flags, CUstreamCaptureMode};
 use cudarc::driver::{
@@ -19,7 +25,7 @@ use cudarc::nvrtc::Ptx;
 use rayon::prelude::*;
 use saturn_codegen::CodegenError;
 use saturn_codegen::cuda::exec::Device;
-use saturn_codegen::cuda::{CudaArch, CudaProgram, CudaTools};
+use saturn_codegen::cuda::{BlasGemm, CudaArch, CudaProgram, CudaTools, GemmType, Work};
 
 use crate::RuntimeError;
 
@@ -29,7 +35,13 @@ pub struct GpuDevice {
     stream: Arc<CudaStream>,
     tools: CudaTools,
     arch: CudaArch,
+    /// cuBLAS on `stream` with its workspace, made when a program with library products loads.
+    blas: Option<(CudaBlas, CudaSlice<u8>)>,
 }
+
+/// cuBLAS's workspace, ours so that it never allocates while a CUDA graph is captured (NVIDIA
+/// advises 32 MiB on Hopper).
+const BLAS_WORKSPACE: usize = 32 << 20;
 
 fn device_error(what: &str, e: impl std::fmt::Display) -> CodegenError {
     CodegenError::Run { node: "cuda".into(), msg: format!("{what}: {e}") }
@@ -62,7 +74,25 @@ impl GpuDevice {
         // SAFETY: every operation of this device goes to `stream`, which orders them.
         unsafe { ctx.disable_event_tracking() };
         let stream = ctx.new_stream().map_err(|e| RuntimeError::Device(format!("GPU {ordinal}: {e}")))?;
-        Ok(GpuDevice { ctx, stream, tools, arch })
+        Ok(GpuDevice { ctx, stream, tools, arch, blas: None })
+    }
+
+    /// Creates the cuBLAS handle on the stream, with its workspace, unless there is one.
+    fn ensure_blas(&mut self) -> Result<(), CodegenError> {
+        if self.blas.is_some() {
+            return Ok(());
+        }
+        self.tools.load_cublas()?;
+        let blas = CudaBlas::new(self.stream.clone()).map_err(|e| device_error("cuBLAS", e))?;
+        let workspace =
+            self.stream.alloc_zeros::<u8>(BLAS_WORKSPACE).map_err(|e| device_error("cuBLAS", e))?;
+        let ptr = self.address(&workspace);
+        // SAFETY: the workspace is device memory of that size, kept alive with the handle.
+        unsafe { cublas_sys::cublasSetWorkspace_v2(*blas.handle(), ptr as *mut c_void, BLAS_WORKSPACE) }
+            .result()
+            .map_err(|e| device_error("cuBLAS workspace", e))?;
+        self.blas = Some((blas, workspace));
+        Ok(())
     }
 
     /// The GPU's name, as the driver gives it.
@@ -98,6 +128,10 @@ impl Device for GpuDevice {
     }
 
     fn load(&mut self, program: &CudaProgram) -> Result<Self::Module, CodegenError> {
+        // Before any capture: creating the handle allocates.
+        if program.init.iter().chain(&program.launches).any(|l| matches!(l.work, Work::Gemm(_))) {
+            self.ensure_blas()?;
+        }
         // NVRTC compiles every kernel at once (one program each, on every core: a cold load
         // of a model's kernels is otherwise seconds of one core); modules load in order.
         let (tools, arch) = (&self.tools, self.arch);
@@ -112,8 +146,9 @@ impl Device for GpuDevice {
             let f = module.load_function(&k.name).map_err(|e| device_error(&k.name, e))?;
             // Beyond 48 KiB, a kernel's dynamic shared memory must be opted into, once per
             // function (the device's limit is checked by the executor at each launch).
-            let shared = program.init.iter().chain(&program.launches).filter(|l| l.kernel == k.name);
-            if let Some(bytes) = shared.map(|l| l.shared_bytes).max().filter(|&b| b > 48 * 1024) {
+            let launches = program.init.iter().chain(&program.launches).filter_map(|l| l.kernel());
+            let shared = launches.filter(|l| l.kernel == k.name).map(|l| l.shared_bytes);
+            if let Some(bytes) = shared.max().filter(|&b| b > 48 * 1024) {
                 f.set_attribute(
                     CUfunction_attribute_enum::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
                     bytes as i32,
@@ -187,5 +222,43 @@ impl Device for GpuDevice {
         // order (the program's launch), each pointing at device memory holding the buffer's
         // extent at the run's symbols (checked by the executor).
         unsafe { launch.launch(config) }.map(|_| ()).map_err(|e| e.to_string())
+    }
+
+    fn gemm(&mut self, call: &BlasGemm, a: u64, b: u64, c: u64) -> Result<(), String> {
+        let (blas, _) = self.blas.as_ref().ok_or("cuBLAS was not set up when the program loaded")?;
+        let int = |v: usize| c_int::try_from(v).map_err(|_| format!("{v} is beyond cuBLAS's 32-bit sizes"));
+        let op = |t: bool| if t { cublasOperation_t::CUBLAS_OP_T } else { cublasOperation_t::CUBLAS_OP_N };
+        let ty = match call.operands {
+            GemmType::F32 => cudaDataType_t::CUDA_R_32F,
+            GemmType::Bf16 => cudaDataType_t::CUDA_R_16BF,
+        };
+        let (alpha, beta) = (1f32, 0f32);
+        // SAFETY: the executor checked that `a`, `b` and `c` are device memory holding the
+        // call's spans; alpha and beta are host scalars (cuBLAS's default pointer mode), read
+        // before the call returns; CUBLAS_COMPUTE_32F is f32 arithmetic (no TF32).
+        unsafe {
+            cublas_result::gemm_ex(
+                *blas.handle(),
+                op(call.trans_a),
+                op(call.trans_b),
+                int(call.m)?,
+                int(call.n)?,
+                int(call.k)?,
+                (&alpha as *const f32).cast(),
+                a as *const c_void,
+                ty,
+                int(call.lda)?,
+                b as *const c_void,
+                ty,
+                int(call.ldb)?,
+                (&beta as *const f32).cast(),
+                c as *mut c_void,
+                cudaDataType_t::CUDA_R_32F,
+                int(call.ldc)?,
+                cublasComputeType_t::CUBLAS_COMPUTE_32F,
+                cublasGemmAlgo_t::CUBLAS_GEMM_DEFAULT,
+            )
+        }
+        .map_err(|e| format!("cuBLAS: {e:?}"))
     }
 }

@@ -129,6 +129,8 @@ struct Report {
     weights_dtype: &'static str,
     /// The CUDA backends computed on tensor cores (bf16 operands).
     tensor_cores: bool,
+    /// The CUDA backends ran products with weights in cuBLAS (`--cublas`).
+    cublas: bool,
     repeat: usize,
     seconds: Vec<f64>,
     seconds_median: f64,
@@ -197,6 +199,7 @@ pub fn run(args: OpArgs) -> Result<()> {
         seconds: timing.seconds,
         weights_dtype: how.precision.weights_dtype.name(),
         tensor_cores: options.tensor_cores,
+        cublas: options.cublas,
         bytes,
         bandwidth_bytes_per_s: bytes / median,
         flops: problem.flops,

@@ -208,6 +208,13 @@ struct Precision {
     /// bf16: results then agree with cpu and interp at bf16's tolerance only.
     #[arg(long)]
     tensor_cores: bool,
+    /// The CUDA backends run prefill-sized products with weights (beyond 8 rows) in cuBLAS,
+    /// where it multiplies the operands together: f32 weights, or bf16 with --tensor-cores
+    /// (BENCHMARKS.md: cuBLAS is 2.1x (f32) to 5.8x (bf16) faster than the generated tiles at
+    /// 4096 x 7168 -> 2048 on an H100). Needs cuBLAS for CUDA 13 beside NVRTC or on the
+    /// loader's path; the emulator computes these products on the host.
+    #[arg(long)]
+    cublas: bool,
 }
 
 impl Precision {
@@ -227,6 +234,7 @@ impl Precision {
         Ok(saturn_codegen::cuda::CudaOptions {
             weights: self.weights_dtype.storage(),
             tensor_cores: self.tensor_cores,
+            cublas: self.cublas,
         })
     }
 }

@@ -9,12 +9,14 @@ mod emit;
 pub mod emulate;
 pub mod exec;
 mod extent;
+mod gemm;
 mod program;
 pub mod toolchain;
 
 pub use extent::Extent;
+pub use gemm::{BlasGemm, Gemm, GemmType};
 pub use program::{
-    ArenaPlan, Buffer, CudaKernel, CudaOptions, CudaProgram, Launch, PRELUDE, Storage, StoredWeights,
-    WeightStorage,
+    ArenaPlan, Buffer, CudaKernel, CudaOptions, CudaProgram, KernelLaunch, Launch, PRELUDE, Storage,
+    StoredWeights, WeightStorage, Work,
 };
 pub use toolchain::{Assembled, CudaArch, CudaTools, KernelResources, ToolchainError};

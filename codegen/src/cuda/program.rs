@@ -11,8 +11,9 @@ use std::collections::HashMap;
 use saturn_ir::{DType, Dim, Graph, Node, NodeId, Op, ParamSource, Tensor, TensorData};
 use serde::Serialize;
 
-use super::emit::{self, Bind, Group, KernelDef, NodeCtx, Param};
+use super::emit::{self, Bind, Group, KernelDef, NodeCtx, Param, Step};
 use super::extent::Extent;
+use super::gemm::Gemm;
 use crate::CodegenError;
 
 /// How the weights (params) of a program are stored on the device; kernels read them as f32.
@@ -55,6 +56,11 @@ pub struct CudaOptions {
     /// buffers appended in place) is stored as bf16, each appended row rounded. Results then
     /// agree with the interpreter's (on the rounded weights) at bf16's tolerance only.
     pub tensor_cores: bool,
+    /// Tiled products with weights (`linear`, `rms_norm_linear`, `gated_linear` beyond a few
+    /// rows: prefill) run in the device's BLAS library (cuBLAS on a GPU) where it multiplies
+    /// the operands together: f32 weights, or bf16 weights on tensor cores. Decode-sized
+    /// products keep their kernels.
+    pub cublas: bool,
 }
 
 impl CudaOptions {
@@ -119,15 +125,50 @@ pub struct CudaKernel {
     pub source: String,
 }
 
-/// One kernel launch: grid, block, dynamic shared memory, and the buffers after `sym`.
+/// One step of a run: a generated kernel or a library product, over buffers `args`.
 #[derive(Clone, Debug, Serialize)]
 pub struct Launch {
-    pub kernel: String,
     pub node: String,
+    #[serde(flatten)]
+    pub work: Work,
+    /// The buffers: a kernel's params after `sym`; a product's `[a, b, c]`.
+    pub args: Vec<usize>,
+}
+
+/// What a [`Launch`] runs.
+#[derive(Clone, Debug, Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Work {
+    Kernel(KernelLaunch),
+    /// A product by the device's BLAS library (cuBLAS on a GPU).
+    Gemm(Gemm),
+}
+
+/// A generated kernel's launch: grid, block and dynamic shared memory.
+#[derive(Clone, Debug, Serialize)]
+pub struct KernelLaunch {
+    pub kernel: String,
     pub grid: [Extent; 3],
     pub block: u32,
     pub shared_bytes: u32,
-    pub args: Vec<usize>,
+}
+
+impl Launch {
+    /// The kernel launched, if this step is a kernel.
+    pub fn kernel(&self) -> Option<&KernelLaunch> {
+        match &self.work {
+            Work::Kernel(k) => Some(k),
+            Work::Gemm(_) => None,
+        }
+    }
+
+    /// What the step runs, for messages: the kernel's name, or `gemm`.
+    pub fn what(&self) -> &str {
+        match &self.work {
+            Work::Kernel(k) => &k.kernel,
+            Work::Gemm(_) => "gemm",
+        }
+    }
 }
 
 /// A graph compiled to CUDA C. See the module docs.
@@ -240,13 +281,12 @@ impl CudaProgram {
                             stored: args.iter().map(|&a| b.stored(a)).collect(),
                             symbols: &symbols,
                             tensor_cores: options.bf16_math() && !router_logits.contains(&id),
+                            cublas: options.cublas,
                         };
                         match append {
                             Some(cache) => {
-                                let group = Group {
-                                    kernels: vec![append_rows(&ctx, b.stored(cache))],
-                                    scratch: Vec::new(),
-                                };
+                                let group =
+                                    Group::kernels(vec![append_rows(&ctx, b.stored(cache))], Vec::new());
                                 b.add_group(&ctx, group, &args, init)?;
                                 Storage::Alias { of: cache, offset: Dim::constant(0) }
                             }
@@ -468,21 +508,26 @@ impl Builder<'_> {
             });
         }
         let out = self.buffers.len();
-        for k in group.kernels {
-            let name = self.kernel(&k, &ctx.node.name);
-            let bind = |p: &Param| match p.bind {
-                Bind::Operand(i) => args[i],
-                Bind::Out => out,
-                Bind::Scratch(i) => first_scratch + i,
+        let bind = |p: &Param| match p.bind {
+            Bind::Operand(i) => args[i],
+            Bind::Out => out,
+            Bind::Scratch(i) => first_scratch + i,
+        };
+        for step in group.steps {
+            let (work, args) = match step {
+                Step::Kernel(k) => {
+                    let kernel = self.kernel(&k, &ctx.node.name);
+                    let launch = KernelLaunch {
+                        kernel,
+                        grid: k.grid.clone(),
+                        block: k.block,
+                        shared_bytes: k.shared_bytes,
+                    };
+                    (Work::Kernel(launch), k.params.iter().map(bind).collect())
+                }
+                Step::Gemm(g) => (Work::Gemm(g.gemm), vec![bind(&g.a), bind(&g.b), bind(&g.c)]),
             };
-            let launch = Launch {
-                kernel: name,
-                node: ctx.node.name.clone(),
-                grid: k.grid.clone(),
-                block: k.block,
-                shared_bytes: k.shared_bytes,
-                args: k.params.iter().map(bind).collect(),
-            };
+            let launch = Launch { node: ctx.node.name.clone(), work, args };
             if init { self.init.push(launch) } else { self.launches.push(launch) }
         }
         Ok(())

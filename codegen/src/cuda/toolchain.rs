@@ -25,6 +25,8 @@ pub const CUDA_HOME_ENV: &str = "SATURN_CUDA_HOME";
 /// Folder for the on-disk PTX cache; set to an empty string to keep the cache in memory only.
 pub const KERNEL_CACHE_ENV: &str = "SATURN_KERNEL_CACHE";
 const NVRTC_LIB: &str = "libnvrtc.so.13";
+/// cuBLAS and the library it opens, in load order.
+const CUBLAS_LIBS: [&str; 2] = ["libcublasLt.so.13", "libcublas.so.13"];
 const FIX: &str = "run scripts/install-cuda-tools.sh and set SATURN_CUDA_HOME to the folder it prints \
                    (<DIR>/nvidia/cu13)";
 /// Options passed to NVRTC besides the architecture; part of the cache key.
@@ -192,6 +194,33 @@ impl CudaTools {
 
     pub fn cache_dir(&self) -> Option<&Path> {
         self.cache_dir.as_deref()
+    }
+
+    /// Makes cuBLAS loadable for cudarc (the library products of
+    /// [`crate::cuda::CudaOptions::cublas`]): `libcublasLt.so.13` and `libcublas.so.13` are
+    /// loaded by path from the folder of the NVRTC in use where they are there (a toolkit's
+    /// `lib64`, or the wheels' `lib` with `nvidia-cublas`), else left to the system loader.
+    pub fn load_cublas(&self) -> Result<(), ToolchainError> {
+        let dir = self.nvrtc.as_deref().and_then(Path::parent);
+        for path in dir.iter().flat_map(|d| CUBLAS_LIBS.map(|name| d.join(name))).filter(|p| p.is_file()) {
+            // SAFETY: NVIDIA's libraries run no initialisers that depend on us; kept loaded.
+            let lib = unsafe { Library::open(Some(&path), RTLD_NOW | RTLD_GLOBAL) }
+                .map_err(|e| ToolchainError::Load { path: path.clone(), reason: e.to_string() })?;
+            std::mem::forget(lib);
+        }
+        // SAFETY: only probes whether the loader can open libcublas; cudarc panics if it cannot.
+        if unsafe { cudarc::cublas::sys::is_culib_present() } {
+            return Ok(());
+        }
+        let looked =
+            dir.map_or("the loader's path".into(), |d| format!("{} and the loader's path", d.display()));
+        Err(ToolchainError::Load {
+            path: PathBuf::from(CUBLAS_LIBS[1]),
+            reason: format!(
+                "cuBLAS is needed for --cublas and is not in {looked} (install the CUDA 13 toolkit's \
+                 cuBLAS or the nvidia-cublas wheel, or run without --cublas)"
+            ),
+        })
     }
 
     /// Compiles CUDA C `source` to PTX for `arch` (C++17, IEEE math: no fast-math). `kernel_name`

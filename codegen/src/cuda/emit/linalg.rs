@@ -19,9 +19,10 @@ use std::fmt::Write as _;
 
 use saturn_ir::Dim;
 
-use super::{Bind, DENSE_ROWS, Group, KernelDef, NodeCtx, Param, fill, mma};
+use super::{Bind, DENSE_ROWS, GemmDef, Group, KernelDef, NodeCtx, Param, Step, fill, mma};
 use crate::CodegenError;
 use crate::cuda::extent::Extent;
+use crate::cuda::gemm::{Gemm, GemmType};
 
 /// The most rows (constant) a product runs as a weight-streaming kernel instead of tiles.
 const SKINNY_ROWS: u64 = 8;
@@ -361,14 +362,118 @@ fn linear_product(ctx: &NodeCtx, stem: &'static str, x: Param, weights: Vec<Para
 }
 
 pub(super) fn linear(ctx: &NodeCtx) -> Result<Group, CodegenError> {
-    let p = linear_product(ctx, "linear", ctx.operand(0, "x"), vec![ctx.operand(1, "w")]);
-    Ok(Group { kernels: vec![p.kernel()?], scratch: Vec::new() })
+    let (x, weights) = (ctx.operand(0, "x"), vec![ctx.operand(1, "w")]);
+    if let Some(group) = library_product(ctx, &x, &weights, Vec::new()) {
+        return Ok(group);
+    }
+    let p = linear_product(ctx, "linear", x, weights);
+    Ok(Group::kernels(vec![p.kernel()?], Vec::new()))
 }
 
 pub(super) fn gated_linear(ctx: &NodeCtx) -> Result<Group, CodegenError> {
-    let weights = vec![ctx.operand(1, "w_gate"), ctx.operand(2, "w_up")];
-    let p = linear_product(ctx, "gated_linear", ctx.operand(0, "x"), weights);
-    Ok(Group { kernels: vec![p.kernel()?], scratch: Vec::new() })
+    let (x, weights) = (ctx.operand(0, "x"), vec![ctx.operand(1, "w_gate"), ctx.operand(2, "w_up")]);
+    if let Some(group) = library_product(ctx, &x, &weights, Vec::new()) {
+        return Ok(group);
+    }
+    let p = linear_product(ctx, "gated_linear", x, weights);
+    Ok(Group::kernels(vec![p.kernel()?], Vec::new()))
+}
+
+/// `x w^T` (or gated, with two weights) through the device's BLAS library
+/// ([`NodeCtx::cublas`]), where tiles would run and the library multiplies the operands
+/// together: f32 weights with f32 `x`, or bf16 weights on tensor cores ([`mma::applies`]),
+/// `x` then rounded to bf16 into scratch first, as the tiles round it. A gated product's two
+/// results go to scratch, then `silu(g) * u` to the result. `x` has operand 0's shape;
+/// `scratch` is the group's so far. `None` where the kernels run.
+fn library_product(ctx: &NodeCtx, x: &Param, weights: &[Param], mut scratch: Vec<Extent>) -> Option<Group> {
+    let xs = &ctx.operands[0].shape;
+    let (k, lead) = xs.split_last()?;
+    let rows = lead.iter().map(Dim::as_const).product::<Option<u64>>();
+    if !ctx.cublas || rows.is_some_and(|m| (1..=SKINNY_ROWS).contains(&m)) {
+        return None;
+    }
+    let operands = match weights[0].cty {
+        "float" => GemmType::F32,
+        _ if mma::applies(ctx, &weights[0]) => GemmType::Bf16,
+        _ => return None,
+    };
+    let n = ctx.out_shape().last()?.clone();
+    let (m_ext, n_ext) = (Extent::of(lead.iter().cloned()), Extent::of([n.clone()]));
+    let mut steps = Vec::new();
+    let scratch_param = |scratch: &mut Vec<Extent>, cty: &'static str, name: &str, bytes: Extent| {
+        scratch.push(bytes);
+        Param { cty, name: name.into(), bind: Bind::Scratch(scratch.len() - 1), written: true }
+    };
+    let a = match operands {
+        GemmType::F32 => x.clone(),
+        GemmType::Bf16 => {
+            let y = scratch_param(&mut scratch, "sat_bf16", "y", Extent::of(xs.iter().cloned()).times(2));
+            steps.push(Step::Kernel(elementwise_kernel(
+                ctx,
+                "to_bf16",
+                vec![reading(x, "x"), y.clone()],
+                xs,
+                "y[i] = x[i];",
+            )));
+            y
+        }
+    };
+    let gated = weights.len() == 2;
+    let mut results = Vec::new();
+    for (j, w) in weights.iter().enumerate() {
+        let c = if gated {
+            scratch_param(
+                &mut scratch,
+                "float",
+                ["g", "u"][j],
+                Extent::of(lead.iter().chain([&n]).cloned()).times(4),
+            )
+        } else {
+            ctx.out()
+        };
+        let gemm = Gemm { m: m_ext.clone(), n: n_ext.clone(), k: Extent::of([k.clone()]), operands };
+        steps.push(Step::Gemm(GemmDef { a: reading(&a, "a"), b: w.clone(), c: c.clone(), gemm }));
+        results.push(c);
+    }
+    if gated {
+        let params = vec![reading(&results[0], "g"), reading(&results[1], "u"), ctx.out()];
+        steps.push(Step::Kernel(elementwise_kernel(
+            ctx,
+            "silu_mul",
+            params,
+            ctx.out_shape(),
+            "out[i] = sat_silu(g[i]) * u[i];",
+        )));
+    }
+    Some(Group { steps, scratch })
+}
+
+/// `p` as a read-only parameter named `name`.
+fn reading(p: &Param, name: &str) -> Param {
+    Param { name: name.into(), written: false, ..p.clone() }
+}
+
+/// One thread per element `i` of `shape`, running `statement`.
+fn elementwise_kernel(
+    ctx: &NodeCtx,
+    stem: &str,
+    params: Vec<Param>,
+    shape: &[Dim],
+    statement: &str,
+) -> KernelDef {
+    let body = format!(
+        "  const long long n = {n};\n  const long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x;\n  if (i < n) {statement}\n",
+        n = ctx.product(shape),
+    );
+    KernelDef {
+        stem: stem.into(),
+        params,
+        body,
+        block: super::ELEMENT_BLOCK,
+        grid: super::element_grid(shape),
+        shared_bytes: 0,
+        globals: String::new(),
+    }
 }
 
 /// `rms_norm(x, g)` into scratch (one block per row), then `linear` on it: the second kernel is
@@ -384,9 +489,14 @@ pub(super) fn rms_norm_linear(ctx: &NodeCtx, eps: f64) -> Result<Group, CodegenE
     let normed = Param { cty: "float", name: "y".into(), bind: Bind::Scratch(0), written: true };
     let norm = super::rows::rms_norm_to(ctx, eps, normed);
     let x = Param { cty: "float", name: "x".into(), bind: Bind::Scratch(0), written: false };
-    let p = linear_product(ctx, "linear", x, vec![ctx.operand(2, "w")]);
+    let weights = vec![ctx.operand(2, "w")];
     let scratch = vec![Extent::of(xs.iter().cloned()).times(4)];
-    Ok(Group { kernels: vec![norm, p.kernel()?], scratch })
+    if let Some(mut group) = library_product(ctx, &x, &weights, scratch.clone()) {
+        group.steps.insert(0, Step::Kernel(norm));
+        return Ok(group);
+    }
+    let p = linear_product(ctx, "linear", x, weights);
+    Ok(Group::kernels(vec![norm, p.kernel()?], scratch))
 }
 
 /// The offset (elements) of batch `z`'s matrix in an operand of `shape`, whose batch dims are
@@ -442,5 +552,5 @@ pub(super) fn matmul(ctx: &NodeCtx) -> Result<Group, CodegenError> {
         layout: Layout::Cols,
         tensor_cores: false,
     };
-    Ok(Group { kernels: vec![p.kernel()?], scratch: Vec::new() })
+    Ok(Group::kernels(vec![p.kernel()?], Vec::new()))
 }

@@ -17,6 +17,7 @@ mod rows;
 use saturn_ir::{DType, Dim, Node, Op, TensorType};
 
 use super::extent::{Extent, c_dim, c_product};
+use super::gemm::Gemm;
 use crate::CodegenError;
 
 /// What a kernel parameter is bound to when the group is launched.
@@ -86,11 +87,35 @@ impl KernelDef {
     }
 }
 
-/// The kernels of one group, launched in order, and its scratch buffers (bytes each).
+/// A product of a group run by the device's BLAS library: `c = a b^T` (see
+/// [`crate::cuda::Gemm`]), `a` rows of `k`, `b` rows `[n, k]`, `c` f32.
+#[derive(Clone, Debug)]
+pub(crate) struct GemmDef {
+    pub a: Param,
+    pub b: Param,
+    pub c: Param,
+    pub gemm: Gemm,
+}
+
+/// One step of a group.
+#[derive(Clone, Debug)]
+pub(crate) enum Step {
+    Kernel(KernelDef),
+    Gemm(GemmDef),
+}
+
+/// The steps of one group, run in order, and its scratch buffers (bytes each).
 #[derive(Clone, Debug, Default)]
 pub(crate) struct Group {
-    pub kernels: Vec<KernelDef>,
+    pub steps: Vec<Step>,
     pub scratch: Vec<Extent>,
+}
+
+impl Group {
+    /// A group of kernels alone.
+    pub(crate) fn kernels(kernels: Vec<KernelDef>, scratch: Vec<Extent>) -> Group {
+        Group { steps: kernels.into_iter().map(Step::Kernel).collect(), scratch }
+    }
 }
 
 /// What an emitter sees of a node: its op, result and operand types, how each operand is
@@ -103,6 +128,9 @@ pub(crate) struct NodeCtx<'a> {
     /// Products may round their operands to bf16 and run on tensor cores
     /// ([`crate::cuda::CudaOptions::tensor_cores`]).
     pub tensor_cores: bool,
+    /// Tiled products with weights may run in the device's BLAS library
+    /// ([`crate::cuda::CudaOptions::cublas`]).
+    pub cublas: bool,
 }
 
 impl NodeCtx<'_> {
@@ -185,7 +213,7 @@ pub(crate) fn fill(code: &str, vars: &[(&str, String)]) -> String {
 
 /// The group for `ctx.node`. Dtypes were checked by the caller: every float is f32.
 pub(crate) fn emit(ctx: &NodeCtx) -> Result<Group, CodegenError> {
-    let one = |k: KernelDef| Ok(Group { kernels: vec![k], scratch: Vec::new() });
+    let one = |k: KernelDef| Ok(Group::kernels(vec![k], Vec::new()));
     match &ctx.node.op {
         Op::Unary(_) | Op::Binary(_) | Op::FusedElementwise { .. } => one(index::elementwise(ctx)?),
         Op::Where => one(index::select(ctx)),

@@ -136,7 +136,7 @@ pub(super) fn grouped_experts(ctx: &NodeCtx, k: u64) -> Result<Group, CodegenErr
         kernels.push(if gemv { matvec(ctx, &x, job, rows) } else { tiled(ctx, &x, job, rows)? });
     }
     kernels.push(combine(ctx, &x, pair.param(false), ys.param(false)));
-    Ok(Group { kernels, scratch: bytes })
+    Ok(Group::kernels(kernels, bytes))
 }
 
 const SLOTS: &str = r#"  const long long t = (long long)blockIdx.x * 4 + (threadIdx.x >> 5);

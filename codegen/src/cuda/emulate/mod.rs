@@ -21,8 +21,8 @@ use saturn_ir::{ParamSource, Tensor};
 
 use self::compile::Library;
 use self::memory::Memory;
-use super::CudaProgram;
 use super::exec::{Device, ProgramSet};
+use super::{BlasGemm, CudaProgram};
 use crate::CodegenError;
 
 /// The CPU as a [`Device`]: host memory (new allocations are NaN bytes) and g++-compiled
@@ -34,13 +34,21 @@ pub struct HostDevice {
 }
 
 /// One recorded launch.
-pub struct Recorded {
-    module: Arc<Library>,
-    kernel: String,
-    grid: [u32; 3],
-    block: u32,
-    shared_bytes: u32,
-    args: Vec<u64>,
+pub enum Recorded {
+    Kernel {
+        module: Arc<Library>,
+        kernel: String,
+        grid: [u32; 3],
+        block: u32,
+        shared_bytes: u32,
+        args: Vec<u64>,
+    },
+    Gemm {
+        call: BlasGemm,
+        a: u64,
+        b: u64,
+        c: u64,
+    },
 }
 
 impl Device for HostDevice {
@@ -61,9 +69,16 @@ impl Device for HostDevice {
 
     fn replay(&mut self, graph: &Vec<Recorded>) -> Result<(), CodegenError> {
         for r in graph {
-            run_launcher(&r.module, &r.kernel, r.grid, r.block, r.shared_bytes, &r.args).map_err(|msg| {
-                CodegenError::Run { node: r.kernel.clone(), msg: format!("replayed: {msg}") }
-            })?;
+            match r {
+                Recorded::Kernel { module, kernel, grid, block, shared_bytes, args } => {
+                    run_launcher(module, kernel, *grid, *block, *shared_bytes, args).map_err(|msg| {
+                        CodegenError::Run { node: kernel.clone(), msg: format!("replayed: {msg}") }
+                    })?
+                }
+                // SAFETY: the executor checked the spans when it recorded the call, and the
+                // memory is unchanged while the graph is (its signature holds the addresses).
+                Recorded::Gemm { call, a, b, c } => unsafe { run_gemm(call, *a, *b, *c) },
+            }
         }
         Ok(())
     }
@@ -117,7 +132,7 @@ impl Device for HostDevice {
     ) -> Result<(), String> {
         if let Some(capture) = &mut self.capture {
             let module = module.clone();
-            capture.push(Recorded {
+            capture.push(Recorded::Kernel {
                 module,
                 kernel: kernel.into(),
                 grid,
@@ -129,6 +144,23 @@ impl Device for HostDevice {
         }
         run_launcher(module, kernel, grid, block, shared_bytes, args)
     }
+
+    /// The BLAS definition on the host ([`BlasGemm::run_host`]).
+    fn gemm(&mut self, call: &BlasGemm, a: u64, b: u64, c: u64) -> Result<(), String> {
+        match &mut self.capture {
+            Some(capture) => capture.push(Recorded::Gemm { call: *call, a, b, c }),
+            // SAFETY: the executor checked that each operand's buffer holds its span.
+            None => unsafe { run_gemm(call, a, b, c) },
+        }
+        Ok(())
+    }
+}
+
+/// # Safety
+/// As [`BlasGemm::run_host`], with host addresses.
+unsafe fn run_gemm(call: &BlasGemm, a: u64, b: u64, c: u64) {
+    // SAFETY: the caller's.
+    unsafe { call.run_host(a as *const u8, b as *const u8, c as *mut u8) }
 }
 
 /// Runs `kernel`'s launcher over the grid.

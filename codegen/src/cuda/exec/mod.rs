@@ -16,7 +16,7 @@ use std::collections::HashMap;
 
 use saturn_ir::{DType, ParamSource, Tensor};
 
-use super::{CudaProgram, Extent, Launch, Storage};
+use super::{BlasGemm, CudaProgram, Extent, Launch, Storage, Work};
 use crate::CodegenError;
 use crate::arena::grow_caps;
 use values::{buffer_dtype, load_param, scalar_bytes};
@@ -66,6 +66,9 @@ pub trait Device {
         shared_bytes: u32,
         args: &[u64],
     ) -> Result<(), String>;
+    /// Runs `call` in the device's BLAS library (cuBLAS on a GPU) over the device addresses
+    /// `a`, `b` and `c`. A failure is the device's message.
+    fn gemm(&mut self, call: &BlasGemm, a: u64, b: u64, c: u64) -> Result<(), String>;
 }
 
 /// CUDA's limits on a launch: grid y and z, threads per block, and dynamic shared memory (an
@@ -202,7 +205,7 @@ impl<D: Device> ProgramSet<D> {
             self.upload_symbols(index, &zeros)?;
             let addresses = self.addresses(index, &zeros, false)?;
             for launch in &init {
-                self.launch(index, launch, &zeros, &addresses)?;
+                self.launch(index, launch, &zeros, &zeros, &addresses)?;
             }
         }
         Ok(index)
@@ -267,8 +270,8 @@ impl<D: Device> ProgramSet<D> {
         let addresses = self.addresses(index, values, true)?;
         let launches = std::mem::take(&mut self.programs[index].program.launches);
         let result = match self.programs[index].graphs {
-            true => self.run_graph(index, &launches, &addresses),
-            false => launches.iter().try_for_each(|l| self.launch(index, l, values, &addresses)),
+            true => self.run_graph(index, &launches, values, &addresses),
+            false => launches.iter().try_for_each(|l| self.launch(index, l, values, values, &addresses)),
         };
         self.programs[index].program.launches = launches;
         result
@@ -277,7 +280,9 @@ impl<D: Device> ProgramSet<D> {
     /// Runs program `index` through a recorded graph (a CUDA graph on a GPU): its launches are
     /// recorded once, with grids for the symbol capacities the arena is planned for (every
     /// kernel guards against its runtime dims, which it reads from `sym`), and replayed while
-    /// every address and grid stays the same; a replan or a grown buffer records anew.
+    /// every address and grid stays the same; a replan or a grown buffer records anew. Library
+    /// products have no such guard: they are recorded at the run's sizes, which then must stay
+    /// the same too.
     pub fn use_graphs(&mut self, index: usize, on: bool) {
         let p = &mut self.programs[index];
         p.graphs = on;
@@ -293,15 +298,21 @@ impl<D: Device> ProgramSet<D> {
         &mut self,
         index: usize,
         launches: &[Launch],
+        values: &[u64],
         addresses: &[u64],
     ) -> Result<(), CodegenError> {
         let p = &self.programs[index];
         let caps = p.plan.as_ref().expect("planned before the run").0.clone();
         let mut signature = addresses.to_vec();
+        let symbols = &p.program.symbols;
         for l in launches {
-            for e in &l.grid {
-                signature.push(e.eval(&p.program.symbols, &caps).unwrap_or(u64::MAX));
-            }
+            let sizes = match &l.work {
+                Work::Kernel(k) => k.grid.iter().map(|e| e.eval(symbols, &caps)).collect(),
+                Work::Gemm(g) => {
+                    vec![g.m.eval(symbols, values), g.n.eval(symbols, values), g.k.eval(symbols, values)]
+                }
+            };
+            signature.extend(sizes.into_iter().map(|v: Option<u64>| v.unwrap_or(u64::MAX)));
         }
         if let Some((recorded, graph)) = &p.graph
             && *recorded == signature
@@ -312,7 +323,7 @@ impl<D: Device> ProgramSet<D> {
         }
         self.programs[index].graph = None;
         self.device.begin_capture()?;
-        let recorded = launches.iter().try_for_each(|l| self.launch(index, l, &caps, addresses));
+        let recorded = launches.iter().try_for_each(|l| self.launch(index, l, &caps, values, addresses));
         let graph = self.device.end_capture()?;
         recorded?;
         self.device.replay(&graph)?;
@@ -536,20 +547,49 @@ impl<D: Device> ProgramSet<D> {
         Ok(addr)
     }
 
-    /// Runs one launch: evaluates its grid, checks CUDA's limits, launches.
+    /// Runs one launch: a kernel with its grid at `grid_values` (within CUDA's limits), or a
+    /// library product at the run's `values`.
     fn launch(
         &mut self,
         index: usize,
         launch: &Launch,
+        grid_values: &[u64],
         values: &[u64],
         addr: &[u64],
     ) -> Result<(), CodegenError> {
         let p = &self.programs[index];
-        let err = |msg: String| run_error(&launch.node, format!("kernel `{}`: {msg}", launch.kernel));
+        let err =
+            |msg: String| run_error(&launch.node, format!("{} `{}`: {msg}", kind(launch), launch.what()));
+        let mut args = Vec::with_capacity(launch.args.len() + 1);
+        for &a in &launch.args {
+            if addr[a] == 0 {
+                return Err(err(format!("buffer `{}` has no memory here", p.program.buffers[a].name)));
+            }
+            args.push(addr[a]);
+        }
+        let k = match &launch.work {
+            Work::Kernel(k) => k,
+            Work::Gemm(g) => {
+                let (call, [first, second]) = g
+                    .blas(&p.program.symbols, values)
+                    .ok_or_else(|| err("its sizes do not evaluate".into()))?;
+                let [a, b, c] = [first, second, 2].map(|i| launch.args[i]);
+                for (buffer, span) in [a, b, c].into_iter().zip(call.spans()) {
+                    let elem = if buffer == c { 4 } else { g.operands.size_bytes() };
+                    let b = &p.program.buffers[buffer];
+                    check_room(&b.name, span * elem, eval(&b.name, &b.bytes, &p.program, values)?)?;
+                }
+                if call.m == 0 || call.n == 0 {
+                    return Ok(());
+                }
+                let [a, b, c] = [args[first], args[second], args[2]];
+                return self.device.gemm(&call, a, b, c).map_err(|msg| err(format!("{call:?}: {msg}")));
+            }
+        };
         let mut grid = [0u32; 3];
-        for (axis, e) in launch.grid.iter().enumerate() {
+        for (axis, e) in k.grid.iter().enumerate() {
             let v = e
-                .eval(&p.program.symbols, values)
+                .eval(&p.program.symbols, grid_values)
                 .ok_or_else(|| err(format!("grid extent {e} does not evaluate")))?;
             let limit = if axis == 0 { i32::MAX as u64 } else { GRID_YZ_MAX };
             if v > limit {
@@ -557,26 +597,16 @@ impl<D: Device> ProgramSet<D> {
             }
             grid[axis] = v as u32;
         }
-        if launch.block == 0 || launch.block > MAX_BLOCK || launch.shared_bytes > MAX_SHARED_BYTES {
-            return Err(err(format!(
-                "{} threads and {} bytes of shared memory",
-                launch.block, launch.shared_bytes
-            )));
+        if k.block == 0 || k.block > MAX_BLOCK || k.shared_bytes > MAX_SHARED_BYTES {
+            return Err(err(format!("{} threads and {} bytes of shared memory", k.block, k.shared_bytes)));
         }
         if grid.contains(&0) {
             return Ok(());
         }
-        let mut args = Vec::with_capacity(launch.args.len() + 1);
-        args.push(self.device.address(&p.sym));
-        for &a in &launch.args {
-            if addr[a] == 0 {
-                return Err(err(format!("buffer `{}` has no memory here", p.program.buffers[a].name)));
-            }
-            args.push(addr[a]);
-        }
+        args.insert(0, self.device.address(&p.sym));
         self.device
-            .launch(&p.module, &launch.kernel, grid, launch.block, launch.shared_bytes, &args)
-            .map_err(|msg| err(format!("grid {grid:?} x {} threads: {msg}", launch.block)))
+            .launch(&p.module, &k.kernel, grid, k.block, k.shared_bytes, &args)
+            .map_err(|msg| err(format!("grid {grid:?} x {} threads: {msg}", k.block)))
     }
 
     /// After a run: carried outputs not appended in place are copied into their buffers (on
@@ -603,6 +633,14 @@ impl<D: Device> ProgramSet<D> {
             self.carried.get_mut(&name).expect("checked above").held = bytes;
         }
         Ok(())
+    }
+}
+
+/// What a launch runs, for messages.
+fn kind(launch: &Launch) -> &'static str {
+    match launch.work {
+        Work::Kernel(_) => "kernel",
+        Work::Gemm(_) => "library product",
     }
 }
 

@@ -305,5 +305,5 @@ pub(super) fn mla_decode_attention(ctx: &NodeCtx, scale: f64) -> Result<Group, C
         shared_bytes: 0,
         globals: String::new(),
     };
-    Ok(Group { kernels: vec![split, combine], scratch: vec![per_split(1), per_split(1), per_split(c)] })
+    Ok(Group::kernels(vec![split, combine], vec![per_split(1), per_split(1), per_split(c)]))
 }
