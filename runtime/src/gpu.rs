@@ -232,6 +232,8 @@ impl Device for GpuDevice {
             GemmType::F32 => cudaDataType_t::CUDA_R_32F,
             GemmType::Bf16 => cudaDataType_t::CUDA_R_16BF,
         };
+        // cuBLAS runs in the calling thread's current context (the launches bind theirs).
+        self.ctx.bind_to_thread().map_err(|e| e.to_string())?;
         let (alpha, beta) = (1f32, 0f32);
         // SAFETY: the executor checked that `a`, `b` and `c` are device memory holding the
         // call's spans; alpha and beta are host scalars (cuBLAS's default pointer mode), read
