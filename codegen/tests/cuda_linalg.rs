@@ -117,9 +117,10 @@ fn rms_norm_linear_normalises_into_scratch_and_shares_the_linear_kernel() {
     assert!(p.kernels[0].source.contains("1e-5"), "eps reaches the kernel");
 }
 
-/// With `cublas`, products with weights where tiles would run become library products: after
-/// a rounding to bf16 on tensor cores, each gated half into scratch and `silu(g) * u` after.
-/// A few constant rows keep their kernels, and so do bf16 weights computed in f32 (no library
+/// With `cublas`, products where tiles would run become library products: with weights, after
+/// a rounding to bf16 on tensor cores, each gated half into scratch and `silu(g) * u` after;
+/// batched `matmul`s of f32 operands whose batches need no broadcast but a shared matrix. A
+/// few constant rows keep their kernels, and so do bf16 weights computed in f32 (no library
 /// multiplies f32 by bf16).
 #[test]
 fn library_products_replace_tiles_where_they_apply() {
@@ -135,7 +136,11 @@ fn library_products_replace_tiles_where_they_apply() {
         (6, bf16(true), &["to_bf16", "gemm", "gemm", "silu_mul"]),
         (8, bf16(true), &["rms_norm", "to_bf16", "gemm"]),
         (7, f32, &["rms_norm", "linear_gemv"]),
-        (9, f32, &["matmul_tiled"]),
+        (9, f32, &["gemm"]),
+        (9, bf16(true), &["matmul_tiled"]),
+        (10, f32, &["matmul_skinny"]),
+        (12, f32, &["gemm"]),
+        (13, f32, &["gemm"]),
     ];
     let cases = cases();
     for &(case, options, launches) in want {
@@ -151,6 +156,14 @@ fn library_products_replace_tiles_where_they_apply() {
     assert_eq!(sizes, ["(S)", "33", "100"]);
     let names: Vec<&str> = p.launches[0].args.iter().map(|&a| p.buffers[a].name.as_str()).collect();
     assert_eq!(names, ["x", "w0", "y"]);
+    // `matmul batch of 1`: [1, 3, S, 8] by [1, 1, 8, 9], a batch of 3 over one `b`.
+    let p = CudaProgram::generate_with(&cases[13].1, "cache.", f32).unwrap();
+    let Work::Gemm(gemm) = &p.launches[0].work else { panic!("not a library product") };
+    let strides = gemm.strides.clone().map(|s| s.to_string());
+    assert_eq!(
+        (gemm.batch.to_string(), strides),
+        ("1*3".into(), ["(S)*8".into(), "0".into(), "(S)*9".into()])
+    );
 }
 
 #[test]

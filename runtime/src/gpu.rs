@@ -235,31 +235,55 @@ impl Device for GpuDevice {
         // cuBLAS runs in the calling thread's current context (the launches bind theirs).
         self.ctx.bind_to_thread().map_err(|e| e.to_string())?;
         let (alpha, beta) = (1f32, 0f32);
+        let (alpha, beta) = ((&alpha as *const f32).cast(), (&beta as *const f32).cast());
+        let (a, b, c) = (a as *const c_void, b as *const c_void, c as *mut c_void);
+        let (m, n, k) = (int(call.m)?, int(call.n)?, int(call.k)?);
+        let (lda, ldb, ldc) = (int(call.lda)?, int(call.ldb)?, int(call.ldc)?);
+        let (ta, tb) = (op(call.trans_a), op(call.trans_b));
+        let (f32_out, compute, algo) = (
+            cudaDataType_t::CUDA_R_32F,
+            cublasComputeType_t::CUBLAS_COMPUTE_32F,
+            cublasGemmAlgo_t::CUBLAS_GEMM_DEFAULT,
+        );
+        let handle = *blas.handle();
         // SAFETY: the executor checked that `a`, `b` and `c` are device memory holding the
         // call's spans; alpha and beta are host scalars (cuBLAS's default pointer mode), read
         // before the call returns; CUBLAS_COMPUTE_32F is f32 arithmetic (no TF32).
         unsafe {
-            cublas_result::gemm_ex(
-                *blas.handle(),
-                op(call.trans_a),
-                op(call.trans_b),
-                int(call.m)?,
-                int(call.n)?,
-                int(call.k)?,
-                (&alpha as *const f32).cast(),
-                a as *const c_void,
-                ty,
-                int(call.lda)?,
-                b as *const c_void,
-                ty,
-                int(call.ldb)?,
-                (&beta as *const f32).cast(),
-                c as *mut c_void,
-                cudaDataType_t::CUDA_R_32F,
-                int(call.ldc)?,
-                cublasComputeType_t::CUBLAS_COMPUTE_32F,
-                cublasGemmAlgo_t::CUBLAS_GEMM_DEFAULT,
-            )
+            if call.batch == 1 {
+                cublas_result::gemm_ex(
+                    handle, ta, tb, m, n, k, alpha, a, ty, lda, b, ty, ldb, beta, c, f32_out, ldc, compute,
+                    algo,
+                )
+            } else {
+                let stride = |v: usize| i64::try_from(v).map_err(|_| format!("stride {v} is too large"));
+                let (sa, sb, sc) = (stride(call.stride_a)?, stride(call.stride_b)?, stride(call.stride_c)?);
+                cublas_result::gemm_strided_batched_ex(
+                    handle,
+                    ta,
+                    tb,
+                    m,
+                    n,
+                    k,
+                    alpha,
+                    a,
+                    ty,
+                    lda,
+                    sa,
+                    b,
+                    ty,
+                    ldb,
+                    sb,
+                    beta,
+                    c,
+                    f32_out,
+                    ldc,
+                    sc,
+                    int(call.batch)?,
+                    compute,
+                    algo,
+                )
+            }
         }
         .map_err(|e| format!("cuBLAS: {e:?}"))
     }

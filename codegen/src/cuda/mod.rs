@@ -14,7 +14,7 @@ mod program;
 pub mod toolchain;
 
 pub use extent::Extent;
-pub use gemm::{BlasGemm, Gemm, GemmType};
+pub use gemm::{BlasGemm, Gemm, GemmRight, GemmType};
 pub use program::{
     ArenaPlan, Buffer, CudaKernel, CudaOptions, CudaProgram, KernelLaunch, Launch, PRELUDE, Storage,
     StoredWeights, WeightStorage, Work,

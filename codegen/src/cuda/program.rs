@@ -56,10 +56,10 @@ pub struct CudaOptions {
     /// buffers appended in place) is stored as bf16, each appended row rounded. Results then
     /// agree with the interpreter's (on the rounded weights) at bf16's tolerance only.
     pub tensor_cores: bool,
-    /// Tiled products with weights (`linear`, `rms_norm_linear`, `gated_linear` beyond a few
-    /// rows: prefill) run in the device's BLAS library (cuBLAS on a GPU) where it multiplies
-    /// the operands together: f32 weights, or bf16 weights on tensor cores. Decode-sized
-    /// products keep their kernels.
+    /// Tiled products (beyond a few rows: prefill) run in the device's BLAS library (cuBLAS on
+    /// a GPU) where it multiplies the operands together: `linear`, `rms_norm_linear` and
+    /// `gated_linear` with f32 weights or bf16 weights on tensor cores, and batched `matmul`s of
+    /// f32 operands. Decode-sized products keep their kernels.
     pub cublas: bool,
 }
 

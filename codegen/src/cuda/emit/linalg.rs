@@ -22,7 +22,7 @@ use saturn_ir::Dim;
 use super::{Bind, DENSE_ROWS, GemmDef, Group, KernelDef, NodeCtx, Param, Step, fill, mma};
 use crate::CodegenError;
 use crate::cuda::extent::Extent;
-use crate::cuda::gemm::{Gemm, GemmType};
+use crate::cuda::gemm::{Gemm, GemmRight, GemmType};
 
 /// The most rows (constant) a product runs as a weight-streaming kernel instead of tiles.
 const SKINNY_ROWS: u64 = 8;
@@ -431,7 +431,15 @@ fn library_product(ctx: &NodeCtx, x: &Param, weights: &[Param], mut scratch: Vec
         } else {
             ctx.out()
         };
-        let gemm = Gemm { m: m_ext.clone(), n: n_ext.clone(), k: Extent::of([k.clone()]), operands };
+        let gemm = Gemm {
+            m: m_ext.clone(),
+            n: n_ext.clone(),
+            k: Extent::of([k.clone()]),
+            right: GemmRight::Rows,
+            batch: Extent::one(),
+            strides: [no_stride(), no_stride(), no_stride()],
+            operands,
+        };
         steps.push(Step::Gemm(GemmDef { a: reading(&a, "a"), b: w.clone(), c: c.clone(), gemm }));
         results.push(c);
     }
@@ -446,6 +454,49 @@ fn library_product(ctx: &NodeCtx, x: &Param, weights: &[Param], mut scratch: Vec
         )));
     }
     Some(Group { steps, scratch })
+}
+
+/// The stride of an operand one matrix serves for the whole batch.
+fn no_stride() -> Extent {
+    Extent::one().times(0)
+}
+
+/// Batched `matmul` through the device's BLAS library ([`NodeCtx::cublas`]), where tiles would
+/// run: f32 operands only (the products of activations; no tensor cores), each operand either
+/// one matrix per product of the batch or one for all (a batch of ones; other broadcasts keep
+/// the kernel). `None` where the kernel runs.
+fn library_matmul(ctx: &NodeCtx) -> Option<Group> {
+    let (a, b) = (&ctx.operands[0].shape, &ctx.operands[1].shape);
+    let out = ctx.out_shape();
+    let r = out.len();
+    let (m, n, k) = (&out[r - 2], &out[r - 1], &a[a.len() - 1]);
+    let (pa, pb) = (ctx.operand(0, "a"), ctx.operand(1, "b"));
+    let skinny = m.as_const().is_some_and(|m| (1..=SKINNY_ROWS).contains(&m));
+    if !ctx.cublas || skinny || pa.cty != "float" || pb.cty != "float" {
+        return None;
+    }
+    let batch = &out[..r - 2];
+    // An operand's stride: its matrix size when its batch dims are the result's (right-aligned,
+    // any it lacks being 1), none when all its batch dims are 1.
+    let stride = |shape: &[Dim], matrix: [&Dim; 2]| -> Option<Extent> {
+        let own = &shape[..shape.len() - 2];
+        if own.iter().all(|d| d.as_const() == Some(1)) {
+            return Some(no_stride());
+        }
+        let (lead, aligned) = batch.split_at(batch.len() - own.len());
+        let full = aligned == own && lead.iter().all(|d| d.as_const() == Some(1));
+        full.then(|| Extent::of(matrix.into_iter().cloned()))
+    };
+    let gemm = Gemm {
+        m: Extent::of([m.clone()]),
+        n: Extent::of([n.clone()]),
+        k: Extent::of([k.clone()]),
+        right: GemmRight::Cols,
+        batch: Extent::of(batch.iter().cloned()),
+        strides: [stride(a, [m, k])?, stride(b, [k, n])?, Extent::of([m.clone(), n.clone()])],
+        operands: GemmType::F32,
+    };
+    Some(Group { steps: vec![Step::Gemm(GemmDef { a: pa, b: pb, c: ctx.out(), gemm })], scratch: Vec::new() })
 }
 
 /// `p` as a read-only parameter named `name`.
@@ -515,6 +566,9 @@ fn batch_offset(ctx: &NodeCtx, shape: &[Dim], batch_rank: usize) -> String {
 }
 
 pub(super) fn matmul(ctx: &NodeCtx) -> Result<Group, CodegenError> {
+    if let Some(group) = library_matmul(ctx) {
+        return Ok(group);
+    }
     let (a, b) = (&ctx.operands[0].shape, &ctx.operands[1].shape);
     let out = ctx.out_shape();
     let r = out.len();

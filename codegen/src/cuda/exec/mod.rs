@@ -579,7 +579,7 @@ impl<D: Device> ProgramSet<D> {
                     let b = &p.program.buffers[buffer];
                     check_room(&b.name, span * elem, eval(&b.name, &b.bytes, &p.program, values)?)?;
                 }
-                if call.m == 0 || call.n == 0 {
+                if call.m == 0 || call.n == 0 || call.batch == 0 {
                     return Ok(());
                 }
                 let [a, b, c] = [args[first], args[second], args[2]];
