@@ -525,7 +525,7 @@ impl Builder<'_> {
                     };
                     (Work::Kernel(launch), k.params.iter().map(bind).collect())
                 }
-                Step::Gemm(g) => (Work::Gemm(g.gemm), vec![bind(&g.a), bind(&g.b), bind(&g.c)]),
+                Step::Gemm(g) => (Work::Gemm(g.gemm.clone()), vec![bind(&g.a), bind(&g.b), bind(&g.c)]),
             };
             let launch = Launch { node: ctx.node.name.clone(), work, args };
             if init { self.init.push(launch) } else { self.launches.push(launch) }

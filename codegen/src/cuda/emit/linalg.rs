@@ -440,7 +440,7 @@ fn library_product(ctx: &NodeCtx, x: &Param, weights: &[Param], mut scratch: Vec
             strides: [no_stride(), no_stride(), no_stride()],
             operands,
         };
-        steps.push(Step::Gemm(GemmDef { a: reading(&a, "a"), b: w.clone(), c: c.clone(), gemm }));
+        steps.push(Step::Gemm(Box::new(GemmDef { a: reading(&a, "a"), b: w.clone(), c: c.clone(), gemm })));
         results.push(c);
     }
     if gated {
@@ -496,7 +496,10 @@ fn library_matmul(ctx: &NodeCtx) -> Option<Group> {
         strides: [stride(a, [m, k])?, stride(b, [k, n])?, Extent::of([m.clone(), n.clone()])],
         operands: GemmType::F32,
     };
-    Some(Group { steps: vec![Step::Gemm(GemmDef { a: pa, b: pb, c: ctx.out(), gemm })], scratch: Vec::new() })
+    Some(Group {
+        steps: vec![Step::Gemm(Box::new(GemmDef { a: pa, b: pb, c: ctx.out(), gemm }))],
+        scratch: Vec::new(),
+    })
 }
 
 /// `p` as a read-only parameter named `name`.

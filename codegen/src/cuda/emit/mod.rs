@@ -101,7 +101,7 @@ pub(crate) struct GemmDef {
 #[derive(Clone, Debug)]
 pub(crate) enum Step {
     Kernel(KernelDef),
-    Gemm(GemmDef),
+    Gemm(Box<GemmDef>),
 }
 
 /// The steps of one group, run in order, and its scratch buffers (bytes each).
