@@ -31,7 +31,11 @@
 # the op benchmarks then run at small shapes). PYTHON picks the interpreter for PyTorch.
 # SECTIONS="fixtures bf16 cublas bench mid ops torch" (the default) names the parts to run, and
 # OPS="mla experts linear" the op groups of `ops` and `torch`, so a long check can be split
-# across several runs (each keeps its files in $OUT).
+# across several runs (each keeps its files in $OUT). Each section's header gives the seconds
+# since the start, so a run shows what each part costs.
+# What the H100 run of 2026-11-23 measured is in BENCHMARKS.md; what has not run on a GPU yet
+# is --cublas. Where device time is short (one command of under 10 minutes), that is:
+#   SECTIONS="fixtures cublas ops mid" OPS=linear scripts/gpu-check.sh target/release/saturn
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SATURN="${1:-target/release/saturn}"

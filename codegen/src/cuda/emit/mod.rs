@@ -8,6 +8,7 @@
 
 mod attention;
 mod index;
+mod library;
 mod linalg;
 mod mma;
 mod moe;
