@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Time three DeepSeek operations in eager PyTorch as the baseline for `saturn bench-op`.
+"""Time four DeepSeek operations in eager PyTorch as the baseline for `saturn bench-op`.
 
     python3 scripts/bench_ops_torch.py mla-decode [--batch 64] [--context 4096] [--queries 1]
         [--heads 128] [--latent 512] [--rope 64] [COMMON]
@@ -7,7 +7,9 @@
         [--experts 256] [--top-k 8] [--shared 2048] [COMMON]
     python3 scripts/bench_ops_torch.py linear [--tokens 4096] [--input 7168] [--output 2048]
         [COMMON]
-    python3 scripts/bench_ops_torch.py {mla-decode,grouped-experts,linear} --self-check
+    python3 scripts/bench_ops_torch.py matmul [--batch 128] [--rows 1024] [--inner 192] [--cols 1024]
+        [COMMON]
+    python3 scripts/bench_ops_torch.py {mla-decode,grouped-experts,linear,matmul} --self-check
         [--dtype float32] [--device cpu]
 COMMON: [--dtype {float32,bfloat16}] [--repeat 20] [--device cuda] [--json]
 
@@ -27,6 +29,9 @@ linear: y = x @ w.T, x [tokens, input], w [output, input]; variants `linear` (F.
 `matmul` (x @ w.t()). Its purpose: the GPU check compares saturn's tensor-core tiles (`saturn
 bench-op linear --weights-dtype bf16`) with cuBLAS through PyTorch in bf16 (--dtype bfloat16), to
 decide between mma tiles and cuBLAS by measurement.
+matmul: y = a @ b over a batch, a [batch, rows, inner], b [batch, inner, cols] (both activations:
+the prefill attention's products); variants `bmm` (torch.bmm) and `matmul` (a @ b): cuBLAS's
+strided batches, against `saturn bench-op matmul` with and without --cublas.
 Data: seed 0, on the device, activations U[-1,1), weights U[-1,1)*0.02. Timing: one run to check
 that the variants agree (1e-3 relative in float32, 2e-2 in bf16), 3 warm-ups, then --repeat runs
 (CUDA events / perf_counter), median.
@@ -190,6 +195,17 @@ def linear_variants(x, w):
     return [("linear", lambda: F.linear(x, w)), ("matmul", lambda: torch.matmul(x, w_t))]
 
 
+def matmul_inputs(B, M, K, N, device, dtype=None):
+    """a [B, M, K] and b [B, K, N], deterministic from seed 0."""
+    torch.manual_seed(0)
+    return uniform((B, M, K), device, dtype=dtype), uniform((B, K, N), device, dtype=dtype)
+
+
+def matmul_variants(a, b):
+    """[(name, fn)] for the batched product y = a @ b."""
+    return [("bmm", lambda: torch.bmm(a, b)), ("matmul", lambda: torch.matmul(a, b))]
+
+
 def time_runs(fn, device, repeat):
     """Warm up, then time `repeat` runs; returns the seconds of each."""
     for _ in range(WARMUP):
@@ -287,6 +303,15 @@ def naive_linear(x, w):
     return out
 
 
+def naive_matmul(a, b):
+    """Per-(z, i, j) float64 dot products straight from the definition."""
+    a, b = a.double().cpu(), b.double().cpu()
+    out = torch.zeros(a.shape[0], a.shape[1], b.shape[2], dtype=torch.float64)
+    for z, i, j in itertools.product(range(a.shape[0]), range(a.shape[1]), range(b.shape[2])):
+        out[z, i, j] = (a[z, i] * b[z, :, j]).sum()
+    return out
+
+
 def self_check(op, device, dtype, out):
     """Compare every variant with the float64 loops on tiny shapes; True if all within
     CHECK_REL[dtype] (1e-4 float32, 2e-2 bfloat16). The loops take the inputs as the variants see
@@ -305,6 +330,11 @@ def self_check(op, device, dtype, out):
             x, w = linear_inputs(T, I, O, device, tdtype)
             ref = naive_linear(x, w)
             cases += [(f"{name} T={T} I={I} O={O}", fn, ref) for name, fn in linear_variants(x, w)]
+    elif op == "matmul":
+        for B, M, K, N in ((2, 3, 5, 4), (3, 7, 16, 9), (1, 1, 33, 2)):
+            a, b = matmul_inputs(B, M, K, N, device, tdtype)
+            ref = naive_matmul(a, b)
+            cases += [(f"{name} B={B} M={M} K={K} N={N}", fn, ref) for name, fn in matmul_variants(a, b)]
     else:
         for T, Hd, I, E, k, J in ((5, 16, 8, 8, 2, 4), (3, 12, 8, 4, 3, 0), (1, 8, 4, 16, 2, 8)):
             x, routing, experts, shared = moe_inputs(T, Hd, I, E, k, J, device, tdtype)
@@ -338,7 +368,7 @@ def at_least(low):
 
 
 def parse_args():
-    """The three subcommands, with sizes validated (argparse errors exit 2)."""
+    """The four subcommands, with sizes validated (argparse errors exit 2)."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--dtype", choices=("float32", "bfloat16"), default="float32",
@@ -363,6 +393,9 @@ def parse_args():
     lin = sub.add_parser("linear", parents=[common], help="y = x @ w.T (a prefill product)")
     for flag, default in (("tokens", 4096), ("input", 7168), ("output", 2048)):
         lin.add_argument(f"--{flag}", type=at_least(1), default=default)
+    mm = sub.add_parser("matmul", parents=[common], help="y = a @ b over a batch (attention)")
+    for flag, default in (("batch", 128), ("rows", 1024), ("inner", 192), ("cols", 1024)):
+        mm.add_argument(f"--{flag}", type=at_least(1), default=default)
     args = parser.parse_args()
     if args.op == "mla-decode" and args.queries > args.context:
         mla.error("--queries must not exceed --context (the context includes the queries)")
@@ -457,6 +490,18 @@ def bench(args, device, out):
         shapes = {"tokens": T, "input": I, "output": O}
         extra = {"flops": flops, "bytes": nbytes,
                  "timed_region": "the product only (y allocated inside); x and w prepared before"}
+    elif args.op == "matmul":
+        B, M, K, N = args.batch, args.rows, args.inner, args.cols
+        args.input_bytes = es * B * (M * K + K * N)
+        flops, nbytes = 2 * B * M * K * N, es * B * (M * K + K * N + M * N)
+        variants = matmul_variants(*matmul_inputs(B, M, K, N, device, dtype))
+        timed, skipped = run_variants(args.op, variants, device, args.repeat, set(), agree)
+        for v in timed:  # bandwidth: a, b read and y written once, per second
+            v["flops_per_s"] = flops / v["seconds_median"]
+            v["bandwidth_bytes_per_s"] = nbytes / v["seconds_median"]
+        shapes = {"batch": B, "rows": M, "inner": K, "cols": N}
+        extra = {"flops": flops, "bytes": nbytes,
+                 "timed_region": "the product only (y allocated inside); a and b prepared before"}
     else:
         T, Hd, I, E, k, J = (args.tokens, args.hidden, args.inner, args.experts, args.top_k,
                              args.shared)

@@ -19,8 +19,10 @@
 #      compared in f32 (on a GPU only: BACKEND=cuda-emulator skips it);
 #   4. `saturn bench-op` at DeepSeek-V3 layer shapes: mla-decode (batch 64, context 4096: its
 #      traffic against the GPU's copy bandwidth), grouped-experts (64 and 512 tokens) and a
-#      prefill-sized linear (4096 x 7168 -> 2048), each in f32 and in bf16 on tensor cores,
-#      checked against the CPU backend at a size the check can afford;
+#      prefill-sized linear (4096 x 7168 -> 2048), each in f32 and in bf16 on tensor cores
+#      (linear also through --cublas), and the prefill attention's batched matmul (128 heads of
+#      1024 x 192 by 192 x 1024, f32, with and without --cublas), checked against the CPU
+#      backend at a size the check can afford;
 #      then the same problems in PyTorch on the same GPU (scripts/bench_ops_torch.py), in
 #      float32 and bfloat16, where PyTorch is installed: its bf16 products are cuBLAS, so the
 #      linear pair decides between saturn's tensor-core tiles and cuBLAS by measurement.
@@ -30,12 +32,12 @@
 # BACKEND=cuda-emulator runs the same checks on the CPU emulator (no GPU; slow, for the script;
 # the op benchmarks then run at small shapes). PYTHON picks the interpreter for PyTorch.
 # SECTIONS="fixtures bf16 cublas bench mid ops torch" (the default) names the parts to run, and
-# OPS="mla experts linear" the op groups of `ops` and `torch`, so a long check can be split
+# OPS="mla experts linear matmul" the op groups of `ops` and `torch`, so a long check can be split
 # across several runs (each keeps its files in $OUT). Each section's header gives the seconds
 # since the start, so a run shows what each part costs.
 # What the H100 run of 2026-11-23 measured is in BENCHMARKS.md; what has not run on a GPU yet
 # is --cublas. Where device time is short (one command of under 10 minutes), that is:
-#   SECTIONS="fixtures cublas ops mid" OPS=linear scripts/gpu-check.sh target/release/saturn
+#   SECTIONS="fixtures cublas ops torch mid" OPS="linear matmul" scripts/gpu-check.sh target/release/saturn
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SATURN="${1:-target/release/saturn}"
@@ -66,7 +68,7 @@ SECTIONS="${SECTIONS:-fixtures bf16 cublas bench mid ops torch}"
 wants() { [[ " $SECTIONS " == *" $1 "* ]]; }
 # OPS picks the op groups of `ops` and `torch` (default all), e.g. OPS=linear to time only the
 # products: one command stays within a time limit.
-OPS="${OPS:-mla experts linear}"
+OPS="${OPS:-mla experts linear matmul}"
 wants_op() { [[ " $OPS " == *" $1 "* ]]; }
 echo "== [${SECONDS}s] GPU and tools (sections: $SECTIONS)" | tee -a "$OUT/log.txt"
 { nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv || true
@@ -80,6 +82,7 @@ if [ "$BACKEND" = cuda ]; then
   # The full expert weights make a CPU reference costly: the checked run has 16 experts.
   CHECKED=(--tokens 64 --experts 16)
   LINEAR=(--tokens 4096 --input 7168 --output 2048)
+  MATMUL=(--batch 128 --rows 1024 --inner 192 --cols 1024)
   TORCH_DEVICE=cuda
 else
   MLA=(--batch 2 --context 300 --heads 4 --latent 32 --rope 8)
@@ -87,6 +90,7 @@ else
   TOKENS=(5)
   CHECKED=(--tokens 5 "${EXPERTS[@]}")
   LINEAR=(--tokens 70 --input 64 --output 130)
+  MATMUL=(--batch 2 --rows 70 --inner 33 --cols 50)
   TORCH_DEVICE=cpu
 fi
 
@@ -273,6 +277,11 @@ if wants_op linear; then
   op linear-cublas linear "${LINEAR[@]}" --cublas --check
   op linear-bf16-cublas linear "${LINEAR[@]}" --weights-dtype bf16 --tensor-cores --cublas --check
 fi
+if wants_op matmul; then
+  # The prefill attention's batched products: f32 tiles, and cuBLAS's strided batches.
+  op matmul matmul "${MATMUL[@]}" --check
+  op matmul-cublas matmul "${MATMUL[@]}" --cublas --check
+fi
 fi
 
 if wants torch; then
@@ -307,6 +316,9 @@ torch_ops() {  # the chosen groups' problems, both dtypes; stops at the first "n
     # cuBLAS (through PyTorch) against saturn's tiles: the mma-or-cuBLAS decision.
     torch_op linear linear "${LINEAR[@]}" || return 0
     torch_op linear-bf16 linear "${LINEAR[@]}" --dtype bfloat16 || return 0
+  fi
+  if wants_op matmul; then
+    torch_op matmul matmul "${MATMUL[@]}" || return 0
   fi
 }
 torch_ops

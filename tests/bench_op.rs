@@ -133,6 +133,26 @@ fn linear_reports_its_work_and_matches_the_reference() {
     }
 }
 
+/// `matmul` (a batch of activation products) on the cpu backend, the emulator's tiles, and
+/// its library products (`--cublas`), to 1e-4, reporting what it must do.
+#[test]
+fn matmul_reports_its_work_and_matches_the_reference() {
+    let shape = ["--batch", "3", "--rows", "70", "--inner", "33", "--cols", "50"];
+    let (b, m, k, n) = (3.0, 70.0, 33.0, 50.0);
+    for (backend, cublas) in [("cpu", false), ("cuda-emulator", false), ("cuda-emulator", true)] {
+        let mut args = vec!["matmul", "--backend", backend];
+        args.extend(shape);
+        if cublas {
+            args.push("--cublas");
+        }
+        let r = report(&args);
+        assert!(number(&r, "check_relative_error") <= 1e-4, "{r}");
+        assert_eq!(r["cublas"], cublas, "{r}");
+        assert_eq!(number(&r, "flops"), 2.0 * b * m * k * n);
+        assert_eq!(number(&r, "bytes"), 4.0 * b * (m * k + k * n + m * n), "{r}");
+    }
+}
+
 #[test]
 fn impossible_sizes_are_clear_errors() {
     for (args, want) in [
@@ -142,6 +162,7 @@ fn impossible_sizes_are_clear_errors() {
         ),
         (&["mla-decode", "--batch", "0"][..], "--batch must be at least 1"),
         (&["linear", "--output", "0"][..], "--output must be at least 1"),
+        (&["matmul", "--inner", "0"][..], "--inner must be at least 1"),
         (&["linear", "--tensor-cores"][..], "--tensor-cores needs --weights-dtype bf16"),
         (&["mla-decode", "--context", "4", "--queries", "5"][..], "cannot exceed --context"),
         (

@@ -12,6 +12,8 @@
 //!   `scripts/bench_ops_torch.py`, which times PyTorch on the same problem).
 //! - `linear`: `x w^T` at prefill sizes: the rate of the product kernels (tensor cores with bf16
 //!   weights on CUDA), against cuBLAS through PyTorch (`bench_ops_torch.py linear`).
+//! - `matmul`: a batch of `a b` over activations, the prefill attention's products, against
+//!   PyTorch's batched products (`bench_ops_torch.py matmul`).
 //!
 //! Inputs and weights are uniform random from fixed seeds (weights in `[-0.02, 0.02)`, the
 //! latent cache and inputs in `[-1, 1)`), made in parallel. `--check` runs the op once more on
@@ -71,6 +73,25 @@ pub enum OpArgs {
         /// The shared expert's inner width (0: none).
         #[arg(long, default_value_t = 2048)]
         shared: usize,
+        #[command(flatten)]
+        how: HowArgs,
+    },
+    /// matmul: `a b` over a batch, both operands activations: the prefill attention's products
+    /// (by default the scores of 1024 tokens in V3's 128 heads; cuBLAS's strided batches with
+    /// --cublas on the CUDA backends; compare: `scripts/bench_ops_torch.py matmul`).
+    Matmul {
+        /// Products in the batch (heads).
+        #[arg(long, default_value_t = 128)]
+        batch: usize,
+        /// Rows of `a` (queries).
+        #[arg(long, default_value_t = 1024)]
+        rows: usize,
+        /// The depth (`a`'s width).
+        #[arg(long, default_value_t = 192)]
+        inner: usize,
+        /// Columns of `b` (keys).
+        #[arg(long, default_value_t = 1024)]
+        cols: usize,
         #[command(flatten)]
         how: HowArgs,
     },
@@ -177,6 +198,7 @@ pub fn run(args: OpArgs) -> Result<()> {
             (grouped_experts(tokens, hidden, inner, experts, top_k, shared)?, how)
         }
         OpArgs::Linear { tokens, input, output, how } => (linear(tokens, input, output)?, how),
+        OpArgs::Matmul { batch, rows, inner, cols, how } => (matmul(batch, rows, inner, cols)?, how),
     };
     if how.repeat == 0 {
         bail!("--repeat must be at least 1");
@@ -446,6 +468,33 @@ fn linear(t: usize, k: usize, n: usize) -> Result<Problem> {
         bytes: 4.0 * (tf * kf + nf * kf + tf * nf),
         weight_elements: nf * kf,
         flops: 2.0 * tf * kf * nf,
+    })
+}
+
+fn matmul(b: usize, m: usize, k: usize, n: usize) -> Result<Problem> {
+    positive(&[("batch", b), ("rows", m), ("inner", k), ("cols", n)])?;
+    let mut g = Graph::new("matmul");
+    let mut ids = Vec::new();
+    let mut inputs = HashMap::new();
+    for (i, (name, shape)) in [("a", vec![b, m, k]), ("b", vec![b, k, n])].into_iter().enumerate() {
+        ids.push(input(&mut g, name, &shape)?);
+        inputs.insert(
+            name.to_string(),
+            Tensor::f32(shape.clone(), uniform(shape.iter().product(), 1 + i as u64, 1.0)),
+        );
+    }
+    let y = g.add("y", Op::MatMul, &ids, None)?;
+    g.set_output("y", y)?;
+    let (bf, mf, kf, nf) = (b as f64, m as f64, k as f64, n as f64);
+    Ok(Problem {
+        op: "matmul",
+        graph: g,
+        inputs,
+        params: Generated::default(),
+        shapes: BTreeMap::from([("batch", b), ("rows", m), ("inner", k), ("cols", n)]),
+        bytes: 4.0 * bf * (mf * kf + kf * nf + mf * nf),
+        weight_elements: 0.0,
+        flops: 2.0 * bf * mf * kf * nf,
     })
 }
 
