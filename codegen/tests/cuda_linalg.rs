@@ -149,6 +149,17 @@ fn library_products_replace_tiles_where_they_apply() {
         let got: Vec<&str> = p.launches.iter().map(|l| l.what()).collect();
         assert_eq!(got, launches, "{name} {options:?}");
     }
+    // Operands stored differently (a bf16 param times an f32 input) keep the kernel.
+    let mut g = Graph::new("mixed");
+    let x = g.add("x", Op::Param { key: "x".into() }, &[], Some(ty(&["16", "64"]))).unwrap();
+    let w = g.add("w", Op::Input, &[], Some(ty(&["33", "64"]))).unwrap();
+    let y = g.add("y", Op::Linear, &[x, w], None).unwrap();
+    g.set_output("y", y).unwrap();
+    for options in [bf16(false), bf16(true)] {
+        let p = CudaProgram::generate_with(&g, "cache.", options).unwrap();
+        let got: Vec<&str> = p.launches.iter().map(|l| l.what()).collect();
+        assert_eq!(got, ["linear_tiled"], "{options:?}");
+    }
     // `linear M=S`: y [S, 33] = x [S, 100] w [33, 100]^T, reading x and the weight in place.
     let p = CudaProgram::generate_with(&cases[4].1, "cache.", f32).unwrap();
     let Work::Gemm(gemm) = &p.launches[0].work else { panic!("not a library product") };

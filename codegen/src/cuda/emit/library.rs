@@ -29,8 +29,12 @@ pub(super) fn product(
     if !ctx.cublas || rows.is_some_and(|m| (1..=SKINNY_ROWS).contains(&m)) {
         return None;
     }
-    let operands = match weights[0].cty {
-        "float" => GemmType::F32,
+    // One type for both operands of every call: f32 `x` with f32 weights, or bf16 weights (all
+    // of them) on tensor cores, `x` rounded whatever its storage.
+    let cty = weights[0].cty;
+    let operands = match cty {
+        _ if weights.iter().any(|w| w.cty != cty) => return None,
+        "float" if x.cty == "float" => GemmType::F32,
         _ if mma::applies(ctx, &weights[0]) => GemmType::Bf16,
         _ => return None,
     };
