@@ -717,7 +717,7 @@ proptest! {
     #![proptest_config(cfg(8))]
     /// `grouped_experts` routed by a `router_topk`, with and without a shared expert, T = 1 (the
     /// matrix-vector path) and more tokens (tiled), weights stored as f32 or bf16, and on tensor
-    /// cores.
+    /// cores; with `cublas`, the shared expert as library products.
     #[test]
     fn grouped_experts_match(
         tokens in prop_oneof![Just(1u64), 2u64..=70],
@@ -725,10 +725,12 @@ proptest! {
         k in 1u64..=2,
         shared in proptest::option::of(1usize..=16),
         precision in precision(),
+        cublas in any::<bool>(),
         seed in any::<u64>(),
     ) {
         let mut c = Case::new(seed);
         c.precision(precision);
+        c.options.cublas = cublas;
         let t = Dim::sym("S");
         // Tokens that are bf16 values, as in `matrix_products_match`: what tensor cores still
         // round is the gated row before the down product.

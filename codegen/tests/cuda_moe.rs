@@ -6,7 +6,7 @@
 
 mod common;
 
-use saturn_codegen::cuda::{CudaArch, CudaProgram, Storage};
+use saturn_codegen::cuda::{CudaArch, CudaOptions, CudaProgram, Storage, WeightStorage};
 use saturn_ir::{DType, Dim, Graph, GroupScore, NodeId, Op, Router, RouterScoring, TensorType};
 
 fn leaf(g: &mut Graph, name: &str, shape: &[Dim], param: bool) -> NodeId {
@@ -169,6 +169,44 @@ fn each_op_becomes_its_kernels() {
         assert!(p.buffers.iter().all(|b| !matches!(b.storage, Storage::Persistent)), "{name}");
         assert!(!p.source().contains("${"), "{name}: unfilled template");
     }
+}
+
+/// With `cublas`, the shared expert over a prefill's tokens runs as library products (after a
+/// rounding to bf16 on tensor cores); the routed experts keep their tiles, and decode (a few
+/// tokens) its matrix-vector kernels.
+#[test]
+fn the_shared_expert_runs_in_the_library_where_asked() {
+    let f32 = CudaOptions { cublas: true, ..CudaOptions::default() };
+    let bf16 = CudaOptions { weights: WeightStorage::Bf16, tensor_cores: true, cublas: true };
+    let tiles = ["moe_slots", "moe_lists", "moe_tiled_gate", "moe_tiled_down"];
+    let mma = ["moe_slots", "moe_lists", "moe_mma_gate", "moe_mma_down"];
+    let cases: [(&str, CudaOptions, &[&str], &[&str]); 4] = [
+        ("experts_v3_prefill", f32, &tiles, &["gemm", "gemm", "silu_mul", "gemm", "moe_combine"]),
+        (
+            "experts_v3_prefill",
+            bf16,
+            &mma,
+            &["to_bf16", "gemm", "gemm", "silu_mul", "to_bf16_2", "gemm", "moe_combine"],
+        ),
+        ("experts_tiny_prefill", f32, &tiles, &["moe_combine"]),
+        (
+            "experts_tiny_eight",
+            f32,
+            &tiles,
+            &["moe_tiled_gate_shared", "moe_tiled_down_shared", "moe_combine"],
+        ),
+    ];
+    let graphs = graphs();
+    for (name, options, routed, tail) in cases {
+        let g = &graphs.iter().find(|(n, _)| *n == name).unwrap().1;
+        let p = CudaProgram::generate_with(g, "cache.", options).unwrap_or_else(|e| panic!("{name}: {e}"));
+        let got: Vec<&str> = p.launches.iter().map(|l| l.what()).collect();
+        let want: Vec<&str> = routed.iter().chain(tail).copied().collect();
+        assert_eq!(got, want, "{name} {options:?}");
+    }
+    let decode = &graphs.iter().find(|(n, _)| *n == "experts_v3_decode").unwrap().1;
+    let p = CudaProgram::generate_with(decode, "cache.", f32).unwrap();
+    assert!(p.launches.iter().all(|l| l.kernel().is_some()), "decode keeps its kernels");
 }
 
 /// Scratch and grids are sized from the symbols: a prefill program's buffers grow with `S`.

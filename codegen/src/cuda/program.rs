@@ -57,9 +57,10 @@ pub struct CudaOptions {
     /// agree with the interpreter's (on the rounded weights) at bf16's tolerance only.
     pub tensor_cores: bool,
     /// Tiled products (beyond a few rows: prefill) run in the device's BLAS library (cuBLAS on
-    /// a GPU) where it multiplies the operands together: `linear`, `rms_norm_linear` and
-    /// `gated_linear` with f32 weights or bf16 weights on tensor cores, and batched `matmul`s of
-    /// f32 operands. Decode-sized products keep their kernels.
+    /// a GPU) where it multiplies the operands together: `linear`, `rms_norm_linear`,
+    /// `gated_linear` and `grouped_experts`' shared expert with f32 weights or bf16 weights on
+    /// tensor cores, and batched `matmul`s of f32 operands. Decode-sized products keep their
+    /// kernels.
     pub cublas: bool,
 }
 

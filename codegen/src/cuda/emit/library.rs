@@ -11,66 +11,80 @@ use super::{Bind, GemmDef, Group, KernelDef, NodeCtx, Param, Step, mma};
 use crate::cuda::extent::Extent;
 use crate::cuda::gemm::{Gemm, GemmRight, GemmType};
 
-/// `x w^T` (or gated, with two weights) through the device's BLAS library
-/// ([`NodeCtx::cublas`]), where tiles would run and the library multiplies the operands
-/// together: f32 weights with f32 `x`, or bf16 weights on tensor cores ([`mma::applies`]),
-/// `x` then rounded to bf16 into scratch first, as the tiles round it. A gated product's two
-/// results go to scratch, then `silu(g) * u` to the result. `x` has operand 0's shape;
-/// `scratch` is the group's so far. `None` where the kernels run.
+/// A product with weights, as the library runs it: `dst = x w^T`, or gated with two weights,
+/// `dst = silu(x w_gate^T) * (x w_up^T)`; `x` is `[lead.., k]` (`x_dims`), the weights `[n, k]`.
+pub(super) struct WeightProduct<'a> {
+    pub x: &'a Param,
+    pub x_dims: &'a [Dim],
+    pub weights: &'a [Param],
+    pub n: &'a Dim,
+    pub dst: Param,
+}
+
+/// `linear`, `gated_linear` and `rms_norm_linear`'s product (`x` has operand 0's shape, the
+/// result is the node's) through the library, after the group's `scratch` so far: the group,
+/// or `None` where the kernels run (see [`weight_product`]).
 pub(super) fn product(
     ctx: &NodeCtx,
     x: &Param,
     weights: &[Param],
     mut scratch: Vec<Extent>,
 ) -> Option<Group> {
-    let xs = &ctx.operands[0].shape;
-    let (k, lead) = xs.split_last()?;
+    let n = ctx.out_shape().last()?;
+    let p = WeightProduct { x, x_dims: &ctx.operands[0].shape, weights, n, dst: ctx.out() };
+    let steps = weight_product(ctx, &p, &mut scratch)?;
+    Some(Group { steps, scratch })
+}
+
+/// The steps of `p` through the device's BLAS library ([`NodeCtx::cublas`]), adding their
+/// scratch buffers to the group's `scratch`, where tiles would run and the library multiplies
+/// the operands together: f32 weights with f32 `x`, or bf16 weights (all of one storage) on
+/// tensor cores ([`mma::applies`]), `x` then rounded to bf16 into scratch first, as the tiles
+/// round it. A gated product's two results go to scratch, then `silu(g) * u` to `dst`. `None`
+/// (and no scratch added) where the kernels run.
+pub(super) fn weight_product(
+    ctx: &NodeCtx,
+    p: &WeightProduct,
+    scratch: &mut Vec<Extent>,
+) -> Option<Vec<Step>> {
+    let (k, lead) = p.x_dims.split_last()?;
     let rows = lead.iter().map(Dim::as_const).product::<Option<u64>>();
     if !ctx.cublas || rows.is_some_and(|m| (1..=SKINNY_ROWS).contains(&m)) {
         return None;
     }
     // One type for both operands of every call: f32 `x` with f32 weights, or bf16 weights (all
     // of them) on tensor cores, `x` rounded whatever its storage.
-    let cty = weights[0].cty;
+    let cty = p.weights[0].cty;
     let operands = match cty {
-        _ if weights.iter().any(|w| w.cty != cty) => return None,
-        "float" if x.cty == "float" => GemmType::F32,
-        _ if mma::applies(ctx, &weights[0]) => GemmType::Bf16,
+        _ if p.weights.iter().any(|w| w.cty != cty) => return None,
+        "float" if p.x.cty == "float" => GemmType::F32,
+        _ if mma::applies(ctx, &p.weights[0]) => GemmType::Bf16,
         _ => return None,
     };
-    let n = ctx.out_shape().last()?.clone();
-    let (m_ext, n_ext) = (Extent::of(lead.iter().cloned()), Extent::of([n.clone()]));
+    let (m_ext, n_ext) = (Extent::of(lead.iter().cloned()), Extent::of([p.n.clone()]));
     let mut steps = Vec::new();
     let scratch_param = |scratch: &mut Vec<Extent>, cty: &'static str, name: &str, bytes: Extent| {
         scratch.push(bytes);
         Param { cty, name: name.into(), bind: Bind::Scratch(scratch.len() - 1), written: true }
     };
     let a = match operands {
-        GemmType::F32 => x.clone(),
+        GemmType::F32 => p.x.clone(),
         GemmType::Bf16 => {
-            let y = scratch_param(&mut scratch, "sat_bf16", "y", Extent::of(xs.iter().cloned()).times(2));
-            steps.push(Step::Kernel(elementwise_kernel(
-                ctx,
-                "to_bf16",
-                vec![reading(x, "x"), y.clone()],
-                xs,
-                "y[i] = x[i];",
-            )));
+            let y = scratch_param(scratch, "sat_bf16", "y", Extent::of(p.x_dims.iter().cloned()).times(2));
+            let params = vec![reading(p.x, "x"), y.clone()];
+            steps.push(Step::Kernel(elementwise_kernel(ctx, "to_bf16", params, p.x_dims, "y[i] = x[i];")));
             y
         }
     };
-    let gated = weights.len() == 2;
+    let dst_dims: Vec<Dim> = lead.iter().chain([p.n]).cloned().collect();
+    let gated = p.weights.len() == 2;
     let mut results = Vec::new();
-    for (j, w) in weights.iter().enumerate() {
-        let c = if gated {
-            scratch_param(
-                &mut scratch,
-                "float",
-                ["g", "u"][j],
-                Extent::of(lead.iter().chain([&n]).cloned()).times(4),
-            )
-        } else {
-            ctx.out()
+    for (j, w) in p.weights.iter().enumerate() {
+        let c = match gated {
+            true => {
+                scratch_param(scratch, "float", ["g", "u"][j], Extent::of(dst_dims.iter().cloned()).times(4))
+            }
+            false => p.dst.clone(),
         };
         let gemm = Gemm {
             m: m_ext.clone(),
@@ -85,16 +99,15 @@ pub(super) fn product(
         results.push(c);
     }
     if gated {
-        let params = vec![reading(&results[0], "g"), reading(&results[1], "u"), ctx.out()];
-        steps.push(Step::Kernel(elementwise_kernel(
-            ctx,
-            "silu_mul",
-            params,
-            ctx.out_shape(),
-            "out[i] = sat_silu(g[i]) * u[i];",
-        )));
+        let params = vec![
+            reading(&results[0], "g"),
+            reading(&results[1], "u"),
+            Param { name: "out".into(), ..p.dst.clone() },
+        ];
+        let statement = "out[i] = sat_silu(g[i]) * u[i];";
+        steps.push(Step::Kernel(elementwise_kernel(ctx, "silu_mul", params, &dst_dims, statement)));
     }
-    Some(Group { steps, scratch })
+    Some(steps)
 }
 
 /// The stride of an operand one matrix serves for the whole batch.

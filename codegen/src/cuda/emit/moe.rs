@@ -4,14 +4,17 @@
 //! symbolic or larger token count, one block then lists each expert's pairs in token order, and
 //! tiled products run over each expert's pairs (grouped GEMM); with a few const tokens (decode),
 //! one warp per output column reads each weight row once per pair instead. The shared expert runs
-//! over all tokens. Nothing adds with atomics: each pair's weighted output has its own scratch
+//! over all tokens (in the device's BLAS library where the program asks for it,
+//! [`super::library`]). Nothing adds with atomics: each pair's weighted output has its own scratch
 //! row and the combine adds them in expert order, then the shared expert's, as the interpreter
 //! does, so results do not depend on scheduling. A token's non-zero weights past its first `k`
 //! are ignored (the op promises at most `k`).
 
 use saturn_ir::Dim;
 
-use super::{Bind, DENSE_ROWS, ELEMENT_BLOCK, Group, KernelDef, NodeCtx, Param, element_grid, fill, mma};
+use super::{
+    Bind, DENSE_ROWS, ELEMENT_BLOCK, Group, KernelDef, NodeCtx, Param, Step, element_grid, fill, library, mma,
+};
 use crate::CodegenError;
 use crate::cuda::extent::Extent;
 
@@ -105,11 +108,11 @@ pub(super) fn grouped_experts(ctx: &NodeCtx, k: u64) -> Result<Group, CodegenErr
     let ys = Buf::add(&mut bytes, "float", "ys", f32s([&x.t, &x.h], x.k));
     let shared_act = x.shared.as_ref().map(|j| Buf::add(&mut bytes, "float", "hs", f32s([&x.t, j], 1)));
 
-    let mut kernels = vec![slots(ctx, &x, pair.param(true), lists_of.map(|l| l.0.param(true)))];
+    let mut steps = vec![Step::Kernel(slots(ctx, &x, pair.param(true), lists_of.map(|l| l.0.param(true))))];
     let routed_rows = match lists_of {
         None => vec![pair.param(false)],
         Some((slot_of, meta, list)) => {
-            kernels.push(lists(&x, slot_of.param(false), meta.param(true), list.param(true)));
+            steps.push(Step::Kernel(lists(&x, slot_of.param(false), meta.param(true), list.param(true))));
             vec![meta.param(false), list.param(false)]
         }
     };
@@ -132,11 +135,22 @@ pub(super) fn grouped_experts(ctx: &NodeCtx, k: u64) -> Result<Group, CodegenErr
         });
     }
     for job in &jobs {
+        // The shared expert is a plain product over all tokens: the device's library may run it.
+        if job.shared.is_some() {
+            let p = product(ctx, &x, job);
+            let x_dims = [x.t.clone(), p.kd.clone()];
+            let weights =
+                library::WeightProduct { x: &p.a, x_dims: &x_dims, weights: &p.b, n: &p.n, dst: p.dst };
+            if let Some(library) = library::weight_product(ctx, &weights, &mut bytes) {
+                steps.extend(library);
+                continue;
+            }
+        }
         let rows = if job.shared.is_none() { routed_rows.clone() } else { Vec::new() };
-        kernels.push(if gemv { matvec(ctx, &x, job, rows) } else { tiled(ctx, &x, job, rows)? });
+        steps.push(Step::Kernel(if gemv { matvec(ctx, &x, job, rows) } else { tiled(ctx, &x, job, rows)? }));
     }
-    kernels.push(combine(ctx, &x, pair.param(false), ys.param(false)));
-    Ok(Group::kernels(kernels, bytes))
+    steps.push(Step::Kernel(combine(ctx, &x, pair.param(false), ys.param(false))));
+    Ok(Group { steps, scratch: bytes })
 }
 
 const SLOTS: &str = r#"  const long long t = (long long)blockIdx.x * 4 + (threadIdx.x >> 5);
