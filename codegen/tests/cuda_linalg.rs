@@ -119,9 +119,9 @@ fn rms_norm_linear_normalises_into_scratch_and_shares_the_linear_kernel() {
 
 /// With `cublas`, products where tiles would run become library products: with weights, after
 /// a rounding to bf16 on tensor cores, each gated half into scratch and `silu(g) * u` after;
-/// batched `matmul`s of f32 operands whose batches need no broadcast but a shared matrix. A
-/// few constant rows keep their kernels, and so do bf16 weights computed in f32 (no library
-/// multiplies f32 by bf16).
+/// batched `matmul`s whose batches need no broadcast but a shared matrix, in f32 or on tensor
+/// cores (an f32 operand rounded first, a bf16 weight read as stored). A few constant rows keep
+/// their kernels, and so do bf16 operands computed in f32 (no library multiplies f32 by bf16).
 #[test]
 fn library_products_replace_tiles_where_they_apply() {
     let f32 = CudaOptions { cublas: true, ..CudaOptions::default() };
@@ -137,7 +137,8 @@ fn library_products_replace_tiles_where_they_apply() {
         (8, bf16(true), &["rms_norm", "to_bf16", "gemm"]),
         (7, f32, &["rms_norm", "linear_gemv"]),
         (9, f32, &["gemm"]),
-        (9, bf16(true), &["matmul_tiled"]),
+        (9, bf16(true), &["to_bf16", "gemm"]),
+        (9, bf16(false), &["matmul_tiled"]),
         (10, f32, &["matmul_skinny"]),
         (12, f32, &["gemm"]),
         (13, f32, &["gemm"]),

@@ -59,8 +59,8 @@ pub struct CudaOptions {
     /// Tiled products (beyond a few rows: prefill) run in the device's BLAS library (cuBLAS on
     /// a GPU) where it multiplies the operands together: `linear`, `rms_norm_linear`,
     /// `gated_linear` and `grouped_experts`' shared expert with f32 weights or bf16 weights on
-    /// tensor cores, and batched `matmul`s of f32 operands. Decode-sized products keep their
-    /// kernels.
+    /// tensor cores, and batched `matmul`s (in f32, or in bf16 in tensor-core programs).
+    /// Decode-sized products keep their kernels.
     pub cublas: bool,
 }
 

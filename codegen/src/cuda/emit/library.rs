@@ -116,19 +116,22 @@ fn no_stride() -> Extent {
 }
 
 /// Batched `matmul` through the device's BLAS library ([`NodeCtx::cublas`]), where tiles would
-/// run: f32 operands only (the products of activations; no tensor cores), each operand either
-/// one matrix per product of the batch or one for all (a batch of ones; other broadcasts keep
-/// the kernel). `None` where the kernel runs.
+/// run, each operand either one matrix per product of the batch or one for all (a batch of
+/// ones; other broadcasts keep the kernel). In f32, or in programs that compute on tensor cores
+/// ([`NodeCtx::tensor_cores`]) in bf16, an f32 operand rounded into scratch first (a bf16 one,
+/// the KV cache or a weight, read as stored). `None` where the kernel runs.
 pub(super) fn matmul(ctx: &NodeCtx) -> Option<Group> {
     let (a, b) = (&ctx.operands[0].shape, &ctx.operands[1].shape);
     let out = ctx.out_shape();
     let r = out.len();
     let (m, n, k) = (&out[r - 2], &out[r - 1], &a[a.len() - 1]);
-    let (pa, pb) = (ctx.operand(0, "a"), ctx.operand(1, "b"));
     let skinny = m.as_const().is_some_and(|m| (1..=SKINNY_ROWS).contains(&m));
-    if !ctx.cublas || skinny || pa.cty != "float" || pb.cty != "float" {
-        return None;
-    }
+    let operands = match (ctx.operand(0, "a").cty, ctx.operand(1, "b").cty) {
+        _ if !ctx.cublas || skinny => return None,
+        _ if ctx.tensor_cores => GemmType::Bf16,
+        ("float", "float") => GemmType::F32,
+        _ => return None,
+    };
     let batch = &out[..r - 2];
     // An operand's stride: its matrix size when its batch dims are the result's (right-aligned,
     // any it lacks being 1), none when all its batch dims are 1.
@@ -148,12 +151,27 @@ pub(super) fn matmul(ctx: &NodeCtx) -> Option<Group> {
         right: GemmRight::Cols,
         batch: Extent::of(batch.iter().cloned()),
         strides: [stride(a, [m, k])?, stride(b, [k, n])?, Extent::of([m.clone(), n.clone()])],
-        operands: GemmType::F32,
+        operands,
     };
-    Some(Group {
-        steps: vec![Step::Gemm(Box::new(GemmDef { a: pa, b: pb, c: ctx.out(), gemm }))],
-        scratch: Vec::new(),
-    })
+    let (mut steps, mut scratch) = (Vec::new(), Vec::new());
+    let [pa, pb] = [(0, "a", a), (1, "b", b)].map(|(i, name, shape)| {
+        let p = ctx.operand(i, name);
+        if operands == GemmType::F32 || p.cty != "float" {
+            return p;
+        }
+        scratch.push(Extent::of(shape.iter().cloned()).times(2));
+        let y = Param {
+            cty: "sat_bf16",
+            name: "y".into(),
+            bind: Bind::Scratch(scratch.len() - 1),
+            written: true,
+        };
+        let params = vec![reading(&p, "x"), y.clone()];
+        steps.push(Step::Kernel(elementwise_kernel(ctx, "to_bf16", params, shape, "y[i] = x[i];")));
+        reading(&y, name)
+    });
+    steps.push(Step::Gemm(Box::new(GemmDef { a: pa, b: pb, c: ctx.out(), gemm })));
+    Some(Group { steps, scratch })
 }
 
 /// `p` as a read-only parameter named `name`.
