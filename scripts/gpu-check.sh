@@ -21,7 +21,7 @@
 #      traffic against the GPU's copy bandwidth), grouped-experts (64 and 512 tokens) and a
 #      prefill-sized linear (4096 x 7168 -> 2048), each in f32 and in bf16 on tensor cores
 #      (linear also through --cublas), and the prefill attention's batched matmul (128 heads of
-#      1024 x 192 by 192 x 1024, f32, with and without --cublas), checked against the CPU
+#      1024 x 192 by 192 x 1024: f32 with and without --cublas, bf16 through it), checked against the CPU
 #      backend at a size the check can afford;
 #      then the same problems in PyTorch on the same GPU (scripts/bench_ops_torch.py), in
 #      float32 and bfloat16, where PyTorch is installed: its bf16 products are cuBLAS, so the
@@ -281,6 +281,7 @@ if wants_op matmul; then
   # The prefill attention's batched products: f32 tiles, and cuBLAS's strided batches.
   op matmul matmul "${MATMUL[@]}" --check
   op matmul-cublas matmul "${MATMUL[@]}" --cublas --check
+  op matmul-bf16-cublas matmul "${MATMUL[@]}" --weights-dtype bf16 --tensor-cores --cublas --check
 fi
 fi
 
@@ -319,6 +320,7 @@ torch_ops() {  # the chosen groups' problems, both dtypes; stops at the first "n
   fi
   if wants_op matmul; then
     torch_op matmul matmul "${MATMUL[@]}" || return 0
+    torch_op matmul-bf16 matmul "${MATMUL[@]}" --dtype bfloat16 || return 0
   fi
 }
 torch_ops
