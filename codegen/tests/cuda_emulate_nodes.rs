@@ -160,3 +160,47 @@ fn decode_steps_replayed_from_a_graph_match_direct_launches() {
     assert!(set.replays(*d) >= 8, "{} of 12 steps replayed", set.replays(*d));
     assert_eq!(sets[0].0.replays(sets[0].2), 0);
 }
+
+/// A library product in a recorded graph is recorded at the run's sizes (it has no guard
+/// against capacity-sized grids): a batch that shrinks while every address stays records anew,
+/// and the same sizes again replay.
+#[test]
+fn recorded_library_products_follow_the_run_sizes() {
+    use saturn_codegen::cuda::CudaOptions;
+    use saturn_codegen::cuda::emulate::HostDevice;
+    use saturn_codegen::cuda::exec::ProgramSet;
+    use saturn_ir::{DType, Dim, Op, TensorType};
+
+    let mut g = Graph::new("batched");
+    let ty = |dims: [u64; 2]| {
+        TensorType::new(DType::F32, [Dim::sym("S"), Dim::from(dims[0] as usize), Dim::from(dims[1] as usize)])
+    };
+    let a = g.add("a", Op::Input, &[], Some(ty([10, 8]))).unwrap();
+    let b = g.add("b", Op::Input, &[], Some(ty([8, 5]))).unwrap();
+    let y = g.add("y", Op::MatMul, &[a, b], None).unwrap();
+    g.set_output("y", y).unwrap();
+    let options = CudaOptions { cublas: true, ..CudaOptions::default() };
+    let program = CudaProgram::generate_with(&g, CACHE, options).unwrap();
+    assert!(program.launches.iter().all(|l| l.kernel().is_none()), "one library product");
+    let mut set = ProgramSet::new(HostDevice::default());
+    let index = set.add(program, &HashMap::<String, Tensor>::new()).unwrap();
+    set.use_graphs(index, true);
+    for (run, s) in [3usize, 2, 2].into_iter().enumerate() {
+        let fill = |n: usize, seed: usize| {
+            (0..s * n).map(|i| ((i * 7 + seed) % 11) as f32 - 5.0).collect::<Vec<_>>()
+        };
+        let inputs = HashMap::from([
+            ("a".to_string(), Tensor::f32(vec![s, 10, 8], fill(80, run))),
+            ("b".to_string(), Tensor::f32(vec![s, 8, 5], fill(40, run + 3))),
+        ]);
+        set.run(index, &[("S", s as u64)], &inputs).unwrap();
+        let bindings = Bindings {
+            symbols: SymBindings::from([("S".to_string(), s as u64)]),
+            inputs: inputs.clone(),
+            params: &HashMap::<String, Tensor>::new(),
+        };
+        let want = evaluate(&g, &bindings).unwrap().remove("y").unwrap();
+        assert_eq!(set.output(index, "y").unwrap(), want, "run {run}, S = {s}");
+    }
+    assert_eq!(set.replays(index), 1, "S = 3 and the first S = 2 record, the second replays");
+}

@@ -74,14 +74,22 @@ pub struct BlasGemm {
 }
 
 impl Gemm {
-    /// The column-major call at the symbols' `values`, and which of the program's operands it
-    /// takes as `A` and `B`: `[A, B]` indexes into `[a, b]`. `None` when a size does not
-    /// evaluate.
+    /// Which of the product's operands `[a, b, c]` the column-major call ([`Gemm::blas`]) takes
+    /// as its `[A, B, C]`.
+    pub const BLAS_OPERANDS: [usize; 3] = [1, 0, 2];
+
+    /// Every size the product has, for telling two runs' calls apart.
+    pub fn extents(&self) -> impl Iterator<Item = &Extent> {
+        [&self.m, &self.n, &self.k, &self.batch].into_iter().chain(&self.strides)
+    }
+
+    /// The column-major call at the symbols' `values`; `None` when a size does not evaluate.
     ///
     /// Row-major `c = a b'` is column-major `c^T = b'^T a^T`, and a row-major matrix is its
     /// transpose column-major: BLAS's `A` is `b` (`[N, K]` rows transposed, or `[K, N]` as it
-    /// is), its `B` is `a` (`K x M`), its `C` is `c^T` (`N x M`, leading dimension `N`).
-    pub fn blas(&self, symbols: &[String], values: &[u64]) -> Option<(BlasGemm, [usize; 2])> {
+    /// is), its `B` is `a` (`K x M`), its `C` is `c^T` (`N x M`, leading dimension `N`): the
+    /// order [`Gemm::BLAS_OPERANDS`] gives.
+    pub fn blas(&self, symbols: &[String], values: &[u64]) -> Option<BlasGemm> {
         let eval = |e: &Extent| e.eval(symbols, values).and_then(|v| usize::try_from(v).ok());
         let (m, n, k) = (eval(&self.m)?, eval(&self.n)?, eval(&self.k)?);
         let [sa, sb, sc] = [eval(&self.strides[0])?, eval(&self.strides[1])?, eval(&self.strides[2])?];
@@ -104,7 +112,7 @@ impl Gemm {
             stride_c: sc,
             operands: self.operands,
         };
-        Some((call, [1, 0]))
+        Some(call)
     }
 }
 
@@ -186,12 +194,13 @@ mod tests {
                 strides: [constant(0), constant(n * k), constant(m * n)],
                 operands: GemmType::F32,
             };
-            let (call, [first, second]) = g.blas(&[], &[]).unwrap();
-            let ops = [a.as_ptr() as *const u8, b.as_ptr() as *const u8];
-            assert_eq!(call.spans(), [batch * n * k, m * k, batch * m * n]);
+            let call = g.blas(&[], &[]).unwrap();
             let mut c = vec![f32::NAN; batch * m * n];
+            let ops = [a.as_ptr() as *const u8, b.as_ptr() as *const u8, c.as_mut_ptr() as *const u8];
+            let [first, second, out] = Gemm::BLAS_OPERANDS.map(|i| ops[i]);
+            assert_eq!(call.spans(), [batch * n * k, m * k, batch * m * n]);
             // SAFETY: the spans match the vectors.
-            unsafe { call.run_host(ops[first], ops[second], c.as_mut_ptr() as *mut u8) };
+            unsafe { call.run_host(first, second, out as *mut u8) };
             for z in 0..batch {
                 let bz = &b[z * n * k..];
                 for i in 0..m {

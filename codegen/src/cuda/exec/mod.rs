@@ -16,7 +16,7 @@ use std::collections::HashMap;
 
 use saturn_ir::{DType, ParamSource, Tensor};
 
-use super::{BlasGemm, CudaProgram, Extent, Launch, Storage, Work};
+use super::{BlasGemm, CudaProgram, Extent, Gemm, Launch, Storage, Work};
 use crate::CodegenError;
 use crate::arena::grow_caps;
 use values::{buffer_dtype, load_param, scalar_bytes};
@@ -306,13 +306,11 @@ impl<D: Device> ProgramSet<D> {
         let mut signature = addresses.to_vec();
         let symbols = &p.program.symbols;
         for l in launches {
-            let sizes = match &l.work {
+            let sizes: Vec<Option<u64>> = match &l.work {
                 Work::Kernel(k) => k.grid.iter().map(|e| e.eval(symbols, &caps)).collect(),
-                Work::Gemm(g) => {
-                    vec![g.m.eval(symbols, values), g.n.eval(symbols, values), g.k.eval(symbols, values)]
-                }
+                Work::Gemm(g) => g.extents().map(|e| e.eval(symbols, values)).collect(),
             };
-            signature.extend(sizes.into_iter().map(|v: Option<u64>| v.unwrap_or(u64::MAX)));
+            signature.extend(sizes.into_iter().map(|v| v.unwrap_or(u64::MAX)));
         }
         if let Some((recorded, graph)) = &p.graph
             && *recorded == signature
@@ -570,19 +568,19 @@ impl<D: Device> ProgramSet<D> {
         let k = match &launch.work {
             Work::Kernel(k) => k,
             Work::Gemm(g) => {
-                let (call, [first, second]) = g
+                let call = g
                     .blas(&p.program.symbols, values)
                     .ok_or_else(|| err("its sizes do not evaluate".into()))?;
-                let [a, b, c] = [first, second, 2].map(|i| launch.args[i]);
-                for (buffer, span) in [a, b, c].into_iter().zip(call.spans()) {
-                    let elem = if buffer == c { 4 } else { g.operands.size_bytes() };
+                let buffers = Gemm::BLAS_OPERANDS.map(|i| launch.args[i]);
+                let elems = [g.operands.size_bytes(), g.operands.size_bytes(), 4];
+                for ((buffer, span), elem) in buffers.into_iter().zip(call.spans()).zip(elems) {
                     let b = &p.program.buffers[buffer];
                     check_room(&b.name, span * elem, eval(&b.name, &b.bytes, &p.program, values)?)?;
                 }
                 if call.m == 0 || call.n == 0 || call.batch == 0 {
                     return Ok(());
                 }
-                let [a, b, c] = [args[first], args[second], args[2]];
+                let [a, b, c] = Gemm::BLAS_OPERANDS.map(|i| args[i]);
                 return self.device.gemm(&call, a, b, c).map_err(|msg| err(format!("{call:?}: {msg}")));
             }
         };
