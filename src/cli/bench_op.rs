@@ -150,7 +150,7 @@ struct Report {
     weights_dtype: &'static str,
     /// The CUDA backends computed on tensor cores (bf16 operands).
     tensor_cores: bool,
-    /// The CUDA backends ran products with weights in cuBLAS (`--cublas`).
+    /// The CUDA backends ran the tiled products in cuBLAS (`--cublas`).
     cublas: bool,
     repeat: usize,
     seconds: Vec<f64>,
@@ -211,6 +211,8 @@ pub fn run(args: OpArgs) -> Result<()> {
     let check_relative_error = how.check.then(|| check(&case, &how, &timing)).transpose()?;
     let bytes = problem.bytes - problem.weight_elements * weight_saving(how.backend, options.weights);
     let median = timing.median();
+    // Tensor cores and cuBLAS are the CUDA backends' (the others ignore the flags).
+    let cuda = matches!(how.backend, Backend::Cuda | Backend::CudaEmulator);
     let report = Report {
         op: problem.op,
         backend: how.backend.name(),
@@ -220,8 +222,8 @@ pub fn run(args: OpArgs) -> Result<()> {
         seconds_median: median,
         seconds: timing.seconds,
         weights_dtype: how.precision.weights_dtype.name(),
-        tensor_cores: options.tensor_cores,
-        cublas: options.cublas,
+        tensor_cores: cuda && options.tensor_cores,
+        cublas: cuda && options.cublas,
         bytes,
         bandwidth_bytes_per_s: bytes / median,
         flops: problem.flops,
@@ -236,8 +238,7 @@ pub fn run(args: OpArgs) -> Result<()> {
         print_report(&report);
     }
     // Tensor cores round the CUDA kernels' operands to bf16: torch.testing's bf16 tolerance.
-    let tensor_cores = matches!(how.backend, Backend::Cuda | Backend::CudaEmulator) && options.tensor_cores;
-    let tolerance = if tensor_cores { 1.6e-2 } else { 1e-4 };
+    let tolerance = if report.tensor_cores { 1.6e-2 } else { 1e-4 };
     if let Some(e) = check_relative_error
         && e > tolerance
     {

@@ -211,10 +211,10 @@ struct Precision {
     /// The CUDA backends run prefill-sized products (beyond 8 rows) in cuBLAS, where it
     /// multiplies the operands together: products with f32 weights, or bf16 weights with
     /// --tensor-cores (the dense ones and the MoE's shared expert), and batched matmuls (the
-    /// attention's; in bf16 with --tensor-cores)
-    /// (BENCHMARKS.md: cuBLAS is 2.1x (f32) to 5.8x (bf16) faster than the generated tiles at
-    /// 4096 x 7168 -> 2048 on an H100). Needs cuBLAS for CUDA 13 beside NVRTC or on the
-    /// loader's path; the emulator computes these products on the host.
+    /// attention's; in bf16 with --tensor-cores). BENCHMARKS.md: cuBLAS is 2.1x (f32) to 5.8x
+    /// (bf16) faster than the generated tiles at 4096 x 7168 -> 2048 on an H100. Needs cuBLAS
+    /// for CUDA 13 beside NVRTC or on the loader's path; the emulator computes these products
+    /// on the host.
     #[arg(long)]
     cublas: bool,
 }

@@ -203,10 +203,7 @@ impl CudaTools {
     pub fn load_cublas(&self) -> Result<(), ToolchainError> {
         let dir = self.nvrtc.as_deref().and_then(Path::parent);
         for path in dir.iter().flat_map(|d| CUBLAS_LIBS.map(|name| d.join(name))).filter(|p| p.is_file()) {
-            // SAFETY: NVIDIA's libraries run no initialisers that depend on us; kept loaded.
-            let lib = unsafe { Library::open(Some(&path), RTLD_NOW | RTLD_GLOBAL) }
-                .map_err(|e| ToolchainError::Load { path: path.clone(), reason: e.to_string() })?;
-            std::mem::forget(lib);
+            std::mem::forget(open_global(&path)?);
         }
         // SAFETY: only probes whether the loader can open libcublas; cudarc panics if it cannot.
         if unsafe { cudarc::cublas::sys::is_culib_present() } {
@@ -369,20 +366,23 @@ fn preload(lib: &Path) -> Result<(), ToolchainError> {
         }
         return Ok(());
     }
-    let open = |path: &Path| {
-        // SAFETY: NVIDIA's libraries run no initialisers that depend on us.
-        unsafe { Library::open(Some(path), RTLD_NOW | RTLD_GLOBAL) }
-            .map_err(|e| ToolchainError::Load { path: path.to_path_buf(), reason: e.to_string() })
-    };
     let dir = lib.parent().unwrap_or(Path::new("."));
     let builtins = std::fs::read_dir(dir).into_iter().flatten().flatten().map(|e| e.path()).filter(|p| {
         p.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with("libnvrtc-builtins.so.13"))
     });
     for path in builtins {
-        std::mem::forget(open(&path)?);
+        std::mem::forget(open_global(&path)?);
     }
-    *loaded = Some((lib.to_path_buf(), open(lib)?));
+    *loaded = Some((lib.to_path_buf(), open_global(lib)?));
     Ok(())
+}
+
+/// Opens a library by path with its symbols global, so that a later `dlopen` by soname (cudarc's)
+/// finds it loaded.
+fn open_global(path: &Path) -> Result<Library, ToolchainError> {
+    // SAFETY: NVIDIA's libraries run no initialisers that depend on us.
+    unsafe { Library::open(Some(path), RTLD_NOW | RTLD_GLOBAL) }
+        .map_err(|e| ToolchainError::Load { path: path.to_path_buf(), reason: e.to_string() })
 }
 
 type VersionFn = unsafe extern "C" fn(*mut c_int, *mut c_int) -> nvrtc_sys::nvrtcResult;

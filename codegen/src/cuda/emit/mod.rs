@@ -88,8 +88,8 @@ impl KernelDef {
     }
 }
 
-/// A product of a group run by the device's BLAS library: `c = a b^T` (see
-/// [`crate::cuda::Gemm`]), `a` rows of `k`, `b` rows `[n, k]`, `c` f32.
+/// A product of a group run by the device's BLAS library, `gemm` over the buffers of `a`, `b`
+/// and `c` (see [`crate::cuda::Gemm`]).
 #[derive(Clone, Debug)]
 pub(crate) struct GemmDef {
     pub a: Param,
@@ -129,7 +129,7 @@ pub(crate) struct NodeCtx<'a> {
     /// Products may round their operands to bf16 and run on tensor cores
     /// ([`crate::cuda::CudaOptions::tensor_cores`]).
     pub tensor_cores: bool,
-    /// Tiled products with weights may run in the device's BLAS library
+    /// Tiled products may run in the device's BLAS library
     /// ([`crate::cuda::CudaOptions::cublas`]).
     pub cublas: bool,
 }
